@@ -1,0 +1,78 @@
+"""Runs one crew task with a real CrewAI agent. The only module that imports crewai.
+
+CrewAI is synchronous: the activity calls :meth:`CrewAITaskRunner.run` in a thread. Temporal owns
+retries, so every retry layer under it is turned off: the agent's ``max_retry_limit``, the provider
+SDK's ``max_retries`` and CrewAI's own rate-limit loop (which would retry every 429 about three times,
+ignoring Retry-After, and hide those calls from history).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+# Before crewai is imported: no telemetry, no version check.
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("CREWAI_DISABLE_VERSION_CHECK", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+
+from crewai import LLM, Agent, Task  # noqa: E402
+from crewai.llms.retry import _active_llm_rate_limit_retry  # noqa: E402
+from crewai_core.printer import set_suppress_console_output  # noqa: E402
+
+from activities.errors import ConfigurationError  # noqa: E402
+from activities.runner_contract import TaskRunOutcome, TaskRunRequest  # noqa: E402
+from backend.settings import resolve_secret  # noqa: E402
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# The OpenAI SDK refuses to build a client without a key; keyless endpoints (the simulator, local
+# model servers) get this stand-in.
+_NO_KEY = "no-key-configured"
+
+
+def interpolate(text: str, inputs: dict[str, Any]) -> str:
+    """Replace ``{name}`` with the input's text; nothing else is evaluated (no format spec,
+    attribute or index access), so inputs cannot inject template expressions."""
+    return _PLACEHOLDER.sub(lambda m: str(inputs[m.group(1)]) if m.group(1) in inputs else m.group(0), text)
+
+
+class CrewAITaskRunner:
+    def run(self, request: TaskRunRequest) -> TaskRunOutcome:
+        # Both are context variables of this thread: they do not leak into other tasks.
+        set_suppress_console_output(True)
+        _active_llm_rate_limit_retry.set(True)  # "a retry loop is already active": CrewAI's is off
+        llm_spec = request.agent["llm"]
+        api_key = resolve_secret(llm_spec.get("api_key_env"))
+        if llm_spec.get("api_key_env") and not api_key:
+            raise ConfigurationError(f"environment variable {llm_spec['api_key_env']} is not set")
+        llm = LLM(
+            model=llm_spec["model"],
+            base_url=llm_spec.get("base_url"),
+            api_key=api_key or _NO_KEY,
+            timeout=llm_spec.get("timeout_s", 60.0),
+            max_retries=0,
+            temperature=llm_spec.get("temperature"),
+        )
+        agent = Agent(
+            role=interpolate(request.agent["role"], request.inputs),
+            goal=interpolate(request.agent["goal"], request.inputs),
+            backstory=interpolate(request.agent.get("backstory", ""), request.inputs),
+            llm=llm,
+            max_retry_limit=0,
+            allow_delegation=False,
+            verbose=False,
+            memory=False,
+        )
+        task = Task(
+            name=request.task["name"],
+            description=interpolate(request.task["description"], request.inputs),
+            expected_output=interpolate(request.task["expected_output"], request.inputs),
+            agent=agent,
+        )
+        context = "\n\n----------\n\n".join(
+            f"Output of task {name}:\n{output}" for name, output in request.context.items()
+        )
+        result = task.execute_sync(agent=agent, context=context or None)
+        return TaskRunOutcome(output=str(result.raw), model=llm_spec["model"])

@@ -1,0 +1,1 @@
+"""crewrun backend: settings, database, API, error taxonomy and the dev/test tooling."""

@@ -1,0 +1,1 @@
+"""Backend database: SQLAlchemy 2 models, engine set-up, Alembic migrations and the store."""

@@ -1,0 +1,383 @@
+"""The store: every read and write of the backend database, as short transactions.
+
+Writers that may run twice (activity retries, a worker killed after its commit, two API requests
+with one Idempotency-Key) are written so the second run is a no-op:
+
+- status changes are conditional ``UPDATE ... WHERE status IN (allowed predecessors)``, so they are
+  atomic, idempotent and monotonic on SQLite and PostgreSQL alike;
+- a task's output is written once; later attempts read it back instead of calling the LLM again;
+- executions are unique by workflow id and by Idempotency-Key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, and_, case, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import Crew, Execution, ExecutionLog, TaskRun, utcnow
+from backend.status import (
+    TERMINAL_EXECUTION,
+    ExecutionStatus,
+    TaskStatus,
+    execution_predecessors,
+    task_predecessors,
+)
+
+
+class CrewNameTaken(Exception):
+    pass
+
+
+class IdempotencyKeyReused(Exception):
+    """The key was used before with a different request body."""
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def workflow_id_for(execution_id: str) -> str:
+    """Business key: one workflow per execution, so a duplicate start cannot run it twice."""
+    return f"crew-execution-{execution_id}"
+
+
+def _encode_cursor(*parts: Any) -> str:
+    raw = json.dumps([p.isoformat() if isinstance(p, datetime) else p for p in parts])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    """Raises ValueError on a cursor this store did not make."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        parts = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid cursor") from exc
+    if not isinstance(parts, list) or not parts:
+        raise ValueError("invalid cursor")
+    return parts
+
+
+class Store:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._sessions = session_factory
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # ----- crews -----
+
+    def create_crew(self, name: str, spec: dict[str, Any]) -> Crew:
+        crew = Crew(id=str(uuid.uuid4()), name=name, spec=spec, version=1, created_at=utcnow())
+        try:
+            with self._tx() as s:
+                s.add(crew)
+        except IntegrityError as exc:
+            raise CrewNameTaken(name) from exc
+        return crew
+
+    def get_crew(self, crew_id: str) -> Crew | None:
+        with self._sessions() as s:
+            return s.get(Crew, crew_id)
+
+    def list_crews(self, *, limit: int, cursor: str | None) -> Page[Crew]:
+        query = select(Crew)
+        return self._page(query, Crew.created_at, Crew.id, limit, cursor)
+
+    # ----- executions -----
+
+    def create_execution(
+        self,
+        *,
+        crew_id: str | None,
+        crew_name: str,
+        spec: dict[str, Any],
+        inputs: dict[str, Any],
+        idempotency_key: str | None,
+        request_hash: str | None,
+    ) -> tuple[Execution, bool]:
+        """Insert a pending execution; returns (execution, created). Same key → same execution."""
+        if idempotency_key:
+            existing = self._by_idempotency_key(idempotency_key, request_hash)
+            if existing is not None:
+                return existing, False
+        execution_id = str(uuid.uuid4())
+        now = utcnow()
+        execution = Execution(
+            id=execution_id,
+            crew_id=crew_id,
+            crew_name=crew_name,
+            spec=spec,
+            inputs=inputs,
+            status=ExecutionStatus.PENDING,
+            workflow_id=workflow_id_for(execution_id),
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            created_at=now,
+            updated_at=now,
+        )
+        tasks = spec.get("tasks", [])
+        try:
+            with self._tx() as s:
+                s.add(execution)
+                s.flush()
+                for position, task in enumerate(tasks):
+                    s.add(
+                        TaskRun(
+                            execution_id=execution_id,
+                            name=task["name"],
+                            agent=task["agent"],
+                            position=position,
+                            status=TaskStatus.PENDING,
+                            attempts=0,
+                        )
+                    )
+                s.add(
+                    ExecutionLog(
+                        execution_id=execution_id,
+                        event="execution.accepted",
+                        message=f"crew {crew_name}: {len(tasks)} tasks",
+                        at=now,
+                    )
+                )
+        except IntegrityError:
+            # A concurrent request with the same key won the insert: answer with its execution.
+            if idempotency_key:
+                existing = self._by_idempotency_key(idempotency_key, request_hash)
+                if existing is not None:
+                    return existing, False
+            raise
+        fresh = self.get_execution(execution_id)
+        assert fresh is not None
+        return fresh, True
+
+    def _by_idempotency_key(self, key: str, request_hash: str | None) -> Execution | None:
+        with self._sessions() as s:
+            found = s.scalars(select(Execution).where(Execution.idempotency_key == key)).first()
+        if found is not None and request_hash and found.request_hash != request_hash:
+            raise IdempotencyKeyReused(key)
+        return found
+
+    def get_execution(self, execution_id: str) -> Execution | None:
+        with self._sessions() as s:
+            return s.get(Execution, execution_id)
+
+    def list_executions(
+        self, *, status: str | None, crew_id: str | None, limit: int, cursor: str | None
+    ) -> Page[Execution]:
+        query = select(Execution)
+        if status:
+            query = query.where(Execution.status == status)
+        if crew_id:
+            query = query.where(Execution.crew_id == crew_id)
+        return self._page(query, Execution.created_at, Execution.id, limit, cursor)
+
+    def set_run_id(self, execution_id: str, run_id: str) -> None:
+        with self._tx() as s:
+            s.execute(
+                update(Execution)
+                .where(Execution.id == execution_id, Execution.run_id.is_(None))
+                .values(run_id=run_id)
+            )
+
+    def transition_execution(
+        self, execution_id: str, status: str, *, error: dict[str, Any] | None = None
+    ) -> str | None:
+        """Move an execution to ``status`` if allowed; returns the status it has afterwards."""
+        now = utcnow()
+        values: dict[str, Any] = {"status": status, "updated_at": now}
+        if status != ExecutionStatus.PENDING:
+            values["started_at"] = _coalesce(Execution.started_at, now)
+        if status in TERMINAL_EXECUTION:
+            values["finished_at"] = _coalesce(Execution.finished_at, now)
+            if error is not None:
+                values["error"] = error
+        with self._tx() as s:
+            s.execute(
+                update(Execution)
+                .where(
+                    Execution.id == execution_id,
+                    Execution.status.in_(execution_predecessors(status)),
+                )
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            return s.scalar(select(Execution.status).where(Execution.id == execution_id))
+
+    # ----- task runs -----
+
+    def start_task_attempt(self, execution_id: str, task: str, attempt: int) -> TaskRun | None:
+        """Record that attempt ``attempt`` of a task began; returns the row (None if unknown)."""
+        status = TaskStatus.RUNNING if attempt <= 1 else TaskStatus.RETRYING
+        now = utcnow()
+        with self._tx() as s:
+            s.execute(
+                update(TaskRun)
+                .where(
+                    TaskRun.execution_id == execution_id,
+                    TaskRun.name == task,
+                    TaskRun.status.in_(task_predecessors(status)),
+                )
+                .values(
+                    status=status,
+                    attempts=_greatest(TaskRun.attempts, attempt),
+                    started_at=_coalesce(TaskRun.started_at, now),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return s.scalars(
+                select(TaskRun).where(TaskRun.execution_id == execution_id, TaskRun.name == task)
+            ).first()
+
+    def complete_task(
+        self, execution_id: str, task: str, *, output: str, model: str | None, attempt: int
+    ) -> TaskRun:
+        """Write a task's output once. A second call (a retried activity) changes nothing."""
+        with self._tx() as s:
+            s.execute(
+                update(TaskRun)
+                .where(
+                    TaskRun.execution_id == execution_id,
+                    TaskRun.name == task,
+                    TaskRun.status.in_(task_predecessors(TaskStatus.COMPLETED) - {TaskStatus.COMPLETED}),
+                )
+                .values(
+                    status=TaskStatus.COMPLETED,
+                    output=output,
+                    model=model,
+                    error=None,
+                    attempts=_greatest(TaskRun.attempts, attempt),
+                    finished_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            row = s.scalars(
+                select(TaskRun).where(TaskRun.execution_id == execution_id, TaskRun.name == task)
+            ).one()
+            return row
+
+    def fail_task(
+        self, execution_id: str, task: str, *, error: dict[str, Any], final: bool
+    ) -> None:
+        """Keep the last error on the task; ``final`` also moves it to ``failed``."""
+        values: dict[str, Any] = {"error": error}
+        if final:
+            values |= {"status": TaskStatus.FAILED, "finished_at": utcnow()}
+        allowed = task_predecessors(TaskStatus.FAILED) - {TaskStatus.FAILED}
+        with self._tx() as s:
+            s.execute(
+                update(TaskRun)
+                .where(
+                    TaskRun.execution_id == execution_id,
+                    TaskRun.name == task,
+                    TaskRun.status.in_(allowed),
+                )
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+
+    def completed_outputs(self, execution_id: str, tasks: Sequence[str]) -> dict[str, str]:
+        if not tasks:
+            return {}
+        with self._sessions() as s:
+            rows = s.execute(
+                select(TaskRun.name, TaskRun.output).where(
+                    TaskRun.execution_id == execution_id,
+                    TaskRun.name.in_(list(tasks)),
+                    TaskRun.status == TaskStatus.COMPLETED,
+                )
+            ).all()
+        return {name: output or "" for name, output in rows}
+
+    # ----- logs -----
+
+    def add_log(
+        self,
+        execution_id: str,
+        event: str,
+        message: str = "",
+        *,
+        level: str = "info",
+        task: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        with self._tx() as s:
+            s.add(
+                ExecutionLog(
+                    execution_id=execution_id,
+                    event=event,
+                    message=message,
+                    level=level,
+                    task=task,
+                    data=data,
+                    at=utcnow(),
+                )
+            )
+
+    def list_logs(self, execution_id: str, *, limit: int, cursor: str | None) -> Page[ExecutionLog]:
+        query = select(ExecutionLog).where(ExecutionLog.execution_id == execution_id)
+        if cursor:
+            (after,) = decode_cursor(cursor)[:1]
+            if not isinstance(after, int):
+                raise ValueError("invalid cursor")
+            query = query.where(ExecutionLog.id > after)
+        with self._sessions() as s:
+            rows = list(s.scalars(query.order_by(ExecutionLog.id).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, _encode_cursor(rows[-1].id) if more else None)
+
+    # ----- health -----
+
+    def ping(self) -> None:
+        with self._sessions() as s:
+            s.execute(select(1))
+
+    # ----- helpers -----
+
+    def _page(
+        self, query: Select[Any], created_col: Any, id_col: Any, limit: int, cursor: str | None
+    ) -> Page[Any]:
+        if cursor:
+            parts = decode_cursor(cursor)
+            if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
+                raise ValueError("invalid cursor")
+            created = datetime.fromisoformat(parts[0])
+            query = query.where(
+                or_(created_col < created, and_(created_col == created, id_col < parts[1]))
+            )
+        query = query.order_by(created_col.desc(), id_col.desc()).limit(limit + 1)
+        with self._sessions() as s:
+            rows = list(s.scalars(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if not more:
+            return Page(rows, None)
+        last = rows[-1]
+        return Page(rows, _encode_cursor(getattr(last, "created_at"), getattr(last, "id")))
+
+
+def _coalesce(column: Any, value: Any) -> Any:
+    return func.coalesce(column, value)
+
+
+def _greatest(column: Any, value: int) -> Any:
+    # GREATEST() does not exist on SQLite; CASE works everywhere.
+    return case((column > value, column), else_=value)

@@ -1,0 +1,86 @@
+"""The one settings object. Every knob is an environment variable prefixed ``CREWRUN_``.
+
+Nothing else in crewrun reads ``os.environ`` except :func:`resolve_secret`, which looks up the
+provider key an LLM spec names by ``api_key_env`` (the spec never carries the key itself).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SEARCH_ATTRIBUTES: tuple[str, ...] = (
+    "CrewExecutionStatus",
+    "CrewErrorCategory",
+    "CrewErrorCode",
+    "CrewName",
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CREWRUN_", extra="ignore")
+
+    data_dir: Path = Path(".crewrun")
+    # Empty means: an SQLite file in data_dir. PostgreSQL: postgresql+psycopg://user@host/db
+    database_url: str = ""
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+    task_queue: str = "crewrun"
+
+    # Ports of the embedded stack (`crewrun up`).
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    simulator_port: int = 8765
+
+    # Crew-task activities. The heartbeat timeout bounds how long a task of a dead worker stays
+    # invisible before Temporal retries it elsewhere.
+    task_heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    task_default_timeout_s: float = Field(default=600.0, gt=0)
+    task_retry_initial_interval_s: float = Field(default=1.0, gt=0)
+    task_retry_backoff: float = Field(default=2.0, ge=1)
+    task_retry_max_interval_s: float = Field(default=60.0, gt=0)
+    task_retry_max_attempts: int = Field(default=6, ge=1)
+    worker_max_concurrent_tasks: int = Field(default=8, ge=1)
+
+    # API
+    max_request_bytes: int = Field(default=1_000_000, gt=0)
+    max_inputs_bytes: int = Field(default=64_000, gt=0)
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'crewrun.db').as_posix()}"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def ui_link(self, workflow_id: str, run_id: str | None = None) -> str:
+        base = f"{self.temporal_ui_url.rstrip('/')}/namespaces/{self.temporal_namespace}"
+        url = f"{base}/workflows/{workflow_id}"
+        return f"{url}/{run_id}/history" if run_id else url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def resolve_secret(env_name: str | None) -> str | None:
+    """The value of the environment variable an LLM spec names by ``api_key_env``."""
+    if not env_name:
+        return None
+    return os.environ.get(env_name)

@@ -1,0 +1,210 @@
+"""CrewSpec: the crew a client submits, in CrewAI's vocabulary, validated before anything runs.
+
+A spec that passes here can be run: every task names a known agent, ``context`` references only
+earlier-declared tasks and has no cycles, and :func:`missing_inputs` tells which ``{placeholders}``
+an execution must supply. Secrets never travel in a spec: ``api_key_env`` names an environment
+variable of the worker.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+_RETRY_CATEGORIES = (
+    "network", "timeout", "rate_limit", "external_service", "resource_exhaustion", "database",
+    "llm_output", "internal",
+)  # fmt: skip
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class LLMSpec(_Strict):
+    model: str = Field(min_length=1, max_length=200)
+    base_url: str | None = Field(default=None, max_length=2000)
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    service: str | None = Field(default=None, max_length=100)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("base_url must be an http(s) URL with a host")
+        if parsed.password or parsed.query:
+            raise ValueError("base_url must not carry credentials or a query string")
+        return value
+
+    @property
+    def service_name(self) -> str:
+        """The external dependency this LLM counts against (circuit breaker, metrics)."""
+        if self.service:
+            return self.service
+        if self.base_url:
+            return urlparse(self.base_url).hostname or "llm"
+        return "openai"
+
+
+class RetryOverride(_Strict):
+    maximum_attempts: int | None = Field(default=None, ge=1, le=100)
+    initial_interval_s: float | None = Field(default=None, gt=0, le=3600)
+    backoff: float | None = Field(default=None, ge=1, le=10)
+    maximum_interval_s: float | None = Field(default=None, gt=0, le=86400)
+
+
+RetrySpec = dict[str, RetryOverride]
+
+
+def _check_retry_categories(value: RetrySpec) -> RetrySpec:
+    unknown = sorted(set(value) - set(_RETRY_CATEGORIES))
+    if unknown:
+        raise ValueError(f"unknown retry categories {unknown}; known: {list(_RETRY_CATEGORIES)}")
+    return value
+
+
+class AgentSpec(_Strict):
+    name: str = Field(pattern=_NAME)
+    role: str = Field(min_length=1, max_length=500)
+    goal: str = Field(min_length=1, max_length=5000)
+    backstory: str = Field(default="", max_length=20000)
+    llm: LLMSpec
+    fallback_llms: list[LLMSpec] = Field(default_factory=list, max_length=5)
+
+
+class TaskSpec(_Strict):
+    name: str = Field(pattern=_NAME)
+    description: str = Field(min_length=1, max_length=20000)
+    expected_output: str = Field(min_length=1, max_length=5000)
+    agent: str
+    # None: every earlier task (CrewAI's sequential default); []: no context.
+    context: list[str] | None = None
+    critical: bool = True
+    timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    retry: RetrySpec = Field(default_factory=dict)
+
+    _retry_categories = field_validator("retry")(_check_retry_categories)
+
+
+class CrewSpec(_Strict):
+    name: str = Field(pattern=_NAME)
+    process: Literal["sequential"] = "sequential"
+    agents: list[AgentSpec] = Field(min_length=1, max_length=50)
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=100)
+    retry: RetrySpec = Field(default_factory=dict)
+
+    _retry_categories = field_validator("retry")(_check_retry_categories)
+
+    @model_validator(mode="after")
+    def _references(self) -> CrewSpec:
+        problems = reference_problems(self)
+        if problems:
+            # One error whose ctx lists each problem with its own location, so the API can report
+            # them as field errors ("tasks.1.agent") instead of one opaque string.
+            raise PydanticCustomError(
+                "crew_spec_reference",
+                "{summary}",
+                {
+                    "summary": "; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems),
+                    "problems": [{"loc": list(loc), "msg": msg} for loc, msg in problems],
+                },
+            )
+        return self
+
+    def agent(self, name: str) -> AgentSpec:
+        return next(a for a in self.agents if a.name == name)
+
+    def context_of(self, task: TaskSpec) -> list[str]:
+        """The tasks whose outputs a task sees (default: all earlier ones)."""
+        if task.context is not None:
+            return list(task.context)
+        names = [t.name for t in self.tasks]
+        return names[: names.index(task.name)]
+
+    def placeholders(self) -> set[str]:
+        found: set[str] = set()
+        for task in self.tasks:
+            found |= template_fields(task.description) | template_fields(task.expected_output)
+        for agent in self.agents:
+            for text in (agent.role, agent.goal, agent.backstory):
+                found |= template_fields(text)
+        return found
+
+
+def template_fields(text: str) -> set[str]:
+    """``{name}`` placeholders as CrewAI interpolates them (``{{`` escapes a brace)."""
+    try:
+        return {f for _, f, _, _ in string.Formatter().parse(text) if f and _IDENT.match(f)}
+    except ValueError:  # unbalanced braces: CrewAI leaves such text alone, so do we
+        return set()
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def missing_inputs(spec: CrewSpec, inputs: dict[str, Any]) -> list[str]:
+    return sorted(spec.placeholders() - set(inputs))
+
+
+Problem = tuple[tuple[str | int, ...], str]
+
+
+def reference_problems(spec: CrewSpec) -> list[Problem]:
+    """Cross-field problems: duplicate names, unknown agents or tasks, context cycles."""
+    problems: list[Problem] = []
+    for kind, names in (("agents", [a.name for a in spec.agents]), ("tasks", [t.name for t in spec.tasks])):
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                problems.append(((kind, i, "name"), f"duplicate name {name!r}"))
+            seen.add(name)
+    agent_names = {a.name for a in spec.agents}
+    position = {t.name: i for i, t in enumerate(spec.tasks)}
+    for i, task in enumerate(spec.tasks):
+        if task.agent not in agent_names:
+            problems.append((("tasks", i, "agent"), f"unknown agent {task.agent!r}"))
+        for j, ref in enumerate(task.context or []):
+            if ref not in position:
+                problems.append((("tasks", i, "context", j), f"unknown task {ref!r}"))
+    cycles = _context_cycles(spec.tasks)
+    problems.extend((("tasks", position[c[0]], "context"), "context cycle: " + " -> ".join(c)) for c in cycles)
+    if not cycles:
+        # Sequential process: a task can only see outputs of tasks that ran before it.
+        for i, task in enumerate(spec.tasks):
+            for j, ref in enumerate(task.context or []):
+                if ref in position and position[ref] >= i:
+                    problems.append(
+                        (("tasks", i, "context", j), f"{ref!r} runs after {task.name!r} in a sequential crew")
+                    )
+    return problems
+
+
+def _context_cycles(tasks: list[TaskSpec]) -> list[list[str]]:
+    graph = {t.name: list(t.context or []) for t in tasks}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt) :] + [nxt])
+            elif nxt in graph and state.get(nxt) is None:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for name in graph:
+        if state.get(name) is None:
+            visit(name, [name])
+    return cycles

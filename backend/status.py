@@ -1,0 +1,62 @@
+"""Execution and task status machines. Pure: the workflow sandbox imports this too.
+
+``pending -> running <-> retrying -> completed | degraded | failed | cancelled`` plus
+``running -> paused -> running | failed``. Terminal states never change, and a status never moves
+back to ``pending``: writes are idempotent and monotonic, so a retried or late write (an activity
+retry, a reordered update) cannot move an execution backwards.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ExecutionStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    SKIPPED = "skipped"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+
+
+TERMINAL_EXECUTION = frozenset(
+    {ExecutionStatus.COMPLETED, ExecutionStatus.DEGRADED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
+)
+TERMINAL_TASK = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.SKIPPED, TaskStatus.DEGRADED, TaskStatus.FAILED}
+)
+
+_ACTIVE_EXECUTION = frozenset({ExecutionStatus.RUNNING, ExecutionStatus.RETRYING, ExecutionStatus.PAUSED})
+_ACTIVE_TASK = frozenset({TaskStatus.RUNNING, TaskStatus.RETRYING})
+
+
+def execution_predecessors(new: str) -> frozenset[str]:
+    """The statuses from which an execution may move to ``new`` (``new`` itself included)."""
+    status = ExecutionStatus(new)
+    if status == ExecutionStatus.PENDING:
+        return frozenset({ExecutionStatus.PENDING})
+    if status in TERMINAL_EXECUTION:
+        return frozenset({ExecutionStatus.PENDING, *_ACTIVE_EXECUTION, status})
+    return frozenset({ExecutionStatus.PENDING, *_ACTIVE_EXECUTION})
+
+
+def task_predecessors(new: str) -> frozenset[str]:
+    status = TaskStatus(new)
+    if status == TaskStatus.PENDING:
+        return frozenset({TaskStatus.PENDING})
+    if status in TERMINAL_TASK:
+        return frozenset({TaskStatus.PENDING, *_ACTIVE_TASK, status})
+    return frozenset({TaskStatus.PENDING, *_ACTIVE_TASK})

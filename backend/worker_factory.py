@@ -1,0 +1,52 @@
+"""Builds a crewrun worker: the workflow, the crew activities and their dependencies.
+
+``worker.py`` runs one as a process; tests build one in-process against the same real parts.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.crew_activities import CrewActivities
+from activities.runner_contract import TaskRunner
+from backend.db.engine import make_engine, make_session_factory
+from backend.db.store import Store
+from backend.settings import Settings
+from workflows.crew_execution import CrewExecutionWorkflow
+
+
+def build_store(settings: Settings) -> Store:
+    return Store(make_session_factory(make_engine(settings.database_url)))
+
+
+def default_runner() -> TaskRunner:
+    from activities.crew_runner import CrewAITaskRunner  # imports crewai: only where tasks run
+
+    return CrewAITaskRunner()
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    runner: TaskRunner | None = None,
+    task_queue: str | None = None,
+) -> tuple[Worker, ThreadPoolExecutor]:
+    # CrewAI blocks: its calls run in this pool, sized like the activity slots, so a slow
+    # provider never stalls the event loop that serves workflow tasks and queries.
+    executor = ThreadPoolExecutor(settings.worker_max_concurrent_tasks, thread_name_prefix="crew-task")
+    activities = CrewActivities(
+        store=store or build_store(settings), runner=runner or default_runner(), executor=executor
+    )
+    worker = Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=[CrewExecutionWorkflow],
+        activities=[activities.run_crew_task, activities.record_execution_status],
+        max_concurrent_activities=settings.worker_max_concurrent_tasks + 4,
+    )
+    return worker, executor

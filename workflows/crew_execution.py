@@ -1,0 +1,153 @@
+"""CrewExecutionWorkflow: one crew execution, one activity per crew task, sequential process.
+
+The checkpoint is the list of completed tasks in this workflow's state (rebuilt from history on
+replay) plus their outputs in the backend DB: after a worker crash or a server restart the
+workflow continues after the last completed task and never runs a finished task again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from backend.status import ExecutionStatus, TaskStatus
+    from workflows import policies
+    from workflows.contracts import (
+        RECORD_STATUS_ACTIVITY,
+        RUN_TASK_ACTIVITY,
+        WORKFLOW_NAME,
+        CrewExecutionInput,
+        CrewExecutionResult,
+        RunTaskInput,
+        StatusUpdate,
+        TaskProgress,
+        TaskResult,
+    )
+
+STATUS_KEY = SearchAttributeKey.for_keyword("CrewExecutionStatus")
+CATEGORY_KEY = SearchAttributeKey.for_keyword("CrewErrorCategory")
+CODE_KEY = SearchAttributeKey.for_keyword("CrewErrorCode")
+CREW_KEY = SearchAttributeKey.for_keyword("CrewName")
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class CrewExecutionWorkflow:
+    def __init__(self) -> None:
+        self._tasks: list[TaskProgress] = []
+        self._status: str = ExecutionStatus.PENDING
+
+    @workflow.query(name="progress")
+    def progress(self) -> list[TaskProgress]:
+        return self._tasks
+
+    @workflow.query(name="status")
+    def status(self) -> str:
+        return self._status
+
+    @workflow.run
+    async def run(self, inp: CrewExecutionInput) -> CrewExecutionResult:
+        spec = inp.spec
+        agents = {a["name"]: a for a in spec["agents"]}
+        self._tasks = [TaskProgress(name=t["name"], agent=t["agent"]) for t in spec["tasks"]]
+        workflow.upsert_search_attributes([CREW_KEY.value_set(inp.crew_name)])
+        await self._set_status(inp, ExecutionStatus.RUNNING, "execution started")
+
+        names = [t["name"] for t in spec["tasks"]]
+        for index, task in enumerate(spec["tasks"]):
+            progress = self._tasks[index]
+            context = task.get("context")
+            try:
+                result = await self._run_task(inp, task, agents[task["agent"]], progress,
+                                              names[:index] if context is None else list(context))
+            except asyncio.CancelledError:
+                progress.status = TaskStatus.FAILED
+                await self._set_status(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
+                raise
+            except ActivityError as err:
+                # After a cancellation the SDK still lets the workflow schedule activities, so the
+                # final status is recorded on every path.
+                if is_cancelled_exception(err):
+                    progress.status = TaskStatus.FAILED
+                    await self._set_status(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
+                    raise asyncio.CancelledError() from err
+                error = _error_record(err, task["name"], task["agent"])
+                progress.status = TaskStatus.FAILED
+                progress.error = error
+                await self._set_status(inp, ExecutionStatus.FAILED, f"task {task['name']} failed", error)
+                raise ApplicationError(
+                    f"[{error['code']}] task {task['name']} failed: {error['message']}",
+                    error,
+                    type=error["category"],
+                    non_retryable=True,
+                ) from err
+            progress.status = TaskStatus.COMPLETED
+            progress.attempts = result.attempts
+            progress.output = result.output_preview
+            progress.finished_at = workflow.now().isoformat()
+
+        await self._set_status(inp, ExecutionStatus.COMPLETED, "execution completed", None)
+        return CrewExecutionResult(inp.execution_id, self._status, self._tasks)
+
+    async def _run_task(
+        self,
+        inp: CrewExecutionInput,
+        task: dict[str, Any],
+        agent: dict[str, Any],
+        progress: TaskProgress,
+        context: list[str],
+    ) -> TaskResult:
+        progress.status = TaskStatus.RUNNING
+        progress.started_at = workflow.now().isoformat()
+        return await workflow.execute_activity(
+            RUN_TASK_ACTIVITY,
+            RunTaskInput(
+                execution_id=inp.execution_id,
+                crew_name=inp.crew_name,
+                task=task,
+                agent=agent,
+                context=context,
+                inputs=inp.inputs,
+            ),
+            result_type=TaskResult,
+            **policies.task_activity_options(task, agent, inp.tuning),
+        )
+
+    async def _set_status(
+        self, inp: CrewExecutionInput, status: str, message: str, error: dict[str, Any] | None = None
+    ) -> None:
+        self._status = status
+        updates = [STATUS_KEY.value_set(status)]
+        if error:
+            updates += [CATEGORY_KEY.value_set(error["category"]), CODE_KEY.value_set(error["code"])]
+        workflow.upsert_search_attributes(updates)
+        await workflow.execute_activity(
+            RECORD_STATUS_ACTIVITY,
+            StatusUpdate(inp.execution_id, status, message, error),
+            **policies.STATUS_ACTIVITY_OPTIONS,
+        )
+
+
+def _error_record(err: ActivityError, task: str, agent: str) -> dict[str, Any]:
+    """The structured error the activity boundary attached, or a generic record."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
+        return replace_keys(dict(cause.details[0]), task=task, agent=agent)
+    return {
+        "code": "TASK_FAILED",
+        "category": (cause.type if isinstance(cause, ApplicationError) and cause.type else "internal"),
+        "severity": "high",
+        "retryable": False,
+        "message": str(cause or err)[:500],
+        "task": task,
+        "agent": agent,
+    }
+
+
+def replace_keys(record: dict[str, Any], **values: Any) -> dict[str, Any]:
+    record.update({k: v for k, v in values.items() if record.get(k) is None})
+    return record
