@@ -189,6 +189,17 @@ class Store:
             query = query.where(Execution.crew_id == crew_id)
         return self._page(query, Execution.created_at, Execution.id, limit, cursor)
 
+    def unstarted_executions(self, *, before: datetime, limit: int) -> list[Execution]:
+        """Pending executions that never got a workflow run (see backend/reconciler.py)."""
+        with self._sessions() as s:
+            return list(s.scalars(
+                select(Execution)
+                .where(Execution.status == ExecutionStatus.PENDING, Execution.run_id.is_(None),
+                       Execution.created_at < before)
+                .order_by(Execution.created_at)
+                .limit(limit)
+            ))
+
     def set_run_id(self, execution_id: str, run_id: str) -> None:
         with self._tx() as s:
             s.execute(

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): routes per resource, problem+json errors, thin async handlers."""

@@ -1,0 +1,66 @@
+"""The FastAPI application: ``create_app(settings)``; served by uvicorn (``crewrun api``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from backend.api.deps import TemporalGateway
+from backend.api.limits import BodySizeLimit
+from backend.api.problems import ProblemError, install_problem_handlers
+from backend.api.routes import crews, executions, operations
+from backend.db.engine import make_engine, make_session_factory, upgrade_database
+from backend.db.store import Store
+from backend.reconciler import start_orphans
+from backend.settings import Settings, get_settings
+
+log = structlog.get_logger("crewrun.api")
+RECONCILE_EVERY_S = 15.0
+
+
+def create_app(
+    settings: Settings | None = None, *, temporal_client: Client | None = None, reconcile: bool = True
+) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(upgrade_database, settings.database_url)
+        engine = make_engine(settings.database_url)
+        app.state.store = Store(make_session_factory(engine))
+        task = asyncio.create_task(_reconcile_forever(app)) if reconcile else None
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+            engine.dispose()
+
+    async def _reconcile_forever(app: FastAPI) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_EVERY_S)
+            try:
+                client = await app.state.temporal.client()
+                await start_orphans(client, settings, app.state.store, older_than_s=RECONCILE_EVERY_S)
+            except (ProblemError, Exception) as exc:  # keep reconciling; the next round retries
+                log.warning("reconciler.round_failed", error=type(exc).__name__)
+
+    app = FastAPI(
+        title="crewrun",
+        version="0.1.0",
+        description="Run CrewAI crews durably on Temporal, with production-grade error handling.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.temporal = TemporalGateway(settings, temporal_client)
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(operations.router)
+    app.include_router(crews.router)
+    app.include_router(executions.router)
+    return app

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from temporalio.service import RPCError, RPCStatusCode
+
+from backend.api.deps import ClientDep, ExecutionDep, GatewayDep, SettingsDep, StoreDep
+from backend.api.problems import ProblemError
+from backend.api.schemas import ExecutionCreate, ExecutionPublic, LogEntryPublic, Page
+from backend.db.store import IdempotencyKeyReused
+from backend.executions import start_workflow
+from backend.specs import CrewSpec, missing_inputs
+from backend.status import TERMINAL_EXECUTION, ExecutionStatus
+
+router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
+_STATUSES = "|".join(s.value for s in ExecutionStatus)
+
+
+def _invalid_cursor(exc: ValueError) -> ProblemError:
+    return ProblemError("REQUEST_INVALID", "invalid cursor",
+                        errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "cursor"}])
+
+
+def _request_hash(body: ExecutionCreate) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@router.post("", status_code=202, response_model=ExecutionPublic,
+             responses={200: {"model": ExecutionPublic, "description": "Idempotent replay"}})
+async def create_execution(
+    body: ExecutionCreate,
+    response: Response,
+    store: StoreDep,
+    settings: SettingsDep,
+    temporal: GatewayDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
+) -> ExecutionPublic:
+    crew_id: str | None = body.crew_id
+    if body.crew is not None:
+        spec = body.crew
+    else:
+        crew = await asyncio.to_thread(store.get_crew, body.crew_id or "")
+        if crew is None:
+            raise ProblemError("CREW_NOT_FOUND", f"no crew {body.crew_id!r}")
+        spec = CrewSpec.model_validate(crew.spec)
+    if len(json.dumps(body.inputs)) > settings.max_inputs_bytes:
+        raise ProblemError("PAYLOAD_TOO_LARGE", f"inputs exceed {settings.max_inputs_bytes} bytes")
+    missing = missing_inputs(spec, body.inputs)
+    if missing:
+        raise ProblemError(
+            "CREW_SPEC_INVALID", f"inputs lack {len(missing)} placeholder value(s) the crew uses",
+            errors=[{"loc": ["inputs", name], "msg": f"missing input for {{{name}}}", "type": "missing"}
+                    for name in missing],
+        )
+    try:
+        execution, created = await asyncio.to_thread(
+            store.create_execution, crew_id=crew_id, crew_name=spec.name,
+            spec=spec.model_dump(mode="json"), inputs=body.inputs,
+            idempotency_key=idempotency_key, request_hash=_request_hash(body),
+        )
+    except IdempotencyKeyReused as exc:
+        raise ProblemError("IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with another body") from exc
+    if execution.run_id is None:
+        # A replayed key whose first start failed gets started now; USE_EXISTING makes a
+        # concurrent double start return the same run.
+        try:
+            await start_workflow(await temporal.client(), settings, store, execution)
+        except RPCError as exc:
+            raise ProblemError("TEMPORAL_UNAVAILABLE", "accepted, but Temporal did not take the start; "
+                               "retry with the same Idempotency-Key", headers={"Retry-After": "5"}) from exc
+        execution = await asyncio.to_thread(store.get_execution, execution.id) or execution
+    response.status_code = 202 if created else 200
+    return ExecutionPublic.of(execution, settings)
+
+
+@router.get("", response_model=Page[ExecutionPublic])
+async def list_executions(
+    store: StoreDep,
+    settings: SettingsDep,
+    status: Annotated[str | None, Query(pattern=f"^({_STATUSES})$")] = None,
+    crew_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Page[ExecutionPublic]:
+    try:
+        page = await asyncio.to_thread(store.list_executions, status=status, crew_id=crew_id,
+                                       limit=limit, cursor=cursor)
+    except ValueError as exc:
+        raise _invalid_cursor(exc) from exc
+    return Page[ExecutionPublic](
+        items=[ExecutionPublic.of(e, settings, with_outputs=False) for e in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/{execution_id}", response_model=ExecutionPublic)
+async def get_execution(execution: ExecutionDep, settings: SettingsDep) -> ExecutionPublic:
+    return ExecutionPublic.of(execution, settings)
+
+
+@router.post("/{execution_id}/cancel", status_code=202, response_model=ExecutionPublic)
+async def cancel_execution(
+    execution: ExecutionDep, store: StoreDep, settings: SettingsDep, client: ClientDep
+) -> ExecutionPublic:
+    if execution.status in TERMINAL_EXECUTION:
+        raise ProblemError("EXECUTION_TERMINAL", f"execution is already {execution.status}")
+    try:
+        await client.get_workflow_handle(execution.workflow_id).cancel()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise ProblemError("TEMPORAL_UNAVAILABLE", "Temporal did not take the cancellation",
+                               headers={"Retry-After": "5"}) from exc
+        # Never started (Temporal lost the start or it is still pending): cancel in the DB alone.
+        await asyncio.to_thread(store.transition_execution, execution.id, ExecutionStatus.CANCELLED)
+    await asyncio.to_thread(store.add_log, execution.id, "execution.cancel_requested", "via API")
+    refreshed = await asyncio.to_thread(store.get_execution, execution.id)
+    return ExecutionPublic.of(refreshed or execution, settings)
+
+
+@router.get("/{execution_id}/logs", response_model=Page[LogEntryPublic])
+async def execution_logs(
+    execution: ExecutionDep,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Page[LogEntryPublic]:
+    try:
+        page = await asyncio.to_thread(store.list_logs, execution.id, limit=limit, cursor=cursor)
+    except ValueError as exc:
+        raise _invalid_cursor(exc) from exc
+    return Page[LogEntryPublic](items=[LogEntryPublic.of(x) for x in page.items],
+                                next_cursor=page.next_cursor)
+
+

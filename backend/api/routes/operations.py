@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from backend.api.deps import StoreDep
+from backend.api.schemas import ErrorCodePublic, HealthPublic
+from backend.exceptions.codes import REGISTRY
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", response_model=HealthPublic,
+            responses={503: {"model": HealthPublic, "description": "A dependency is down"}})
+async def health(request: Request, store: StoreDep) -> JSONResponse:
+    database = temporal = "ok"
+    try:
+        await asyncio.wait_for(asyncio.to_thread(store.ping), timeout=5)
+    except Exception:  # any failure to answer is "down"; the reason is for the logs, not the probe
+        database = "down"
+    try:
+        client = await request.app.state.temporal.client()
+        await asyncio.wait_for(client.service_client.check_health(), timeout=5)
+    except Exception:
+        temporal = "down"
+    ok = database == temporal == "ok"
+    body = HealthPublic(status="ok" if ok else "degraded", database=database, temporal=temporal)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503,
+                        headers=None if ok else {"Retry-After": "5"})
+
+
+@router.get("/api/v1/error-codes", response_model=list[ErrorCodePublic], tags=["errors"])
+async def error_codes() -> list[ErrorCodePublic]:
+    return [ErrorCodePublic(**{**e.as_dict(), "category": e.category.value, "severity": e.severity.value})
+            for e in REGISTRY.values()]

@@ -1,0 +1,131 @@
+"""API schemas (the contract of API.md); ORM models stay in backend/db/models.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from backend.db.models import Crew, Execution, ExecutionLog, TaskRun
+from backend.settings import Settings
+from backend.specs import CrewSpec
+
+T = TypeVar("T")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything crewrun stores is UTC.
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class CrewPublic(BaseModel):
+    id: str
+    name: str
+    version: int
+    spec: CrewSpec
+    created_at: datetime
+
+    @classmethod
+    def of(cls, crew: Crew) -> CrewPublic:
+        return cls(id=crew.id, name=crew.name, version=crew.version,
+                   spec=CrewSpec.model_validate(crew.spec), created_at=_utc(crew.created_at))
+
+
+class ExecutionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    crew_id: str | None = Field(default=None, max_length=36)
+    crew: CrewSpec | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_crew(self) -> ExecutionCreate:
+        if (self.crew_id is None) == (self.crew is None):
+            raise ValueError("give exactly one of crew_id or crew")
+        return self
+
+
+class TaskPublic(BaseModel):
+    name: str
+    agent: str
+    status: str
+    attempts: int
+    output: str | None
+    model: str | None
+    error: dict[str, Any] | None
+    degraded: bool
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, task: TaskRun, *, with_output: bool) -> TaskPublic:
+        return cls(name=task.name, agent=task.agent, status=task.status, attempts=task.attempts,
+                   output=task.output if with_output else None, model=task.model, error=task.error,
+                   degraded=task.degraded, started_at=_utc(task.started_at),
+                   finished_at=_utc(task.finished_at))
+
+
+class ExecutionPublic(BaseModel):
+    id: str
+    crew_id: str | None
+    crew_name: str
+    status: str
+    inputs: dict[str, Any]
+    workflow_id: str
+    run_id: str | None
+    temporal_ui_url: str
+    tasks: list[TaskPublic]
+    error: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, e: Execution, settings: Settings, *, with_outputs: bool = True) -> ExecutionPublic:
+        return cls(
+            id=e.id, crew_id=e.crew_id, crew_name=e.crew_name, status=e.status, inputs=e.inputs,
+            workflow_id=e.workflow_id, run_id=e.run_id,
+            temporal_ui_url=settings.ui_link(e.workflow_id, e.run_id),
+            tasks=[TaskPublic.of(t, with_output=with_outputs) for t in e.tasks],
+            error=e.error, created_at=_utc(e.created_at), started_at=_utc(e.started_at),
+            finished_at=_utc(e.finished_at),
+        )
+
+
+class LogEntryPublic(BaseModel):
+    id: int
+    at: datetime
+    level: str
+    event: str
+    task: str | None
+    message: str
+    data: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, entry: ExecutionLog) -> LogEntryPublic:
+        return cls(id=entry.id, at=_utc(entry.at), level=entry.level, event=entry.event,
+                   task=entry.task, message=entry.message, data=entry.data)
+
+
+class HealthPublic(BaseModel):
+    status: str
+    database: str
+    temporal: str
+
+
+class ErrorCodePublic(BaseModel):
+    code: str
+    category: str
+    severity: str
+    retryable: bool
+    http_status: int
+    description: str
+    remedy: str

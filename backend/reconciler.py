@@ -1,0 +1,27 @@
+"""Starts executions the API accepted but could not hand to Temporal (the API died or Temporal
+was down between the DB insert and the workflow start). Safe to run anywhere, any number of
+times: the workflow id is the execution's business key and a second start finds the first run."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import structlog
+from temporalio.client import Client
+
+from backend.db.models import utcnow
+from backend.db.store import Store
+from backend.executions import start_workflow
+from backend.settings import Settings
+
+log = structlog.get_logger("crewrun.reconciler")
+
+
+async def start_orphans(client: Client, settings: Settings, store: Store, *, older_than_s: float) -> int:
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    orphans = await asyncio.to_thread(store.unstarted_executions, before=cutoff, limit=100)
+    for execution in orphans:
+        run_id = await start_workflow(client, settings, store, execution)
+        log.info("reconciler.started", execution_id=execution.id, run_id=run_id)
+    return len(orphans)

@@ -1,0 +1,205 @@
+"""The HTTP API in-process (ASGI) against the real dev server, a real worker and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from backend.api.app import create_app
+from backend.settings import Settings
+from backend.worker_factory import build_worker
+from tests.support import SimulatorServer, research_spec
+
+
+@pytest.fixture
+async def api(temporal_client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, temporal_client=temporal_client, reconcile=False)
+    worker, executor = build_worker(temporal_client, settings)
+    async with app.router.lifespan_context(app), worker:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+    executor.shutdown(wait=False)
+
+
+async def wait_terminal(api: httpx.AsyncClient, execution_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        body = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+        if body["status"] in ("completed", "degraded", "failed", "cancelled"):
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"execution {execution_id} not terminal: {body['status']}")
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == code
+    assert set(body) >= {"type", "title", "status", "detail", "code", "instance"}
+    return body
+
+
+async def test_crew_lifecycle_and_execution_end_to_end(api: httpx.AsyncClient, sim: SimulatorServer) -> None:
+    created = await api.post("/api/v1/crews", json=research_spec(sim.base_url))
+    assert created.status_code == 201
+    crew = created.json()
+    assert_problem(await api.post("/api/v1/crews", json=research_spec(sim.base_url)), 409, "CREW_NAME_TAKEN")
+    assert (await api.get(f"/api/v1/crews/{crew['id']}")).json()["name"] == "research"
+
+    started = await api.post("/api/v1/executions", json={"crew_id": crew["id"], "inputs": {"topic": "owls"}})
+    assert started.status_code == 202
+    execution = started.json()
+    assert execution["status"] in ("pending", "running")
+    assert execution["temporal_ui_url"].endswith(f"/workflows/{execution['workflow_id']}/{execution['run_id']}/history")
+
+    done = await wait_terminal(api, execution["id"])
+    assert done["status"] == "completed"
+    assert [t["status"] for t in done["tasks"]] == ["completed"] * 3
+    assert done["tasks"][0]["output"].startswith("[researcher] findings")
+    listed = (await api.get("/api/v1/executions", params={"crew_id": crew["id"]})).json()
+    assert [e["id"] for e in listed["items"]] == [execution["id"]]
+    assert listed["items"][0]["tasks"][0]["output"] is None  # lists leave outputs out
+    logs = (await api.get(f"/api/v1/executions/{execution['id']}/logs")).json()["items"]
+    events = [entry["event"] for entry in logs]
+    assert events[0] == "execution.accepted" and events[-1] == "execution.completed"
+    assert events.count("task.completed") == 3
+    assert_problem(await api.post(f"/api/v1/executions/{execution['id']}/cancel"), 409, "EXECUTION_TERMINAL")
+
+
+async def test_idempotency_key_returns_the_same_execution(api: httpx.AsyncClient, sim: SimulatorServer) -> None:
+    body = {"crew": research_spec(sim.base_url, name="idem"), "inputs": {"topic": "bees"}}
+    headers = {"Idempotency-Key": "order-42"}
+    first = await api.post("/api/v1/executions", json=body, headers=headers)
+    concurrent = await asyncio.gather(*(api.post("/api/v1/executions", json=body, headers=headers)
+                                        for _ in range(10)))
+    assert first.status_code == 202
+    assert {r.status_code for r in concurrent} == {200}
+    assert {r.json()["id"] for r in concurrent} == {first.json()["id"]}
+    other = copy.deepcopy(body)
+    other["inputs"]["topic"] = "wasps"
+    assert_problem(await api.post("/api/v1/executions", json=other, headers=headers), 409,
+                   "IDEMPOTENCY_KEY_REUSED")
+    await wait_terminal(api, first.json()["id"])
+    assert len(sim.calls("researcher")) == 1  # one workflow ran, once
+
+
+async def test_cancel_running_execution_records_cancelled(api: httpx.AsyncClient, sim: SimulatorServer) -> None:
+    from backend.simulator.script import FaultRule
+
+    sim.script.add_rules([FaultRule(kind="slow", agent="analyst", delay_s=3)])
+    started = (await api.post("/api/v1/executions",
+                              json={"crew": research_spec(sim.base_url, name="slow"),
+                                    "inputs": {"topic": "x"}})).json()
+    for _ in range(100):
+        if sim.calls("analyst"):
+            break
+        await asyncio.sleep(0.05)
+    cancelled = await api.post(f"/api/v1/executions/{started['id']}/cancel")
+    assert cancelled.status_code == 202
+    done = await wait_terminal(api, started["id"])
+    assert done["status"] == "cancelled"
+    assert sim.calls("writer") == []
+
+
+def _spec_with(sim: SimulatorServer, **changes: Any) -> dict[str, Any]:
+    spec = research_spec(sim.base_url, name="bad")
+    for path, value in changes.items():
+        target: Any = spec
+        *parents, last = path.split("__")
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        target[int(last) if last.isdigit() else last] = value
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("changes", "error_loc"),
+    [
+        ({"tasks__1__agent": "ghost"}, ["tasks", 1, "agent"]),
+        ({"tasks__0__context": ["write"]}, ["tasks", 0, "context", 0]),
+        ({"tasks__2__context": ["nope"]}, ["tasks", 2, "context", 0]),
+        ({"tasks__1__context": ["write"], "tasks__2__context": ["analyse"]}, ["tasks", 1, "context"]),
+        ({"agents__0__llm__base_url": "ftp://x"}, ["agents", 0, "llm", "base_url"]),
+        ({"agents__0__llm__api_key_env": "not a var"}, ["agents", 0, "llm", "api_key_env"]),
+        ({"tasks__0__retry": {"made_up": {"maximum_attempts": 2}}}, ["tasks", 0, "retry"]),
+        ({"process": "hierarchical"}, ["process"]),
+        ({"tasks": []}, ["tasks"]),
+        ({"name": "has spaces"}, ["name"]),
+    ],
+)
+async def test_invalid_crew_specs_get_422_with_field_errors(
+    api: httpx.AsyncClient, sim: SimulatorServer, changes: dict[str, Any], error_loc: list[Any]
+) -> None:
+    body = assert_problem(await api.post("/api/v1/crews", json=_spec_with(sim, **changes)), 422,
+                          "CREW_SPEC_INVALID")
+    assert error_loc in [e["loc"] for e in body["errors"]], body["errors"]
+    inline = await api.post("/api/v1/executions", json={"crew": _spec_with(sim, **changes), "inputs": {}})
+    assert_problem(inline, 422, "CREW_SPEC_INVALID")
+
+
+async def test_bad_requests_get_problem_json_never_500(api: httpx.AsyncClient, sim: SimulatorServer) -> None:
+    spec = research_spec(sim.base_url, name="inputs")
+    missing = assert_problem(await api.post("/api/v1/executions", json={"crew": spec, "inputs": {}}),
+                             422, "CREW_SPEC_INVALID")
+    assert missing["errors"] == [{"loc": ["inputs", "topic"], "msg": "missing input for {topic}",
+                                  "type": "missing"}]
+    assert_problem(await api.post("/api/v1/executions", json={"crew_id": "nope", "inputs": {}}), 404,
+                   "CREW_NOT_FOUND")
+    assert_problem(await api.post("/api/v1/executions", json={"inputs": {}}), 422, "REQUEST_INVALID")
+    assert_problem(await api.post("/api/v1/executions", json={"crew_id": "x", "crew": spec}), 422,
+                   "REQUEST_INVALID")
+    assert_problem(await api.post("/api/v1/executions", json={"crew_id": "x", "status": "completed"}),
+                   422, "REQUEST_INVALID")
+    assert_problem(await api.get("/api/v1/executions/does-not-exist"), 404, "EXECUTION_NOT_FOUND")
+    assert_problem(await api.get("/api/v1/crews/does-not-exist"), 404, "CREW_NOT_FOUND")
+    assert_problem(await api.post("/api/v1/executions/nope/cancel"), 404, "EXECUTION_NOT_FOUND")
+    assert_problem(await api.get("/api/v1/executions", params={"status": "weird"}), 422, "REQUEST_INVALID")
+    assert_problem(await api.get("/api/v1/executions", params={"cursor": "!!"}), 422, "REQUEST_INVALID")
+    assert_problem(await api.get("/api/v1/executions", params={"limit": 501}), 422, "REQUEST_INVALID")
+    assert_problem(await api.post("/api/v1/crews", content=b"{not json",
+                                  headers={"content-type": "application/json"}), 400, "REQUEST_MALFORMED")
+    assert_problem(await api.post("/api/v1/crews", content=b"\xff\xfe\x00",
+                                  headers={"content-type": "application/json"}), 400, "REQUEST_MALFORMED")
+    assert_problem(await api.post("/api/v1/crews", content=b"x" * 2_000_000,
+                                  headers={"content-type": "application/json"}), 413, "PAYLOAD_TOO_LARGE")
+    huge_inputs = {"crew": spec, "inputs": {"topic": "y" * 70_000}}
+    assert_problem(await api.post("/api/v1/executions", json=huge_inputs), 413, "PAYLOAD_TOO_LARGE")
+    assert_problem(await api.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
+    assert_problem(await api.delete("/api/v1/crews"), 405, "METHOD_NOT_ALLOWED")
+
+
+async def test_list_pagination_walks_every_execution_once(api: httpx.AsyncClient, sim: SimulatorServer) -> None:
+    spec = research_spec(sim.base_url, name="pages")
+    crew = (await api.post("/api/v1/crews", json=spec)).json()
+    ids = set()
+    for i in range(5):
+        ids.add((await api.post("/api/v1/executions", json={"crew_id": crew["id"], "inputs": {"topic": str(i)}})).json()["id"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"crew_id": crew["id"], "limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await api.get("/api/v1/executions", params=params)).json()
+        seen += [e["id"] for e in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted(ids)
+    for execution_id in ids:
+        await wait_terminal(api, execution_id)
+
+
+async def test_health_and_error_codes(api: httpx.AsyncClient) -> None:
+    health = await api.get("/health")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "database": "ok", "temporal": "ok"}
+    codes = {c["code"]: c for c in (await api.get("/api/v1/error-codes")).json()}
+    assert codes["CREW_SPEC_INVALID"]["http_status"] == 422
+    assert codes["LLM_AUTH_FAILED"]["retryable"] is False
