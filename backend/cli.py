@@ -1,0 +1,213 @@
+"""``crewrun``: the command line (typer).
+
+    crewrun up [--demo]        the embedded stack, until Ctrl-C
+    crewrun demo [--fresh]     the demo against a running stack, or a fresh one of its own
+    crewrun worker | api       one service in the foreground
+    crewrun simulator          the LLM simulator (a test and demo tool)
+    crewrun import-crew DIR    CrewAI agents.yaml + tasks.yaml -> CrewSpec JSON (and --register it)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import httpx
+import typer
+
+from backend.settings import Settings, get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run CrewAI crews durably on Temporal.")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_stack(settings: Settings, *, demo: bool, keep_running: bool, workers: int = 1) -> bool:
+    from backend.stack import PortInUse, Stack
+
+    stack = Stack(settings, workers=workers)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    ok = True
+    try:
+        try:
+            stack.start()
+        except PortInUse as exc:
+            typer.secho(f"crewrun up: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from exc
+        typer.echo(f"Temporal     127.0.0.1:{settings.temporal_port}  (data: {settings.data_dir}/temporal.db)")
+        typer.echo(f"Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}")
+        typer.echo(f"API          {stack.api_url}  (docs: {stack.api_url}/docs)")
+        typer.echo(f"Simulator    {stack.simulator_url}  (a test/demo LLM)")
+        typer.echo(f"Logs         {settings.data_dir}/logs/")
+        if demo:
+            from backend.demo import run_demo
+
+            ok = run_demo(stack.api_url, stack.simulator_url, echo=typer.echo)
+        if keep_running:
+            typer.echo("stack is up; Ctrl-C stops it")
+            died = stack.wait()
+            typer.secho(f"{died} exited; stopping the stack (see {settings.data_dir}/logs/{died}.log)",
+                        fg="red", err=True)
+            ok = False
+    except KeyboardInterrupt:
+        typer.echo("stopping...")
+    finally:
+        stack.stop()
+    return ok
+
+
+@app.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Run the demo once the stack is up")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Worker processes")] = 1,
+) -> None:
+    """Start Temporal (SQLite, WAL), the simulator, a worker and the API; keep them up until Ctrl-C."""
+    settings = get_settings()
+    if not _run_stack(settings, demo=demo, keep_running=True, workers=workers):
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo_cmd(
+    fresh: Annotated[bool, typer.Option(help="Start a fresh stack of its own on free ports")] = False,
+    api_url: Annotated[str | None, typer.Option(help="API of a running stack")] = None,
+    simulator_url: Annotated[str | None, typer.Option(help="Simulator of a running stack")] = None,
+) -> None:
+    """Submit the example crew a few times (once with transient faults); exit 1 unless all complete."""
+    settings = get_settings()
+    if fresh:
+        data_dir = Path(tempfile.mkdtemp(prefix="crewrun-demo-"))
+        settings = Settings(
+            data_dir=data_dir, database_url="", temporal_port=_free_port(),
+            temporal_ui_port=_free_port(), api_port=_free_port(), simulator_port=_free_port(),
+        )
+        ok = _run_stack(settings, demo=True, keep_running=False)
+    else:
+        from backend.demo import run_demo
+
+        ok = run_demo(api_url or f"http://{settings.api_host}:{settings.api_port}",
+                      simulator_url or f"http://127.0.0.1:{settings.simulator_port}", echo=typer.echo)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@app.command()
+def worker() -> None:
+    """Run one worker in the foreground."""
+    import asyncio
+
+    from worker import main as worker_main
+
+    asyncio.run(worker_main())
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    from backend.api.app import create_app
+    from backend.logging_setup import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
+                log_config=None, access_log=False)
+
+
+@app.command()
+def simulator(
+    port: Annotated[int | None, typer.Option()] = None,
+    script: Annotated[Path | None, typer.Option(help="JSON/YAML file: {rules: [...]} applied at start")] = None,
+) -> None:
+    """Serve the OpenAI-compatible LLM simulator (a test and demo tool, not a provider)."""
+    import uvicorn
+    import yaml
+
+    from backend.simulator.app import create_simulator_app
+    from backend.simulator.script import FaultRule
+
+    sim = create_simulator_app()
+    if script is not None:
+        raw = yaml.safe_load(script.read_text())
+        sim.state.script.add_rules([FaultRule(**r) for r in raw.get("rules", [])])
+    uvicorn.run(sim, host="127.0.0.1", port=port or get_settings().simulator_port, log_level="warning")
+
+
+@app.command("import-crew")
+def import_crew(
+    project: Annotated[Path, typer.Argument(help="CrewAI project dir (with config/agents.yaml, tasks.yaml)")],
+    name: Annotated[str, typer.Option(help="Crew name")],
+    model: Annotated[str, typer.Option()] = "gpt-4o-mini",
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Env var holding the key, on the worker")] = None,
+    register: Annotated[str | None, typer.Option(help="API URL to POST the crew to")] = None,
+) -> None:
+    """Convert CrewAI's YAML layout into a CrewSpec; print it or register it with the API."""
+    from pydantic import ValidationError
+
+    from backend.crewai_project import import_project
+
+    llm = {"model": model} | ({"base_url": base_url} if base_url else {}) | (
+        {"api_key_env": api_key_env} if api_key_env else {})
+    try:
+        spec, warnings = import_project(project, name=name, llm=llm)
+    except (FileNotFoundError, ValueError, ValidationError) as exc:
+        typer.secho(f"import-crew: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    for warning in warnings:
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
+    body = spec.model_dump(mode="json")
+    if register is None:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    response = httpx.post(f"{register.rstrip('/')}/api/v1/crews", json=body, timeout=30)
+    typer.echo(json.dumps(response.json(), indent=2))
+    if response.status_code != 201:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+        code = 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
+    except Exception as exc:  # click usage errors and the like: print, do not dump a trace
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            code = exc.exit_code
+        else:
+            raise
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A process that used the Temporal client can abort at interpreter exit (sdk-python#300)
+    # after its work is done; exit with the command's own status instead.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
