@@ -1,0 +1,144 @@
+"""End to end with real processes: the dev server, worker, API and simulator as separate processes
+(the embedded stack), a worker killed with SIGKILL mid-task, and `crewrun up` stopped and started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from backend.settings import Settings
+from backend.stack import PortInUse, Stack, port_is_free
+from tests.support import free_port, research_spec
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parent.parent
+
+
+def stack_settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "stack", database_url=db_url,
+        temporal_port=free_port(), temporal_ui_port=free_port(), api_port=free_port(),
+        simulator_port=free_port(), task_heartbeat_timeout_s=2,
+    )
+
+
+@pytest.fixture
+def stack(tmp_path: Path, db_url: str) -> Iterator[Stack]:
+    s = Stack(stack_settings(tmp_path, db_url))
+    s.start()
+    yield s
+    s.stop()
+
+
+def wait_for(predicate: Any, timeout_s: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sim_calls(sim_url: str, agent: str) -> list[dict[str, Any]]:
+    return httpx.get(f"{sim_url}/_sim/requests", params={"agent": agent}).json()["calls"]  # type: ignore[no-any-return]
+
+
+def terminal(api_url: str, execution_id: str) -> dict[str, Any] | None:
+    body: dict[str, Any] = httpx.get(f"{api_url}/api/v1/executions/{execution_id}").json()
+    return body if body["status"] in ("completed", "degraded", "failed", "cancelled") else None
+
+
+def test_worker_killed_mid_task_resumes_without_rerunning_finished_tasks(stack: Stack) -> None:
+    sim, api = stack.simulator_url, stack.api_url
+    httpx.post(f"{sim}/_sim/faults", json={"kind": "slow", "agent": "analyst", "delay_s": 30}).raise_for_status()
+    spec = research_spec(lambda a: f"{sim}/agents/{a}/v1", timeout_s=60)
+    started = httpx.post(f"{api}/api/v1/executions", json={"crew": spec, "inputs": {"topic": "tides"}})
+    assert started.status_code == 202
+    execution_id = started.json()["id"]
+
+    wait_for(lambda: sim_calls(sim, "analyst"), what="task 2 to call the provider")
+    victim = stack.child("worker").process
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    stack._spawn("worker-2", [sys.executable, "-m", "worker"])
+
+    done = wait_for(lambda: terminal(api, execution_id), what="the execution to finish")
+    assert done["status"] == "completed"
+    assert len(sim_calls(sim, "researcher")) == 1  # task 1 never ran again
+    assert len(sim_calls(sim, "analyst")) == 2  # the killed attempt and the one that finished
+    assert len(sim_calls(sim, "writer")) == 1
+    assert [t["attempts"] for t in done["tasks"]] == [1, 2, 1]
+
+
+def test_port_in_use_is_reported_clearly(tmp_path: Path, db_url: str) -> None:
+    settings = stack_settings(tmp_path, db_url)
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", settings.api_port))
+        holder.listen()
+        with pytest.raises(PortInUse, match=f"API port {settings.api_port}"):
+            Stack(settings).start()
+
+
+def _crewrun_up(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ) | {
+        "CREWRUN_DATA_DIR": str(settings.data_dir), "CREWRUN_DATABASE_URL": settings.database_url,
+        "CREWRUN_TEMPORAL_PORT": str(settings.temporal_port),
+        "CREWRUN_TEMPORAL_ADDRESS": f"127.0.0.1:{settings.temporal_port}",
+        "CREWRUN_TEMPORAL_UI_PORT": str(settings.temporal_ui_port),
+        "CREWRUN_API_PORT": str(settings.api_port), "CREWRUN_SIMULATOR_PORT": str(settings.simulator_port),
+        "CREWRUN_TASK_HEARTBEAT_TIMEOUT_S": "2",
+    }
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "backend.cli", "up"], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_restarting_the_whole_stack_mid_execution_loses_nothing(tmp_path: Path, db_url: str) -> None:
+    settings = stack_settings(tmp_path, db_url)
+    api = f"http://127.0.0.1:{settings.api_port}"
+    sim = f"http://127.0.0.1:{settings.simulator_port}"
+    log = tmp_path / "up.log"
+    up = _crewrun_up(settings, log)
+    try:
+        wait_for(lambda: _healthy(api), what=f"crewrun up ({log})")
+        httpx.post(f"{sim}/_sim/faults", json={"kind": "slow", "agent": "analyst", "delay_s": 30}).raise_for_status()
+        spec = research_spec(lambda a: f"{sim}/agents/{a}/v1", timeout_s=60)
+        execution_id = httpx.post(f"{api}/api/v1/executions",
+                                  json={"crew": spec, "inputs": {"topic": "restarts"}}).json()["id"]
+        wait_for(lambda: sim_calls(sim, "analyst"), what="task 2 to start")
+        assert len(sim_calls(sim, "researcher")) == 1
+
+        up.send_signal(signal.SIGINT)
+        assert up.wait(30) == 0
+        ports = (settings.temporal_port, settings.temporal_ui_port, settings.api_port, settings.simulator_port)
+        wait_for(lambda: all(port_is_free("127.0.0.1", p) for p in ports), 15, "every child to stop")
+
+        up = _crewrun_up(settings, log)  # same data dir: same Temporal history, same DB
+        wait_for(lambda: _healthy(api), what="crewrun up, again")
+        done = wait_for(lambda: terminal(api, execution_id), what="the execution to finish after restart")
+        assert done["status"] == "completed"
+        assert sim_calls(sim, "researcher") == []  # the fresh simulator never saw task 1 again
+        assert len(sim_calls(sim, "writer")) == 1
+        assert done["tasks"][0]["attempts"] == 1
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(30)
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
