@@ -43,13 +43,13 @@ class CrewActivities:
             self._store.transition_execution, update.execution_id, update.status, error=update.error
         )
         level = "error" if update.status == ExecutionStatus.FAILED else "info"
-        if result == update.status:
+        if result.changed:  # a retried activity must not log the change twice
             await self._db(
                 self._store.add_log, update.execution_id, f"execution.{update.status}",
                 update.message, level=level, data={"error": update.error} if update.error else None,
             )
-        log.info("execution.status", execution_id=update.execution_id, status=result)
-        return result
+        log.info("execution.status", execution_id=update.execution_id, status=result.status)
+        return result.status
 
     @activity.defn(name=RUN_TASK_ACTIVITY)
     async def run_crew_task(self, inp: RunTaskInput) -> TaskResult:

@@ -131,7 +131,7 @@ def api(
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
-                log_config=None, access_log=False)
+                log_config=None, access_log=False, timeout_graceful_shutdown=5)
 
 
 @app.command()
@@ -150,7 +150,9 @@ def simulator(
     if script is not None:
         raw = yaml.safe_load(script.read_text())
         sim.state.script.add_rules([FaultRule(**r) for r in raw.get("rules", [])])
-    uvicorn.run(sim, host="127.0.0.1", port=port or get_settings().simulator_port, log_level="warning")
+    # Scripted slow answers must not hold up a shutdown: give in-flight requests one second.
+    uvicorn.run(sim, host="127.0.0.1", port=port or get_settings().simulator_port, log_level="warning",
+                timeout_graceful_shutdown=1)
 
 
 @app.command("import-crew")

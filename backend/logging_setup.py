@@ -53,5 +53,5 @@ def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "openai", "LiteLLM", "uvicorn.access"):
+    for noisy in ("httpx", "httpcore", "openai", "LiteLLM", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

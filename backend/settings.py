@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     task_retry_max_interval_s: float = Field(default=60.0, gt=0)
     task_retry_max_attempts: int = Field(default=6, ge=1)
     worker_max_concurrent_tasks: int = Field(default=8, ge=1)
+    # How long a workflow task waits for the worker that ran the workflow last (its cache) before
+    # any worker takes it. The SDK default (10 s) is how long a crashed worker stalls its workflows.
+    worker_sticky_timeout_s: float = Field(default=3.0, gt=0)
 
     # API
     max_request_bytes: int = Field(default=1_000_000, gt=0)

@@ -44,12 +44,13 @@ _ACTIVE_TASK = frozenset({TaskStatus.RUNNING, TaskStatus.RETRYING})
 
 
 def execution_predecessors(new: str) -> frozenset[str]:
-    """The statuses from which an execution may move to ``new`` (``new`` itself included)."""
+    """The statuses from which an execution may move to ``new``."""
     status = ExecutionStatus(new)
     if status == ExecutionStatus.PENDING:
         return frozenset({ExecutionStatus.PENDING})
     if status in TERMINAL_EXECUTION:
-        return frozenset({ExecutionStatus.PENDING, *_ACTIVE_EXECUTION, status})
+        # Not from itself: a repeated terminal write is a no-op, so its first error record stays.
+        return frozenset({ExecutionStatus.PENDING, *_ACTIVE_EXECUTION})
     return frozenset({ExecutionStatus.PENDING, *_ACTIVE_EXECUTION})
 
 
@@ -58,5 +59,5 @@ def task_predecessors(new: str) -> frozenset[str]:
     if status == TaskStatus.PENDING:
         return frozenset({TaskStatus.PENDING})
     if status in TERMINAL_TASK:
-        return frozenset({TaskStatus.PENDING, *_ACTIVE_TASK, status})
+        return frozenset({TaskStatus.PENDING, *_ACTIVE_TASK})
     return frozenset({TaskStatus.PENDING, *_ACTIVE_TASK})

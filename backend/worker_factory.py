@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -48,5 +49,6 @@ def build_worker(
         workflows=[CrewExecutionWorkflow],
         activities=[activities.run_crew_task, activities.record_execution_status],
         max_concurrent_activities=settings.worker_max_concurrent_tasks + 4,
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
     )
     return worker, executor

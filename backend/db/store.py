@@ -51,6 +51,12 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class Transition:
+    status: str | None  # None: no such execution
+    changed: bool
+
+
 def workflow_id_for(execution_id: str) -> str:
     """Business key: one workflow per execution, so a duplicate start cannot run it twice."""
     return f"crew-execution-{execution_id}"
@@ -210,8 +216,9 @@ class Store:
 
     def transition_execution(
         self, execution_id: str, status: str, *, error: dict[str, Any] | None = None
-    ) -> str | None:
-        """Move an execution to ``status`` if allowed; returns the status it has afterwards."""
+    ) -> Transition:
+        """Move an execution to ``status`` if allowed; says what it has afterwards and whether
+        this call changed it (a retried write reports ``changed=False``)."""
         now = utcnow()
         values: dict[str, Any] = {"status": status, "updated_at": now}
         if status != ExecutionStatus.PENDING:
@@ -221,16 +228,18 @@ class Store:
             if error is not None:
                 values["error"] = error
         with self._tx() as s:
-            s.execute(
+            result = s.execute(
                 update(Execution)
                 .where(
                     Execution.id == execution_id,
                     Execution.status.in_(execution_predecessors(status)),
+                    Execution.status != status,
                 )
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
-            return s.scalar(select(Execution.status).where(Execution.id == execution_id))
+            current = s.scalar(select(Execution.status).where(Execution.id == execution_id))
+            return Transition(current, bool(result.rowcount))  # type: ignore[attr-defined]
 
     # ----- task runs -----
 
@@ -267,7 +276,7 @@ class Store:
                 .where(
                     TaskRun.execution_id == execution_id,
                     TaskRun.name == task,
-                    TaskRun.status.in_(task_predecessors(TaskStatus.COMPLETED) - {TaskStatus.COMPLETED}),
+                    TaskRun.status.in_(task_predecessors(TaskStatus.COMPLETED)),
                 )
                 .values(
                     status=TaskStatus.COMPLETED,
@@ -291,7 +300,7 @@ class Store:
         values: dict[str, Any] = {"error": error}
         if final:
             values |= {"status": TaskStatus.FAILED, "finished_at": utcnow()}
-        allowed = task_predecessors(TaskStatus.FAILED) - {TaskStatus.FAILED}
+        allowed = task_predecessors(TaskStatus.FAILED)
         with self._tx() as s:
             s.execute(
                 update(TaskRun)

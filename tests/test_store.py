@@ -1,0 +1,139 @@
+"""The store on SQLite and on the local PostgreSQL: idempotent, monotonic writes."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from backend.db.engine import make_engine, make_session_factory
+from backend.db.store import CrewNameTaken, IdempotencyKeyReused, Store, decode_cursor
+from backend.status import ExecutionStatus as E
+from backend.status import TaskStatus as T
+
+SPEC = {"tasks": [{"name": "one", "agent": "a"}, {"name": "two", "agent": "b"}]}
+
+
+@pytest.fixture
+def db(any_db_url: str) -> Store:
+    return Store(make_session_factory(make_engine(any_db_url)))
+
+
+def _execution(db: Store, key: str | None = None, body: str = "h") -> str:
+    execution, _ = db.create_execution(crew_id=None, crew_name="c", spec=SPEC, inputs={"x": 1},
+                                       idempotency_key=key, request_hash=body)
+    return execution.id
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ([E.RUNNING], E.RUNNING),
+        ([E.RUNNING, E.RETRYING, E.RUNNING], E.RUNNING),
+        ([E.RUNNING, E.PAUSED, E.RUNNING], E.RUNNING),
+        ([E.RUNNING, E.COMPLETED], E.COMPLETED),
+        ([E.RUNNING, E.COMPLETED, E.FAILED], E.COMPLETED),  # terminal never changes
+        ([E.RUNNING, E.FAILED, E.RUNNING], E.FAILED),
+        ([E.RUNNING, E.CANCELLED, E.COMPLETED], E.CANCELLED),
+        ([E.RUNNING, E.PENDING], E.RUNNING),  # never back to pending
+        ([E.COMPLETED, E.COMPLETED], E.COMPLETED),  # idempotent
+        ([E.PENDING, E.FAILED], E.FAILED),
+    ],
+)
+def test_execution_status_is_monotonic(db: Store, path: list[str], expected: str) -> None:
+    execution_id = _execution(db)
+    for status in path:
+        after = db.transition_execution(execution_id, status)
+    assert after.status == expected
+    row = db.get_execution(execution_id)
+    assert row is not None and row.status == expected
+    assert (row.finished_at is not None) == (expected in {E.COMPLETED, E.FAILED, E.CANCELLED})
+
+
+def test_terminal_error_is_written_once(db: Store) -> None:
+    execution_id = _execution(db)
+    assert db.transition_execution(execution_id, E.FAILED, error={"code": "FIRST"}).changed
+    assert not db.transition_execution(execution_id, E.FAILED, error={"code": "SECOND"}).changed
+    assert not db.transition_execution(execution_id, E.COMPLETED, error={"code": "THIRD"}).changed
+    row = db.get_execution(execution_id)
+    assert row is not None and (row.status, row.error) == (E.FAILED, {"code": "FIRST"})
+
+
+def test_task_output_is_written_once_and_attempts_only_grow(db: Store) -> None:
+    execution_id = _execution(db)
+    assert db.start_task_attempt(execution_id, "one", 1).status == T.RUNNING
+    assert db.start_task_attempt(execution_id, "one", 3).status == T.RETRYING
+    assert db.start_task_attempt(execution_id, "one", 2).attempts == 3
+    first = db.complete_task(execution_id, "one", output="first", model="m", attempt=3)
+    again = db.complete_task(execution_id, "one", output="second", model="m", attempt=4)
+    assert (first.output, again.output, again.attempts, again.status) == ("first", "first", 3, T.COMPLETED)
+    # A late attempt of a completed task does not reopen it.
+    assert db.start_task_attempt(execution_id, "one", 5).status == T.COMPLETED
+    db.fail_task(execution_id, "one", error={"code": "LATE"}, final=True)
+    row = db.get_execution(execution_id)
+    assert row is not None and row.tasks[0].status == T.COMPLETED and row.tasks[0].error is None
+    assert db.completed_outputs(execution_id, ["one", "two"]) == {"one": "first"}
+
+
+def test_failed_task_keeps_last_error(db: Store) -> None:
+    execution_id = _execution(db)
+    db.start_task_attempt(execution_id, "two", 1)
+    db.fail_task(execution_id, "two", error={"code": "A"}, final=False)
+    row = db.get_execution(execution_id)
+    assert row is not None and (row.tasks[1].status, row.tasks[1].error) == (T.RUNNING, {"code": "A"})
+    db.fail_task(execution_id, "two", error={"code": "B"}, final=True)
+    row = db.get_execution(execution_id)
+    assert row is not None and (row.tasks[1].status, row.tasks[1].error) == (T.FAILED, {"code": "B"})
+
+
+def test_idempotency_key_under_concurrency_creates_one_execution(db: Store) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: _execution(db, key="same"), range(20)))
+    assert len(set(ids)) == 1
+    page = db.list_executions(status=None, crew_id=None, limit=100, cursor=None)
+    assert [e.id for e in page.items] == ids[:1]
+    with pytest.raises(IdempotencyKeyReused):
+        _execution(db, key="same", body="other")
+
+
+def test_crew_names_are_unique(db: Store) -> None:
+    db.create_crew("alpha", {"name": "alpha"})
+    with pytest.raises(CrewNameTaken):
+        db.create_crew("alpha", {"name": "alpha"})
+
+
+def test_pagination_and_cursor_validation(db: Store) -> None:
+    ids = {_execution(db) for _ in range(7)}
+    seen, cursor = [], None
+    while True:
+        page = db.list_executions(status=None, crew_id=None, limit=3, cursor=cursor)
+        seen += [e.id for e in page.items]
+        if not (cursor := page.next_cursor):
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == 7
+    for bad in ("!!!", "W10", "bm90IGpzb24"):  # not base64, [], "not json"
+        with pytest.raises(ValueError):
+            decode_cursor(bad)
+    with pytest.raises(ValueError):
+        db.list_executions(status=None, crew_id=None, limit=3, cursor="WzFd")  # [1]
+
+
+def test_logs_page_in_order(db: Store) -> None:
+    execution_id = _execution(db)
+    for i in range(5):
+        db.add_log(execution_id, "step", str(i))
+    first = db.list_logs(execution_id, limit=3, cursor=None)
+    rest = db.list_logs(execution_id, limit=10, cursor=first.next_cursor)
+    assert [x.message for x in first.items + rest.items][1:] == ["0", "1", "2", "3", "4"]
+    assert rest.next_cursor is None
+
+
+def test_unstarted_executions_are_found_for_the_reconciler(db: Store) -> None:
+    from datetime import timedelta
+
+    from backend.db.models import utcnow
+
+    started, orphan = _execution(db), _execution(db)
+    db.set_run_id(started, "run-1")
+    found = db.unstarted_executions(before=utcnow() + timedelta(seconds=1), limit=10)
+    assert [e.id for e in found] == [orphan]
