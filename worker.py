@@ -32,8 +32,9 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker.started", task_queue=settings.task_queue, pid=os.getpid(),
-             temporal=settings.temporal_address)
+    log.info(
+        "worker.started", task_queue=settings.task_queue, pid=os.getpid(), temporal=settings.temporal_address
+    )
     async with worker:
         await stop.wait()
         log.info("worker.stopping")

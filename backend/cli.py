@@ -1,10 +1,10 @@
 """``crewrun``: the command line (typer).
 
-    crewrun up [--demo]        the embedded stack, until Ctrl-C
-    crewrun demo [--fresh]     the demo against a running stack, or a fresh one of its own
-    crewrun worker | api       one service in the foreground
-    crewrun simulator          the LLM simulator (a test and demo tool)
-    crewrun import-crew DIR    CrewAI agents.yaml + tasks.yaml -> CrewSpec JSON (and --register it)
+crewrun up [--demo]        the embedded stack, until Ctrl-C
+crewrun demo [--fresh]     the demo against a running stack, or a fresh one of its own
+crewrun worker | api       one service in the foreground
+crewrun simulator          the LLM simulator (a test and demo tool)
+crewrun import-crew DIR    CrewAI agents.yaml + tasks.yaml -> CrewSpec JSON (and --register it)
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def _run_stack(settings: Settings, *, demo: bool, keep_running: bool, workers: i
         except PortInUse as exc:
             typer.secho(f"crewrun up: {exc}", fg="red", err=True)
             raise typer.Exit(2) from exc
-        typer.echo(f"Temporal     127.0.0.1:{settings.temporal_port}  (data: {settings.data_dir}/temporal.db)")
+        typer.echo(
+            f"Temporal     127.0.0.1:{settings.temporal_port}  (data: {settings.data_dir}/temporal.db)"
+        )
         typer.echo(f"Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}")
         typer.echo(f"API          {stack.api_url}  (docs: {stack.api_url}/docs)")
         typer.echo(f"Simulator    {stack.simulator_url}  (a test/demo LLM)")
@@ -54,8 +56,11 @@ def _run_stack(settings: Settings, *, demo: bool, keep_running: bool, workers: i
         if keep_running:
             typer.echo("stack is up; Ctrl-C stops it")
             died = stack.wait()
-            typer.secho(f"{died} exited; stopping the stack (see {settings.data_dir}/logs/{died}.log)",
-                        fg="red", err=True)
+            typer.secho(
+                f"{died} exited; stopping the stack (see {settings.data_dir}/logs/{died}.log)",
+                fg="red",
+                err=True,
+            )
             ok = False
     except KeyboardInterrupt:
         typer.echo("stopping...")
@@ -86,15 +91,22 @@ def demo_cmd(
     if fresh:
         data_dir = Path(tempfile.mkdtemp(prefix="crewrun-demo-"))
         settings = Settings(
-            data_dir=data_dir, database_url="", temporal_port=_free_port(),
-            temporal_ui_port=_free_port(), api_port=_free_port(), simulator_port=_free_port(),
+            data_dir=data_dir,
+            database_url="",
+            temporal_port=_free_port(),
+            temporal_ui_port=_free_port(),
+            api_port=_free_port(),
+            simulator_port=_free_port(),
         )
         ok = _run_stack(settings, demo=True, keep_running=False)
     else:
         from backend.demo import run_demo
 
-        ok = run_demo(api_url or f"http://{settings.api_host}:{settings.api_port}",
-                      simulator_url or f"http://127.0.0.1:{settings.simulator_port}", echo=typer.echo)
+        ok = run_demo(
+            api_url or f"http://{settings.api_host}:{settings.api_port}",
+            simulator_url or f"http://127.0.0.1:{settings.simulator_port}",
+            echo=typer.echo,
+        )
     if not ok:
         raise typer.Exit(1)
 
@@ -130,14 +142,22 @@ def api(
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
-                log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
 
 
 @app.command()
 def simulator(
     port: Annotated[int | None, typer.Option()] = None,
-    script: Annotated[Path | None, typer.Option(help="JSON/YAML file: {rules: [...]} applied at start")] = None,
+    script: Annotated[
+        Path | None, typer.Option(help="JSON/YAML file: {rules: [...]} applied at start")
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible LLM simulator (a test and demo tool, not a provider)."""
     import uvicorn
@@ -151,8 +171,13 @@ def simulator(
         raw = yaml.safe_load(script.read_text())
         sim.state.script.add_rules([FaultRule(**r) for r in raw.get("rules", [])])
     # Scripted slow answers must not hold up a shutdown: give in-flight requests one second.
-    uvicorn.run(sim, host="127.0.0.1", port=port or get_settings().simulator_port, log_level="warning",
-                timeout_graceful_shutdown=1)
+    uvicorn.run(
+        sim,
+        host="127.0.0.1",
+        port=port or get_settings().simulator_port,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+    )
 
 
 @app.command("import-crew")
@@ -169,8 +194,11 @@ def import_crew(
 
     from backend.crewai_project import import_project
 
-    llm = {"model": model} | ({"base_url": base_url} if base_url else {}) | (
-        {"api_key_env": api_key_env} if api_key_env else {})
+    llm = (
+        {"model": model}
+        | ({"base_url": base_url} if base_url else {})
+        | ({"api_key_env": api_key_env} if api_key_env else {})
+    )
     try:
         spec, warnings = import_project(project, name=name, llm=llm)
     except (FileNotFoundError, ValueError, ValidationError) as exc:

@@ -33,9 +33,7 @@ def find_config(project: Path) -> tuple[Path, Path]:
     raise FileNotFoundError(f"no agents.yaml + tasks.yaml under {project} (or its config/ folders)")
 
 
-def import_project(
-    project: Path, *, name: str, llm: dict[str, Any]
-) -> tuple[CrewSpec, list[str]]:
+def import_project(project: Path, *, name: str, llm: dict[str, Any]) -> tuple[CrewSpec, list[str]]:
     """Returns the validated spec and warnings about keys that were not imported."""
     agents_path, tasks_path = find_config(project)
     agents_raw, tasks_raw = _load(agents_path), _load(tasks_path)
@@ -47,16 +45,25 @@ def import_project(
         agent_llm = dict(llm)
         if isinstance(body.get("llm"), str):
             agent_llm["model"] = body["llm"]
-        agents.append({"name": agent_name, "role": str(body.get("role", "")).strip(),
-                       "goal": str(body.get("goal", "")).strip(),
-                       "backstory": str(body.get("backstory", "")).strip(), "llm": agent_llm})
+        agents.append(
+            {
+                "name": agent_name,
+                "role": str(body.get("role", "")).strip(),
+                "goal": str(body.get("goal", "")).strip(),
+                "backstory": str(body.get("backstory", "")).strip(),
+                "llm": agent_llm,
+            }
+        )
     tasks = []
     for task_name, body in tasks_raw.items():
         body = body or {}
         warnings += [f"task {task_name}: ignored key {k!r}" for k in sorted(set(body) - _TASK_KEYS)]
-        task: dict[str, Any] = {"name": task_name, "description": str(body.get("description", "")).strip(),
-                                "expected_output": str(body.get("expected_output", "")).strip(),
-                                "agent": body.get("agent")}
+        task: dict[str, Any] = {
+            "name": task_name,
+            "description": str(body.get("description", "")).strip(),
+            "expected_output": str(body.get("expected_output", "")).strip(),
+            "agent": body.get("agent"),
+        }
         if "context" in body:
             task["context"] = list(body["context"] or [])
         tasks.append(task)

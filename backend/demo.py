@@ -49,13 +49,21 @@ def run_demo(api_url: str, simulator_url: str, *, timeout_s: float = 120, echo: 
 
         runs: list[tuple[str, str, float]] = []
         # First, alone: the provider rate-limits the researcher twice and fails the analyst once.
-        sim.post("/_sim/faults", json={"rules": [
-            {"kind": "rate_limit", "agent": "researcher", "count": 2, "retry_after_s": 1},
-            {"kind": "server_error", "agent": "analyst", "count": 1, "status": 503},
-        ]}).raise_for_status()
+        sim.post(
+            "/_sim/faults",
+            json={
+                "rules": [
+                    {"kind": "rate_limit", "agent": "researcher", "count": 2, "retry_after_s": 1},
+                    {"kind": "server_error", "agent": "analyst", "count": 1, "status": 503},
+                ]
+            },
+        ).raise_for_status()
         t0 = time.monotonic()
-        faulty = api.post("/api/v1/executions", json={"crew_id": crew_id, "inputs": {"topic": "deep-sea mining"}},
-                          headers={"Idempotency-Key": f"{name}-faulty"})
+        faulty = api.post(
+            "/api/v1/executions",
+            json={"crew_id": crew_id, "inputs": {"topic": "deep-sea mining"}},
+            headers={"Idempotency-Key": f"{name}-faulty"},
+        )
         faulty.raise_for_status()
         results = [("transient faults", _wait(api, faulty.json()["id"], timeout_s), time.monotonic() - t0)]
         # Then a few healthy ones side by side.
@@ -72,7 +80,9 @@ def run_demo(api_url: str, simulator_url: str, *, timeout_s: float = 120, echo: 
     ok = True
     for label, body, secs in results:
         attempts = "/".join(str(t["attempts"]) for t in body["tasks"])
-        echo(f"{body['id']:38} {label[:20]:20} {body['status']:10} {attempts:12} {secs:5.1f}  {body['temporal_ui_url']}")
+        echo(
+            f"{body['id']:38} {label[:20]:20} {body['status']:10} {attempts:12} {secs:5.1f}  {body['temporal_ui_url']}"
+        )
         ok = ok and body["status"] == "completed"
     echo("")
     echo("all executions completed" if ok else "NOT every execution completed")

@@ -178,7 +178,9 @@ def reference_problems(spec: CrewSpec) -> list[Problem]:
             if ref not in position:
                 problems.append((("tasks", i, "context", j), f"unknown task {ref!r}"))
     cycles = _context_cycles(spec.tasks)
-    problems.extend((("tasks", position[c[0]], "context"), "context cycle: " + " -> ".join(c)) for c in cycles)
+    problems.extend(
+        (("tasks", position[c[0]], "context"), "context cycle: " + " -> ".join(c)) for c in cycles
+    )
     if not cycles:
         # Sequential process: a task can only see outputs of tasks that ran before it.
         for i, task in enumerate(spec.tasks):

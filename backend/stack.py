@@ -8,6 +8,7 @@ Each child's output goes to ``<data_dir>/logs/<name>.log``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -32,10 +33,8 @@ class PortInUse(RuntimeError):
 
 def _die_with_parent() -> None:
     # Linux: if `crewrun up` itself is killed, the children get SIGTERM instead of lingering.
-    try:
+    with contextlib.suppress(OSError):  # not Linux: children outlive a killed parent
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -57,16 +56,26 @@ def temporal_binary() -> str:
 def temporal_command(settings: Settings) -> list[str]:
     host = settings.temporal_address.rsplit(":", 1)[0] or "127.0.0.1"
     cmd = [
-        temporal_binary(), "server", "start-dev",
-        "--db-filename", str(settings.data_dir / "temporal.db"),
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(settings.data_dir / "temporal.db"),
         # 2.4x the throughput of the default journal on this kind of machine (see ARCHITECTURE.md).
-        "--sqlite-pragma", "journal_mode=wal",
-        "--sqlite-pragma", "synchronous=normal",
-        "--ip", host,
-        "--port", str(settings.temporal_port),
-        "--ui-port", str(settings.temporal_ui_port),
-        "--namespace", settings.temporal_namespace,
-        "--log-level", "warn",
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+        "--ip",
+        host,
+        "--port",
+        str(settings.temporal_port),
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--namespace",
+        settings.temporal_namespace,
+        "--log-level",
+        "warn",
     ]
     for name in SEARCH_ATTRIBUTES:
         cmd += ["--search-attribute", f"{name}=Keyword"]
@@ -98,32 +107,40 @@ class Stack:
     def child_env(self) -> dict[str, str]:
         s = self.settings
         env = dict(os.environ)
-        env.update({
-            "CREWRUN_DATA_DIR": str(s.data_dir),
-            "CREWRUN_DATABASE_URL": s.database_url,
-            "CREWRUN_TEMPORAL_ADDRESS": f"127.0.0.1:{s.temporal_port}",
-            "CREWRUN_TEMPORAL_NAMESPACE": s.temporal_namespace,
-            "CREWRUN_TEMPORAL_UI_URL": f"http://127.0.0.1:{s.temporal_ui_port}",
-            "CREWRUN_TASK_QUEUE": s.task_queue,
-            "CREWRUN_API_HOST": s.api_host,
-            "CREWRUN_API_PORT": str(s.api_port),
-            "CREWRUN_SIMULATOR_PORT": str(s.simulator_port),
-            "CREWRUN_TASK_HEARTBEAT_TIMEOUT_S": str(s.task_heartbeat_timeout_s),
-            "CREWRUN_LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "CREWRUN_DATA_DIR": str(s.data_dir),
+                "CREWRUN_DATABASE_URL": s.database_url,
+                "CREWRUN_TEMPORAL_ADDRESS": f"127.0.0.1:{s.temporal_port}",
+                "CREWRUN_TEMPORAL_NAMESPACE": s.temporal_namespace,
+                "CREWRUN_TEMPORAL_UI_URL": f"http://127.0.0.1:{s.temporal_ui_port}",
+                "CREWRUN_TASK_QUEUE": s.task_queue,
+                "CREWRUN_API_HOST": s.api_host,
+                "CREWRUN_API_PORT": str(s.api_port),
+                "CREWRUN_SIMULATOR_PORT": str(s.simulator_port),
+                "CREWRUN_TASK_HEARTBEAT_TIMEOUT_S": str(s.task_heartbeat_timeout_s),
+                "CREWRUN_LOG_FORMAT": "json",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         return env
 
     def check_ports(self) -> None:
         s = self.settings
-        wanted = [("Temporal", "127.0.0.1", s.temporal_port), ("Temporal Web UI", "127.0.0.1", s.temporal_ui_port),
-                  ("API", s.api_host, s.api_port)]
+        wanted = [
+            ("Temporal", "127.0.0.1", s.temporal_port),
+            ("Temporal Web UI", "127.0.0.1", s.temporal_ui_port),
+            ("API", s.api_host, s.api_port),
+        ]
         if self.with_simulator:
             wanted.append(("LLM simulator", "127.0.0.1", s.simulator_port))
-        taken = [f"{what} port {port} on {host}" for what, host, port in wanted if not port_is_free(host, port)]
+        taken = [
+            f"{what} port {port} on {host}" for what, host, port in wanted if not port_is_free(host, port)
+        ]
         if taken:
             raise PortInUse(
-                "already in use: " + ", ".join(taken)
+                "already in use: "
+                + ", ".join(taken)
                 + ". Stop whatever holds it (another `crewrun up`?) or choose other ports with "
                 "CREWRUN_TEMPORAL_PORT / CREWRUN_TEMPORAL_UI_PORT / CREWRUN_API_PORT / CREWRUN_SIMULATOR_PORT."
             )
@@ -134,8 +151,12 @@ class Stack:
         log_path = logs / f"{name}.log"
         with open(log_path, "ab") as out:
             process = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=self.child_env(),
-                start_new_session=True, preexec_fn=_die_with_parent,
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.child_env(),
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         child = Child(name, process, log_path)
         self.children.append(child)
@@ -148,8 +169,10 @@ class Stack:
         py = sys.executable
         self._spawn("temporal", temporal_command(self.settings))
         if self.with_simulator:
-            self._spawn("simulator", [py, "-m", "backend.cli", "simulator", "--port",
-                                      str(self.settings.simulator_port)])
+            self._spawn(
+                "simulator",
+                [py, "-m", "backend.cli", "simulator", "--port", str(self.settings.simulator_port)],
+            )
         self._wait_for_port("temporal", self.settings.temporal_port, timeout_s)
         for i in range(self.workers):
             self._spawn(f"worker-{i + 1}" if self.workers > 1 else "worker", [py, "-m", "worker"])

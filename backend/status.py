@@ -35,9 +35,7 @@ class TaskStatus(StrEnum):
 TERMINAL_EXECUTION = frozenset(
     {ExecutionStatus.COMPLETED, ExecutionStatus.DEGRADED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
 )
-TERMINAL_TASK = frozenset(
-    {TaskStatus.COMPLETED, TaskStatus.SKIPPED, TaskStatus.DEGRADED, TaskStatus.FAILED}
-)
+TERMINAL_TASK = frozenset({TaskStatus.COMPLETED, TaskStatus.SKIPPED, TaskStatus.DEGRADED, TaskStatus.FAILED})
 
 _ACTIVE_EXECUTION = frozenset({ExecutionStatus.RUNNING, ExecutionStatus.RETRYING, ExecutionStatus.PAUSED})
 _ACTIVE_TASK = frozenset({TaskStatus.RUNNING, TaskStatus.RETRYING})

@@ -142,3 +142,14 @@ def _healthy(api: str) -> bool:
         return httpx.get(f"{api}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_demo_completes_every_execution(stack: Stack) -> None:
+    from backend.demo import run_demo
+
+    lines: list[str] = []
+    assert run_demo(stack.api_url, stack.simulator_url, echo=lines.append) is True
+    rows = [line for line in lines if "/namespaces/default/workflows/crew-execution-" in line]
+    assert len(rows) == 4 and all(" completed " in row for row in rows)
+    faulty = next(row for row in rows if "transient faults" in row)
+    assert faulty.split()[4].startswith("3/2/")  # research: 2 x 429 then ok; analyse: 503 then ok

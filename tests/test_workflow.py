@@ -13,8 +13,8 @@ from backend.executions import start_workflow
 from backend.settings import Settings
 from backend.specs import CrewSpec
 from backend.worker_factory import build_worker
-from workflows.contracts import CrewExecutionResult
 from tests.support import SimulatorServer, research_spec
+from workflows.contracts import CrewExecutionResult
 
 
 @pytest.fixture

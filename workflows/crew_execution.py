@@ -62,8 +62,13 @@ class CrewExecutionWorkflow:
             progress = self._tasks[index]
             context = task.get("context")
             try:
-                result = await self._run_task(inp, task, agents[task["agent"]], progress,
-                                              names[:index] if context is None else list(context))
+                result = await self._run_task(
+                    inp,
+                    task,
+                    agents[task["agent"]],
+                    progress,
+                    names[:index] if context is None else list(context),
+                )
             except asyncio.CancelledError:
                 progress.status = TaskStatus.FAILED
                 await self._set_status(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)

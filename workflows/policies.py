@@ -15,7 +15,9 @@ from backend.exceptions.codes import NON_RETRYABLE_CATEGORIES
 from workflows.contracts import ActivityTuning
 
 
-def task_activity_options(task: dict[str, Any], agent: dict[str, Any], tuning: ActivityTuning) -> dict[str, Any]:
+def task_activity_options(
+    task: dict[str, Any], agent: dict[str, Any], tuning: ActivityTuning
+) -> dict[str, Any]:
     timeout_s = task.get("timeout_s") or tuning.default_task_timeout_s
     return {
         "start_to_close_timeout": timedelta(seconds=timeout_s),

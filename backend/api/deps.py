@@ -32,8 +32,9 @@ class TemporalGateway:
                 try:
                     self._client = await connect(self._settings, attempts=2, delay_s=0.2)
                 except RuntimeError as exc:
-                    raise ProblemError("TEMPORAL_UNAVAILABLE", "Temporal is unreachable",
-                                       headers={"Retry-After": "5"}) from exc
+                    raise ProblemError(
+                        "TEMPORAL_UNAVAILABLE", "Temporal is unreachable", headers={"Retry-After": "5"}
+                    ) from exc
             return self._client
 
 
@@ -61,9 +62,7 @@ ClientDep = Annotated[Client, Depends(get_client)]
 GatewayDep = Annotated[TemporalGateway, Depends(get_gateway)]
 
 
-async def get_execution(
-    store: StoreDep, execution_id: Annotated[str, Path(max_length=64)]
-) -> Execution:
+async def get_execution(store: StoreDep, execution_id: Annotated[str, Path(max_length=64)]) -> Execution:
     found = await asyncio.to_thread(store.get_execution, execution_id)
     if found is None:
         raise ProblemError("EXECUTION_NOT_FOUND", f"no execution {execution_id!r}")

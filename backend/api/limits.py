@@ -41,14 +41,26 @@ class BodySizeLimit:
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         entry = lookup("PAYLOAD_TOO_LARGE")
-        body = json.dumps({
-            "type": f"/api/v1/error-codes#{entry.code}", "title": entry.description,
-            "status": 413, "detail": f"the body exceeds {self.max_bytes} bytes",
-            "code": entry.code, "instance": scope.get("path", ""),
-        }).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/problem+json"),
-                                (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {
+                "type": f"/api/v1/error-codes#{entry.code}",
+                "title": entry.description,
+                "status": 413,
+                "detail": f"the body exceeds {self.max_bytes} bytes",
+                "code": entry.code,
+                "instance": scope.get("path", ""),
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

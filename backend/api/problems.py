@@ -66,8 +66,9 @@ def field_errors(raw: list[Any]) -> list[dict[str, Any]]:
         ctx = err.get("ctx") or {}
         if err.get("type") == "crew_spec_reference" and isinstance(ctx.get("problems"), list):
             for problem in ctx["problems"]:
-                out.append({"loc": loc + list(problem["loc"]), "msg": problem["msg"],
-                            "type": "crew_spec_reference"})
+                out.append(
+                    {"loc": loc + list(problem["loc"]), "msg": problem["msg"], "type": "crew_spec_reference"}
+                )
             continue
         out.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
     return out
@@ -94,17 +95,23 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {400: "REQUEST_MALFORMED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-                413: "PAYLOAD_TOO_LARGE"}.get(
-            exc.status_code, "REQUEST_INVALID"
-        )
+        code = {
+            400: "REQUEST_MALFORMED",
+            404: "NOT_FOUND",
+            405: "METHOD_NOT_ALLOWED",
+            413: "PAYLOAD_TOO_LARGE",
+        }.get(exc.status_code, "REQUEST_INVALID")
         return problem_response(code, str(exc.detail), request)
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         log.warning("api.database_unavailable", error=type(exc.orig).__name__ if exc.orig else "")
-        return problem_response("DATABASE_UNAVAILABLE", "the backend database is unavailable", request,
-                                headers={"Retry-After": "5"})
+        return problem_response(
+            "DATABASE_UNAVAILABLE",
+            "the backend database is unavailable",
+            request,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

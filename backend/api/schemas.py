@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,6 +14,10 @@ from backend.specs import CrewSpec
 T = TypeVar("T")
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: datetime | None) -> datetime | None: ...
 def _utc(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything crewrun stores is UTC.
     if value is None:
@@ -35,8 +39,13 @@ class CrewPublic(BaseModel):
 
     @classmethod
     def of(cls, crew: Crew) -> CrewPublic:
-        return cls(id=crew.id, name=crew.name, version=crew.version,
-                   spec=CrewSpec.model_validate(crew.spec), created_at=_utc(crew.created_at))
+        return cls(
+            id=crew.id,
+            name=crew.name,
+            version=crew.version,
+            spec=CrewSpec.model_validate(crew.spec),
+            created_at=_utc(crew.created_at),
+        )
 
 
 class ExecutionCreate(BaseModel):
@@ -67,10 +76,18 @@ class TaskPublic(BaseModel):
 
     @classmethod
     def of(cls, task: TaskRun, *, with_output: bool) -> TaskPublic:
-        return cls(name=task.name, agent=task.agent, status=task.status, attempts=task.attempts,
-                   output=task.output if with_output else None, model=task.model, error=task.error,
-                   degraded=task.degraded, started_at=_utc(task.started_at),
-                   finished_at=_utc(task.finished_at))
+        return cls(
+            name=task.name,
+            agent=task.agent,
+            status=task.status,
+            attempts=task.attempts,
+            output=task.output if with_output else None,
+            model=task.model,
+            error=task.error,
+            degraded=task.degraded,
+            started_at=_utc(task.started_at),
+            finished_at=_utc(task.finished_at),
+        )
 
 
 class ExecutionPublic(BaseModel):
@@ -91,11 +108,18 @@ class ExecutionPublic(BaseModel):
     @classmethod
     def of(cls, e: Execution, settings: Settings, *, with_outputs: bool = True) -> ExecutionPublic:
         return cls(
-            id=e.id, crew_id=e.crew_id, crew_name=e.crew_name, status=e.status, inputs=e.inputs,
-            workflow_id=e.workflow_id, run_id=e.run_id,
+            id=e.id,
+            crew_id=e.crew_id,
+            crew_name=e.crew_name,
+            status=e.status,
+            inputs=e.inputs,
+            workflow_id=e.workflow_id,
+            run_id=e.run_id,
             temporal_ui_url=settings.ui_link(e.workflow_id, e.run_id),
             tasks=[TaskPublic.of(t, with_output=with_outputs) for t in e.tasks],
-            error=e.error, created_at=_utc(e.created_at), started_at=_utc(e.started_at),
+            error=e.error,
+            created_at=_utc(e.created_at),
+            started_at=_utc(e.started_at),
             finished_at=_utc(e.finished_at),
         )
 
@@ -111,8 +135,15 @@ class LogEntryPublic(BaseModel):
 
     @classmethod
     def of(cls, entry: ExecutionLog) -> LogEntryPublic:
-        return cls(id=entry.id, at=_utc(entry.at), level=entry.level, event=entry.event,
-                   task=entry.task, message=entry.message, data=entry.data)
+        return cls(
+            id=entry.id,
+            at=_utc(entry.at),
+            level=entry.level,
+            event=entry.event,
+            task=entry.task,
+            message=entry.message,
+            data=entry.data,
+        )
 
 
 class HealthPublic(BaseModel):

@@ -198,13 +198,18 @@ class Store:
     def unstarted_executions(self, *, before: datetime, limit: int) -> list[Execution]:
         """Pending executions that never got a workflow run (see backend/reconciler.py)."""
         with self._sessions() as s:
-            return list(s.scalars(
-                select(Execution)
-                .where(Execution.status == ExecutionStatus.PENDING, Execution.run_id.is_(None),
-                       Execution.created_at < before)
-                .order_by(Execution.created_at)
-                .limit(limit)
-            ))
+            return list(
+                s.scalars(
+                    select(Execution)
+                    .where(
+                        Execution.status == ExecutionStatus.PENDING,
+                        Execution.run_id.is_(None),
+                        Execution.created_at < before,
+                    )
+                    .order_by(Execution.created_at)
+                    .limit(limit)
+                )
+            )
 
     def set_run_id(self, execution_id: str, run_id: str) -> None:
         with self._tx() as s:
@@ -293,9 +298,7 @@ class Store:
             ).one()
             return row
 
-    def fail_task(
-        self, execution_id: str, task: str, *, error: dict[str, Any], final: bool
-    ) -> None:
+    def fail_task(self, execution_id: str, task: str, *, error: dict[str, Any], final: bool) -> None:
         """Keep the last error on the task; ``final`` also moves it to ``failed``."""
         values: dict[str, Any] = {"error": error}
         if final:
@@ -380,9 +383,7 @@ class Store:
             if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
                 raise ValueError("invalid cursor")
             created = datetime.fromisoformat(parts[0])
-            query = query.where(
-                or_(created_col < created, and_(created_col == created, id_col < parts[1]))
-            )
+            query = query.where(or_(created_col < created, and_(created_col == created, id_col < parts[1])))
         query = query.order_by(created_col.desc(), id_col.desc()).limit(limit + 1)
         with self._sessions() as s:
             rows = list(s.scalars(query))
@@ -391,7 +392,7 @@ class Store:
         if not more:
             return Page(rows, None)
         last = rows[-1]
-        return Page(rows, _encode_cursor(getattr(last, "created_at"), getattr(last, "id")))
+        return Page(rows, _encode_cursor(last.created_at, last.id))
 
 
 def _coalesce(column: Any, value: Any) -> Any:

@@ -228,4 +228,3 @@ def create_simulator_app(script: FaultScript | None = None) -> Starlette:
     )
     app.state.script = script
     return app
-

@@ -32,8 +32,11 @@ async def list_crews(
     try:
         page = await asyncio.to_thread(store.list_crews, limit=limit, cursor=cursor)
     except ValueError as exc:
-        raise ProblemError("REQUEST_INVALID", "invalid cursor",
-                           errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "cursor"}]) from exc
+        raise ProblemError(
+            "REQUEST_INVALID",
+            "invalid cursor",
+            errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "cursor"}],
+        ) from exc
     return Page[CrewPublic](items=[CrewPublic.of(c) for c in page.items], next_cursor=page.next_cursor)
 
 

@@ -21,8 +21,11 @@ _STATUSES = "|".join(s.value for s in ExecutionStatus)
 
 
 def _invalid_cursor(exc: ValueError) -> ProblemError:
-    return ProblemError("REQUEST_INVALID", "invalid cursor",
-                        errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "cursor"}])
+    return ProblemError(
+        "REQUEST_INVALID",
+        "invalid cursor",
+        errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "cursor"}],
+    )
 
 
 def _request_hash(body: ExecutionCreate) -> str:
@@ -30,8 +33,12 @@ def _request_hash(body: ExecutionCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@router.post("", status_code=202, response_model=ExecutionPublic,
-             responses={200: {"model": ExecutionPublic, "description": "Idempotent replay"}})
+@router.post(
+    "",
+    status_code=202,
+    response_model=ExecutionPublic,
+    responses={200: {"model": ExecutionPublic, "description": "Idempotent replay"}},
+)
 async def create_execution(
     body: ExecutionCreate,
     response: Response,
@@ -53,27 +60,40 @@ async def create_execution(
     missing = missing_inputs(spec, body.inputs)
     if missing:
         raise ProblemError(
-            "CREW_SPEC_INVALID", f"inputs lack {len(missing)} placeholder value(s) the crew uses",
-            errors=[{"loc": ["inputs", name], "msg": f"missing input for {{{name}}}", "type": "missing"}
-                    for name in missing],
+            "CREW_SPEC_INVALID",
+            f"inputs lack {len(missing)} placeholder value(s) the crew uses",
+            errors=[
+                {"loc": ["inputs", name], "msg": f"missing input for {{{name}}}", "type": "missing"}
+                for name in missing
+            ],
         )
     try:
         execution, created = await asyncio.to_thread(
-            store.create_execution, crew_id=crew_id, crew_name=spec.name,
-            spec=spec.model_dump(mode="json"), inputs=body.inputs,
-            idempotency_key=idempotency_key, request_hash=_request_hash(body),
+            store.create_execution,
+            crew_id=crew_id,
+            crew_name=spec.name,
+            spec=spec.model_dump(mode="json"),
+            inputs=body.inputs,
+            idempotency_key=idempotency_key,
+            request_hash=_request_hash(body),
         )
     except IdempotencyKeyReused as exc:
-        raise ProblemError("IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with another body") from exc
+        raise ProblemError(
+            "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with another body"
+        ) from exc
     if execution.run_id is None:
         # A replayed key whose first start failed gets started now; USE_EXISTING makes a
         # concurrent double start return the same run.
         try:
             await start_workflow(await temporal.client(), settings, store, execution)
         except RPCError as exc:
-            raise ProblemError("TEMPORAL_UNAVAILABLE", "accepted, but Temporal did not take the start; "
-                               "retry with the same Idempotency-Key", headers={"Retry-After": "5"}) from exc
-        execution = await asyncio.to_thread(store.get_execution, execution.id) or execution
+            raise ProblemError(
+                "TEMPORAL_UNAVAILABLE",
+                "accepted, but Temporal did not take the start; retry with the same Idempotency-Key",
+                headers={"Retry-After": "5"},
+            ) from exc
+        refreshed = await asyncio.to_thread(store.get_execution, execution.id)
+        execution = refreshed or execution
     response.status_code = 202 if created else 200
     return ExecutionPublic.of(execution, settings)
 
@@ -88,8 +108,9 @@ async def list_executions(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Page[ExecutionPublic]:
     try:
-        page = await asyncio.to_thread(store.list_executions, status=status, crew_id=crew_id,
-                                       limit=limit, cursor=cursor)
+        page = await asyncio.to_thread(
+            store.list_executions, status=status, crew_id=crew_id, limit=limit, cursor=cursor
+        )
     except ValueError as exc:
         raise _invalid_cursor(exc) from exc
     return Page[ExecutionPublic](
@@ -113,8 +134,9 @@ async def cancel_execution(
         await client.get_workflow_handle(execution.workflow_id).cancel()
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
-            raise ProblemError("TEMPORAL_UNAVAILABLE", "Temporal did not take the cancellation",
-                               headers={"Retry-After": "5"}) from exc
+            raise ProblemError(
+                "TEMPORAL_UNAVAILABLE", "Temporal did not take the cancellation", headers={"Retry-After": "5"}
+            ) from exc
         # Never started (Temporal lost the start or it is still pending): cancel in the DB alone.
         await asyncio.to_thread(store.transition_execution, execution.id, ExecutionStatus.CANCELLED)
     await asyncio.to_thread(store.add_log, execution.id, "execution.cancel_requested", "via API")
@@ -133,7 +155,6 @@ async def execution_logs(
         page = await asyncio.to_thread(store.list_logs, execution.id, limit=limit, cursor=cursor)
     except ValueError as exc:
         raise _invalid_cursor(exc) from exc
-    return Page[LogEntryPublic](items=[LogEntryPublic.of(x) for x in page.items],
-                                next_cursor=page.next_cursor)
-
-
+    return Page[LogEntryPublic](
+        items=[LogEntryPublic.of(x) for x in page.items], next_cursor=page.next_cursor
+    )

@@ -12,8 +12,11 @@ from backend.exceptions.codes import REGISTRY
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", response_model=HealthPublic,
-            responses={503: {"model": HealthPublic, "description": "A dependency is down"}})
+@router.get(
+    "/health",
+    response_model=HealthPublic,
+    responses={503: {"model": HealthPublic, "description": "A dependency is down"}},
+)
 async def health(request: Request, store: StoreDep) -> JSONResponse:
     database = temporal = "ok"
     try:
@@ -27,11 +30,22 @@ async def health(request: Request, store: StoreDep) -> JSONResponse:
         temporal = "down"
     ok = database == temporal == "ok"
     body = HealthPublic(status="ok" if ok else "degraded", database=database, temporal=temporal)
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503,
-                        headers=None if ok else {"Retry-After": "5"})
+    return JSONResponse(
+        body.model_dump(), status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"}
+    )
 
 
 @router.get("/api/v1/error-codes", response_model=list[ErrorCodePublic], tags=["errors"])
 async def error_codes() -> list[ErrorCodePublic]:
-    return [ErrorCodePublic(**{**e.as_dict(), "category": e.category.value, "severity": e.severity.value})
-            for e in REGISTRY.values()]
+    return [
+        ErrorCodePublic(
+            code=e.code,
+            category=e.category.value,
+            severity=e.severity.value,
+            retryable=e.retryable,
+            http_status=e.http_status,
+            description=e.description,
+            remedy=e.remedy,
+        )
+        for e in REGISTRY.values()
+    ]
