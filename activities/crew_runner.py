@@ -9,8 +9,6 @@ ignoring Retry-After, and hide those calls from history).
 from __future__ import annotations
 
 import os
-import re
-from typing import Any
 
 # Before crewai is imported: no telemetry, no version check.
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
@@ -25,17 +23,11 @@ from crewai_core.printer import set_suppress_console_output  # noqa: E402
 from activities.errors import ConfigurationError  # noqa: E402
 from activities.runner_contract import TaskRunOutcome, TaskRunRequest  # noqa: E402
 from backend.settings import resolve_secret  # noqa: E402
+from backend.specs import interpolate  # noqa: E402
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # The OpenAI SDK refuses to build a client without a key; keyless endpoints (the simulator, local
 # model servers) get this stand-in.
 _NO_KEY = "no-key-configured"
-
-
-def interpolate(text: str, inputs: dict[str, Any]) -> str:
-    """Replace ``{name}`` with the input's text; nothing else is evaluated (no format spec,
-    attribute or index access), so inputs cannot inject template expressions."""
-    return _PLACEHOLDER.sub(lambda m: str(inputs[m.group(1)]) if m.group(1) in inputs else m.group(0), text)
 
 
 class CrewAITaskRunner:

@@ -218,8 +218,8 @@ def import_crew(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
-        code = 0
+        # Without standalone mode click returns the exit code of typer.Exit instead of raising it.
+        code = app(standalone_mode=False) or 0
     except typer.Exit as exc:
         code = exc.exit_code
     except (typer.Abort, KeyboardInterrupt):

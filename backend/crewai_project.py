@@ -45,6 +45,8 @@ def import_project(project: Path, *, name: str, llm: dict[str, Any]) -> tuple[Cr
         agent_llm = dict(llm)
         if isinstance(body.get("llm"), str):
             agent_llm["model"] = body["llm"]
+        elif "llm" in body:
+            warnings.append(f"agent {agent_name}: ignored llm {body['llm']!r} (only a model name string)")
         agents.append(
             {
                 "name": agent_name,
@@ -65,7 +67,8 @@ def import_project(project: Path, *, name: str, llm: dict[str, Any]) -> tuple[Cr
             "agent": body.get("agent"),
         }
         if "context" in body:
-            task["context"] = list(body["context"] or [])
+            context = body["context"] or []
+            task["context"] = [context] if isinstance(context, str) else list(context)
         tasks.append(task)
     spec = CrewSpec.model_validate({"name": name, "agents": agents, "tasks": tasks})
     return spec, warnings

@@ -9,7 +9,6 @@ variable of the worker.
 from __future__ import annotations
 
 import re
-import string
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -43,7 +42,7 @@ class LLMSpec(_Strict):
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError("base_url must be an http(s) URL with a host")
-        if parsed.password or parsed.query:
+        if parsed.username or parsed.password or parsed.query:
             raise ValueError("base_url must not carry credentials or a query string")
         return value
 
@@ -142,15 +141,27 @@ class CrewSpec(_Strict):
         return found
 
 
+# One grammar for finding placeholders and for filling them in, so validation and execution agree:
+# "{name}" is a placeholder, "{{" and "}}" are escaped braces, anything else is literal text.
+_TEMPLATE_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 def template_fields(text: str) -> set[str]:
-    """``{name}`` placeholders as CrewAI interpolates them (``{{`` escapes a brace)."""
-    try:
-        return {f for _, f, _, _ in string.Formatter().parse(text) if f and _IDENT.match(f)}
-    except ValueError:  # unbalanced braces: CrewAI leaves such text alone, so do we
-        return set()
+    """The ``{name}`` placeholders of a text (``{{``/``}}`` escape braces)."""
+    return {m.group(1) for m in _TEMPLATE_TOKEN.finditer(text) if m.group(1)}
 
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+def interpolate(text: str, inputs: dict[str, Any]) -> str:
+    """Fill placeholders with the inputs' text. Nothing is evaluated (no format spec, attribute or
+    index access), so inputs cannot inject template expressions; unknown names stay as written."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return match.group(0)[0]  # "{{" -> "{", "}}" -> "}"
+        return str(inputs[name]) if name in inputs else match.group(0)
+
+    return _TEMPLATE_TOKEN.sub(fill, text)
 
 
 def missing_inputs(spec: CrewSpec, inputs: dict[str, Any]) -> list[str]:

@@ -92,11 +92,24 @@ def research_spec(base_url_for: Any, name: str = "research", **llm: Any) -> dict
             for a in agents
         ],
         "tasks": [
-            {"name": "research", "description": "Research {topic}", "expected_output": "facts",
-             "agent": "researcher"},
-            {"name": "analyse", "description": "Analyse the facts about {topic}",
-             "expected_output": "an analysis", "agent": "analyst"},
-            {"name": "write", "description": "Write a short report on {topic}",
-             "expected_output": "a report", "agent": "writer", "context": ["analyse"]},
+            {
+                "name": "research",
+                "description": "Research {topic}",
+                "expected_output": "facts",
+                "agent": "researcher",
+            },
+            {
+                "name": "analyse",
+                "description": "Analyse the facts about {topic}",
+                "expected_output": "an analysis",
+                "agent": "analyst",
+            },
+            {
+                "name": "write",
+                "description": "Write a short report on {topic}",
+                "expected_output": "a report",
+                "agent": "writer",
+                "context": ["analyse"],
+            },
         ],
     }

@@ -58,7 +58,9 @@ async def test_crew_lifecycle_and_execution_end_to_end(api: httpx.AsyncClient, s
     assert started.status_code == 202
     execution = started.json()
     assert execution["status"] in ("pending", "running")
-    assert execution["temporal_ui_url"].endswith(f"/workflows/{execution['workflow_id']}/{execution['run_id']}/history")
+    assert execution["temporal_ui_url"].endswith(
+        f"/workflows/{execution['workflow_id']}/{execution['run_id']}/history"
+    )
 
     done = await wait_terminal(api, execution["id"])
     assert done["status"] == "completed"
@@ -74,30 +76,39 @@ async def test_crew_lifecycle_and_execution_end_to_end(api: httpx.AsyncClient, s
     assert_problem(await api.post(f"/api/v1/executions/{execution['id']}/cancel"), 409, "EXECUTION_TERMINAL")
 
 
-async def test_idempotency_key_returns_the_same_execution(api: httpx.AsyncClient, sim: SimulatorServer) -> None:
+async def test_idempotency_key_returns_the_same_execution(
+    api: httpx.AsyncClient, sim: SimulatorServer
+) -> None:
     body = {"crew": research_spec(sim.base_url, name="idem"), "inputs": {"topic": "bees"}}
     headers = {"Idempotency-Key": "order-42"}
     first = await api.post("/api/v1/executions", json=body, headers=headers)
-    concurrent = await asyncio.gather(*(api.post("/api/v1/executions", json=body, headers=headers)
-                                        for _ in range(10)))
+    concurrent = await asyncio.gather(
+        *(api.post("/api/v1/executions", json=body, headers=headers) for _ in range(10))
+    )
     assert first.status_code == 202
     assert {r.status_code for r in concurrent} == {200}
     assert {r.json()["id"] for r in concurrent} == {first.json()["id"]}
     other = copy.deepcopy(body)
     other["inputs"]["topic"] = "wasps"
-    assert_problem(await api.post("/api/v1/executions", json=other, headers=headers), 409,
-                   "IDEMPOTENCY_KEY_REUSED")
+    assert_problem(
+        await api.post("/api/v1/executions", json=other, headers=headers), 409, "IDEMPOTENCY_KEY_REUSED"
+    )
     await wait_terminal(api, first.json()["id"])
     assert len(sim.calls("researcher")) == 1  # one workflow ran, once
 
 
-async def test_cancel_running_execution_records_cancelled(api: httpx.AsyncClient, sim: SimulatorServer) -> None:
+async def test_cancel_running_execution_records_cancelled(
+    api: httpx.AsyncClient, sim: SimulatorServer
+) -> None:
     from backend.simulator.script import FaultRule
 
     sim.script.add_rules([FaultRule(kind="slow", agent="analyst", delay_s=3)])
-    started = (await api.post("/api/v1/executions",
-                              json={"crew": research_spec(sim.base_url, name="slow"),
-                                    "inputs": {"topic": "x"}})).json()
+    started = (
+        await api.post(
+            "/api/v1/executions",
+            json={"crew": research_spec(sim.base_url, name="slow"), "inputs": {"topic": "x"}},
+        )
+    ).json()
     for _ in range(100):
         if sim.calls("analyst"):
             break
@@ -138,8 +149,9 @@ def _spec_with(sim: SimulatorServer, **changes: Any) -> dict[str, Any]:
 async def test_invalid_crew_specs_get_422_with_field_errors(
     api: httpx.AsyncClient, sim: SimulatorServer, changes: dict[str, Any], error_loc: list[Any]
 ) -> None:
-    body = assert_problem(await api.post("/api/v1/crews", json=_spec_with(sim, **changes)), 422,
-                          "CREW_SPEC_INVALID")
+    body = assert_problem(
+        await api.post("/api/v1/crews", json=_spec_with(sim, **changes)), 422, "CREW_SPEC_INVALID"
+    )
     assert error_loc in [e["loc"] for e in body["errors"]], body["errors"]
     inline = await api.post("/api/v1/executions", json={"crew": _spec_with(sim, **changes), "inputs": {}})
     assert_problem(inline, 422, "CREW_SPEC_INVALID")
@@ -147,41 +159,69 @@ async def test_invalid_crew_specs_get_422_with_field_errors(
 
 async def test_bad_requests_get_problem_json_never_500(api: httpx.AsyncClient, sim: SimulatorServer) -> None:
     spec = research_spec(sim.base_url, name="inputs")
-    missing = assert_problem(await api.post("/api/v1/executions", json={"crew": spec, "inputs": {}}),
-                             422, "CREW_SPEC_INVALID")
-    assert missing["errors"] == [{"loc": ["inputs", "topic"], "msg": "missing input for {topic}",
-                                  "type": "missing"}]
-    assert_problem(await api.post("/api/v1/executions", json={"crew_id": "nope", "inputs": {}}), 404,
-                   "CREW_NOT_FOUND")
+    missing = assert_problem(
+        await api.post("/api/v1/executions", json={"crew": spec, "inputs": {}}), 422, "CREW_SPEC_INVALID"
+    )
+    assert missing["errors"] == [
+        {"loc": ["inputs", "topic"], "msg": "missing input for {topic}", "type": "missing"}
+    ]
+    assert_problem(
+        await api.post("/api/v1/executions", json={"crew_id": "nope", "inputs": {}}), 404, "CREW_NOT_FOUND"
+    )
     assert_problem(await api.post("/api/v1/executions", json={"inputs": {}}), 422, "REQUEST_INVALID")
-    assert_problem(await api.post("/api/v1/executions", json={"crew_id": "x", "crew": spec}), 422,
-                   "REQUEST_INVALID")
-    assert_problem(await api.post("/api/v1/executions", json={"crew_id": "x", "status": "completed"}),
-                   422, "REQUEST_INVALID")
+    assert_problem(
+        await api.post("/api/v1/executions", json={"crew_id": "x", "crew": spec}), 422, "REQUEST_INVALID"
+    )
+    assert_problem(
+        await api.post("/api/v1/executions", json={"crew_id": "x", "status": "completed"}),
+        422,
+        "REQUEST_INVALID",
+    )
     assert_problem(await api.get("/api/v1/executions/does-not-exist"), 404, "EXECUTION_NOT_FOUND")
     assert_problem(await api.get("/api/v1/crews/does-not-exist"), 404, "CREW_NOT_FOUND")
     assert_problem(await api.post("/api/v1/executions/nope/cancel"), 404, "EXECUTION_NOT_FOUND")
     assert_problem(await api.get("/api/v1/executions", params={"status": "weird"}), 422, "REQUEST_INVALID")
     assert_problem(await api.get("/api/v1/executions", params={"cursor": "!!"}), 422, "REQUEST_INVALID")
     assert_problem(await api.get("/api/v1/executions", params={"limit": 501}), 422, "REQUEST_INVALID")
-    assert_problem(await api.post("/api/v1/crews", content=b"{not json",
-                                  headers={"content-type": "application/json"}), 400, "REQUEST_MALFORMED")
-    assert_problem(await api.post("/api/v1/crews", content=b"\xff\xfe\x00",
-                                  headers={"content-type": "application/json"}), 400, "REQUEST_MALFORMED")
-    assert_problem(await api.post("/api/v1/crews", content=b"x" * 2_000_000,
-                                  headers={"content-type": "application/json"}), 413, "PAYLOAD_TOO_LARGE")
+    assert_problem(
+        await api.post("/api/v1/crews", content=b"{not json", headers={"content-type": "application/json"}),
+        400,
+        "REQUEST_MALFORMED",
+    )
+    assert_problem(
+        await api.post(
+            "/api/v1/crews", content=b"\xff\xfe\x00", headers={"content-type": "application/json"}
+        ),
+        400,
+        "REQUEST_MALFORMED",
+    )
+    assert_problem(
+        await api.post(
+            "/api/v1/crews", content=b"x" * 2_000_000, headers={"content-type": "application/json"}
+        ),
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
     huge_inputs = {"crew": spec, "inputs": {"topic": "y" * 70_000}}
     assert_problem(await api.post("/api/v1/executions", json=huge_inputs), 413, "PAYLOAD_TOO_LARGE")
     assert_problem(await api.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
     assert_problem(await api.delete("/api/v1/crews"), 405, "METHOD_NOT_ALLOWED")
 
 
-async def test_list_pagination_walks_every_execution_once(api: httpx.AsyncClient, sim: SimulatorServer) -> None:
+async def test_list_pagination_walks_every_execution_once(
+    api: httpx.AsyncClient, sim: SimulatorServer
+) -> None:
     spec = research_spec(sim.base_url, name="pages")
     crew = (await api.post("/api/v1/crews", json=spec)).json()
     ids = set()
     for i in range(5):
-        ids.add((await api.post("/api/v1/executions", json={"crew_id": crew["id"], "inputs": {"topic": str(i)}})).json()["id"])
+        ids.add(
+            (
+                await api.post(
+                    "/api/v1/executions", json={"crew_id": crew["id"], "inputs": {"topic": str(i)}}
+                )
+            ).json()["id"]
+        )
     seen: list[str] = []
     cursor = None
     while True:

@@ -25,9 +25,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 def stack_settings(tmp_path: Path, db_url: str) -> Settings:
     return Settings(
-        data_dir=tmp_path / "stack", database_url=db_url,
-        temporal_port=free_port(), temporal_ui_port=free_port(), api_port=free_port(),
-        simulator_port=free_port(), task_heartbeat_timeout_s=2,
+        data_dir=tmp_path / "stack",
+        database_url=db_url,
+        temporal_port=free_port(),
+        temporal_ui_port=free_port(),
+        api_port=free_port(),
+        simulator_port=free_port(),
+        task_heartbeat_timeout_s=2,
     )
 
 
@@ -60,7 +64,9 @@ def terminal(api_url: str, execution_id: str) -> dict[str, Any] | None:
 
 def test_worker_killed_mid_task_resumes_without_rerunning_finished_tasks(stack: Stack) -> None:
     sim, api = stack.simulator_url, stack.api_url
-    httpx.post(f"{sim}/_sim/faults", json={"kind": "slow", "agent": "analyst", "delay_s": 30}).raise_for_status()
+    httpx.post(
+        f"{sim}/_sim/faults", json={"kind": "slow", "agent": "analyst", "delay_s": 30}
+    ).raise_for_status()
     spec = research_spec(lambda a: f"{sim}/agents/{a}/v1", timeout_s=60)
     started = httpx.post(f"{api}/api/v1/executions", json={"crew": spec, "inputs": {"topic": "tides"}})
     assert started.status_code == 202
@@ -93,16 +99,23 @@ def test_port_in_use_is_reported_clearly(tmp_path: Path, db_url: str) -> None:
 
 def _crewrun_up(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ) | {
-        "CREWRUN_DATA_DIR": str(settings.data_dir), "CREWRUN_DATABASE_URL": settings.database_url,
+        "CREWRUN_DATA_DIR": str(settings.data_dir),
+        "CREWRUN_DATABASE_URL": settings.database_url,
         "CREWRUN_TEMPORAL_PORT": str(settings.temporal_port),
         "CREWRUN_TEMPORAL_ADDRESS": f"127.0.0.1:{settings.temporal_port}",
         "CREWRUN_TEMPORAL_UI_PORT": str(settings.temporal_ui_port),
-        "CREWRUN_API_PORT": str(settings.api_port), "CREWRUN_SIMULATOR_PORT": str(settings.simulator_port),
+        "CREWRUN_API_PORT": str(settings.api_port),
+        "CREWRUN_SIMULATOR_PORT": str(settings.simulator_port),
         "CREWRUN_TASK_HEARTBEAT_TIMEOUT_S": "2",
     }
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "backend.cli", "up"], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "backend.cli", "up"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def test_restarting_the_whole_stack_mid_execution_loses_nothing(tmp_path: Path, db_url: str) -> None:
@@ -113,16 +126,24 @@ def test_restarting_the_whole_stack_mid_execution_loses_nothing(tmp_path: Path, 
     up = _crewrun_up(settings, log)
     try:
         wait_for(lambda: _healthy(api), what=f"crewrun up ({log})")
-        httpx.post(f"{sim}/_sim/faults", json={"kind": "slow", "agent": "analyst", "delay_s": 30}).raise_for_status()
+        httpx.post(
+            f"{sim}/_sim/faults", json={"kind": "slow", "agent": "analyst", "delay_s": 30}
+        ).raise_for_status()
         spec = research_spec(lambda a: f"{sim}/agents/{a}/v1", timeout_s=60)
-        execution_id = httpx.post(f"{api}/api/v1/executions",
-                                  json={"crew": spec, "inputs": {"topic": "restarts"}}).json()["id"]
+        execution_id = httpx.post(
+            f"{api}/api/v1/executions", json={"crew": spec, "inputs": {"topic": "restarts"}}
+        ).json()["id"]
         wait_for(lambda: sim_calls(sim, "analyst"), what="task 2 to start")
         assert len(sim_calls(sim, "researcher")) == 1
 
         up.send_signal(signal.SIGINT)
         assert up.wait(30) == 0
-        ports = (settings.temporal_port, settings.temporal_ui_port, settings.api_port, settings.simulator_port)
+        ports = (
+            settings.temporal_port,
+            settings.temporal_ui_port,
+            settings.api_port,
+            settings.simulator_port,
+        )
         wait_for(lambda: all(port_is_free("127.0.0.1", p) for p in ports), 15, "every child to stop")
 
         up = _crewrun_up(settings, log)  # same data dir: same Temporal history, same DB

@@ -20,15 +20,20 @@ def crew_data(contexts: dict[str, list[str] | None] | None = None) -> dict[str, 
     contexts = contexts or {}
     tasks: list[dict[str, Any]] = []
     for task, agent in (("a", "x"), ("b", "y"), ("c", "z")):
-        body: dict[str, Any] = {"name": task, "description": f"Do {task}", "expected_output": f"{task} done",
-                                "agent": agent}
+        body: dict[str, Any] = {
+            "name": task,
+            "description": f"Do {task}",
+            "expected_output": f"{task} done",
+            "agent": agent,
+        }
         if task in contexts:
             body["context"] = contexts[task]
         tasks.append(body)
     return {
         "name": "crew",
         "agents": [
-            {"name": n, "role": f"Role {n}", "goal": f"Goal {n}", "llm": {"model": "gpt-4o-mini"}} for n in "xyz"
+            {"name": n, "role": f"Role {n}", "goal": f"Goal {n}", "llm": {"model": "gpt-4o-mini"}}
+            for n in "xyz"
         ],
         "tasks": tasks,
     }
@@ -120,7 +125,7 @@ def test_context_of_returns_a_copy_of_the_explicit_context() -> None:
         ("{{{topic}}}", {"topic"}),  # an escaped brace on each side of a real placeholder
         ('JSON like {{"k": 1}}', set()),
         ("unbalanced {topic", set()),  # unbalanced braces: the text is left alone
-        ("stray } after {topic}", set()),
+        ("stray } after {topic}", {"topic"}),  # a stray brace is literal text
         ("{0}", set()),  # positional
         ("{}", set()),  # auto-numbered
         ("{a.b}", set()),  # attribute access
@@ -173,7 +178,9 @@ def test_spec_without_placeholders_needs_no_inputs() -> None:
         ({"literal": "x"}, ["audience", "tone", "topic"]),  # an escaped name is not an input
     ],
 )
-def test_missing_inputs_lists_unsupplied_placeholders_sorted(inputs: dict[str, Any], missing: list[str]) -> None:
+def test_missing_inputs_lists_unsupplied_placeholders_sorted(
+    inputs: dict[str, Any], missing: list[str]
+) -> None:
     data = crew_data()
     data["tasks"][0]["description"] = "Research {topic}"
     data["tasks"][2]["expected_output"] = "A {tone} report"
@@ -260,8 +267,14 @@ def test_context_cycles_are_reported_at_the_context_of_the_first_task_in_the_cyc
 @pytest.mark.parametrize(
     ("contexts", "problems"),
     [
-        ({"a": ["b"]}, [{"loc": ["tasks", 0, "context", 0], "msg": "'b' runs after 'a' in a sequential crew"}]),
-        ({"a": ["c"]}, [{"loc": ["tasks", 0, "context", 0], "msg": "'c' runs after 'a' in a sequential crew"}]),
+        (
+            {"a": ["b"]},
+            [{"loc": ["tasks", 0, "context", 0], "msg": "'b' runs after 'a' in a sequential crew"}],
+        ),
+        (
+            {"a": ["c"]},
+            [{"loc": ["tasks", 0, "context", 0], "msg": "'c' runs after 'a' in a sequential crew"}],
+        ),
         (
             {"b": ["a", "c"]},
             [{"loc": ["tasks", 1, "context", 1], "msg": "'c' runs after 'b' in a sequential crew"}],
@@ -361,6 +374,7 @@ CARRIES_SECRETS = "Value error, base_url must not carry credentials or a query s
         ("http:///v1", NOT_HTTP),  # no host
         ("http://user:hunter2@llm.example.com/v1", CARRIES_SECRETS),
         ("https://:sk-secret@llm.example.com/v1", CARRIES_SECRETS),
+        ("https://sk-secret@llm.example.com/v1", CARRIES_SECRETS),  # a key as the user name
         ("https://llm.example.com/v1?api-key=sk-secret", CARRIES_SECRETS),
         ("https://llm.example.com/v1?x=1", CARRIES_SECRETS),
     ],
@@ -375,7 +389,12 @@ def test_base_url_must_be_plain_http_or_https(base_url: str, message: str) -> No
 
 @pytest.mark.parametrize(
     "base_url",
-    ["http://127.0.0.1:8000/v1", "https://api.openai.com/v1", "http://localhost:11434", "https://h.example/a/b/"],
+    [
+        "http://127.0.0.1:8000/v1",
+        "https://api.openai.com/v1",
+        "http://localhost:11434",
+        "https://h.example/a/b/",
+    ],
 )
 def test_base_url_accepts_http_and_https_endpoints(base_url: str) -> None:
     assert LLMSpec(model="m", base_url=base_url).base_url == base_url
@@ -411,7 +430,9 @@ def test_api_key_env_must_be_an_environment_variable_name(api_key_env: str) -> N
     with pytest.raises(ValidationError) as caught:
         LLMSpec(model="m", api_key_env=api_key_env)
 
-    assert [(e["type"], e["loc"]) for e in caught.value.errors()] == [("string_pattern_mismatch", ("api_key_env",))]
+    assert [(e["type"], e["loc"]) for e in caught.value.errors()] == [
+        ("string_pattern_mismatch", ("api_key_env",))
+    ]
 
 
 # --- retry overrides ----------------------------------------------------------------------------
@@ -421,8 +442,13 @@ UNKNOWN_RETRY = f"Value error, unknown retry categories ['bogus', 'dns']; known:
 
 def test_task_retry_overrides_reject_unknown_categories() -> None:
     with pytest.raises(ValidationError) as caught:
-        TaskSpec(name="t", description="d", expected_output="e", agent="x",
-                 retry={"network": {}, "dns": {}, "bogus": {"maximum_attempts": 2}})
+        TaskSpec(
+            name="t",
+            description="d",
+            expected_output="e",
+            agent="x",
+            retry={"network": {}, "dns": {}, "bogus": {"maximum_attempts": 2}},
+        )
 
     assert [(e["type"], e["loc"], e["msg"]) for e in caught.value.errors()] == [
         ("value_error", ("retry",), UNKNOWN_RETRY)
@@ -470,3 +496,26 @@ def test_retry_override_values_are_bounded(override: dict[str, float], loc: tupl
         CrewSpec.model_validate(data)
 
     assert [e["loc"] for e in caught.value.errors()] == [loc]
+
+
+@pytest.mark.parametrize(
+    ("text", "inputs", "expected"),
+    [
+        ("Research {topic}", {"topic": "otters"}, "Research otters"),
+        ("{{escaped}} {topic}", {"topic": "x", "escaped": "E"}, "{escaped} x"),
+        ("{{{topic}}}", {"topic": "x"}, "{x}"),
+        ("stray } and {topic}", {"topic": "x"}, "stray } and x"),
+        ("{unknown} stays", {}, "{unknown} stays"),
+        ("{a!r} {b:>3} {c.d} {e[0]}", {"a": 1, "b": 2, "c": 3, "e": 4}, "{a!r} {b:>3} {c.d} {e[0]}"),
+        ("{topic}", {"topic": "{0.__class__} {other}"}, "{0.__class__} {other}"),  # no re-expansion
+    ],
+)
+def test_interpolation_fills_exactly_the_placeholders_validation_requires(
+    text: str, inputs: dict[str, Any], expected: str
+) -> None:
+    from backend.specs import interpolate
+
+    assert interpolate(text, inputs) == expected
+    # Whatever validation asks for is what interpolation fills in, and nothing else.
+    filled = {name for name in template_fields(text) if name in inputs}
+    assert filled == template_fields(text) & set(inputs)

@@ -20,8 +20,9 @@ def db(any_db_url: str) -> Store:
 
 
 def _execution(db: Store, key: str | None = None, body: str = "h") -> str:
-    execution, _ = db.create_execution(crew_id=None, crew_name="c", spec=SPEC, inputs={"x": 1},
-                                       idempotency_key=key, request_hash=body)
+    execution, _ = db.create_execution(
+        crew_id=None, crew_name="c", spec=SPEC, inputs={"x": 1}, idempotency_key=key, request_hash=body
+    )
     return execution.id
 
 

@@ -27,8 +27,14 @@ async def worker(temporal_client: Client, settings: Settings, store: Store) -> A
 
 async def _run(client: Client, settings: Settings, store: Store, spec: dict, inputs: dict):
     validated = CrewSpec.model_validate(spec).model_dump(mode="json")
-    execution, _ = store.create_execution(crew_id=None, crew_name=validated["name"], spec=validated,
-                                          inputs=inputs, idempotency_key=None, request_hash=None)
+    execution, _ = store.create_execution(
+        crew_id=None,
+        crew_name=validated["name"],
+        spec=validated,
+        inputs=inputs,
+        idempotency_key=None,
+        request_hash=None,
+    )
     await start_workflow(client, settings, store, execution)
     return execution, client.get_workflow_handle(execution.workflow_id, result_type=CrewExecutionResult)
 
@@ -36,8 +42,9 @@ async def _run(client: Client, settings: Settings, store: Store, spec: dict, inp
 async def test_crew_runs_every_task_once_and_passes_context(
     temporal_client: Client, settings: Settings, store: Store, sim: SimulatorServer, worker: None
 ) -> None:
-    execution, handle = await _run(temporal_client, settings, store,
-                                   research_spec(sim.base_url), {"topic": "otters"})
+    execution, handle = await _run(
+        temporal_client, settings, store, research_spec(sim.base_url), {"topic": "otters"}
+    )
     result = await handle.result()
 
     assert result.status == "completed"
@@ -61,10 +68,16 @@ async def test_transient_faults_are_retried_by_temporal_only(
 ) -> None:
     sim.script.add_rules([])
     from backend.simulator.script import FaultRule
-    sim.script.add_rules([FaultRule(kind="server_error", agent="analyst", count=2),
-                          FaultRule(kind="rate_limit", agent="researcher", count=1, retry_after_s=0)])
-    execution, handle = await _run(temporal_client, settings, store,
-                                   research_spec(sim.base_url), {"topic": "otters"})
+
+    sim.script.add_rules(
+        [
+            FaultRule(kind="server_error", agent="analyst", count=2),
+            FaultRule(kind="rate_limit", agent="researcher", count=1, retry_after_s=0),
+        ]
+    )
+    execution, handle = await _run(
+        temporal_client, settings, store, research_spec(sim.base_url), {"topic": "otters"}
+    )
     result = await handle.result()
 
     assert result.status == "completed"
@@ -80,9 +93,11 @@ async def test_permanent_fault_fails_execution_without_retry(
     temporal_client: Client, settings: Settings, store: Store, sim: SimulatorServer, worker: None
 ) -> None:
     from backend.simulator.script import FaultRule
+
     sim.script.add_rules([FaultRule(kind="auth", agent="analyst", count=None)])
-    execution, handle = await _run(temporal_client, settings, store,
-                                   research_spec(sim.base_url), {"topic": "otters"})
+    execution, handle = await _run(
+        temporal_client, settings, store, research_spec(sim.base_url), {"topic": "otters"}
+    )
     with pytest.raises(WorkflowFailureError):
         await handle.result()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import re
 import time
 from typing import Any
@@ -110,7 +111,7 @@ def _fault_response(rule: FaultRule, api_key: str) -> Response:
             "requests",
             "rate_limit_exceeded",
             **{
-                "retry-after": str(max(1, round(retry_after))),
+                "retry-after": str(max(1, math.ceil(retry_after))),  # never earlier than the ms value
                 "retry-after-ms": str(int(retry_after * 1000)),
                 "x-ratelimit-reset-requests": f"{retry_after}s",
             },
