@@ -34,7 +34,9 @@ def _run_stack(settings: Settings, *, demo: bool, keep_running: bool, workers: i
     from backend.stack import PortInUse, Stack
 
     stack = Stack(settings, workers=workers)
+    # Both explicitly: a shell starts background jobs with SIGINT ignored, and Ctrl-C must still work.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     ok = True
     try:
         try:
