@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities.errors import to_application_error
+from activities.boundary import AttemptContext, AttemptState, ErrorBoundary
 from activities.runner_contract import TaskRunner, TaskRunRequest
 from backend.db.store import Store
+from backend.exceptions import retry_policy
+from backend.specs import LLMSpec
 from backend.status import ExecutionStatus, TaskStatus
 from workflows.contracts import (
     OUTPUT_PREVIEW_CHARS,
@@ -29,10 +32,18 @@ T = TypeVar("T")
 
 
 class CrewActivities:
-    def __init__(self, *, store: Store, runner: TaskRunner, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        runner: TaskRunner,
+        executor: ThreadPoolExecutor,
+        boundary: ErrorBoundary | None = None,
+    ) -> None:
         self._store = store
         self._runner = runner
         self._executor = executor
+        self._boundary = boundary or ErrorBoundary()
 
     async def _db(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -60,13 +71,11 @@ class CrewActivities:
         info = activity.info()
         task, agent = inp.task["name"], inp.agent["name"]
         bound = log.bind(
-            execution_id=inp.execution_id,
-            workflow_id=info.workflow_id,
-            run_id=info.workflow_run_id,
-            task=task,
-            agent=agent,
-            attempt=info.attempt,
-        )
+            execution_id=inp.execution_id, workflow_id=info.workflow_id, run_id=info.workflow_run_id,
+            task=task, agent=agent, attempt=info.attempt,
+        )  # fmt: skip
+        # Per-category failure counts and the error history of earlier attempts.
+        state = AttemptState.from_details(info.heartbeat_details)
         row = await self._db(self._store.start_task_attempt, inp.execution_id, task, info.attempt)
         if row is not None and row.status == TaskStatus.COMPLETED:
             # An earlier attempt committed the output and died before reporting it: reuse it.
@@ -79,54 +88,62 @@ class CrewActivities:
         )
         context = await self._db(self._store.completed_outputs, inp.execution_id, inp.context)
         request = TaskRunRequest(
-            agent=inp.agent,
-            task=inp.task,
-            inputs=inp.inputs,
+            agent=inp.agent, task=inp.task, inputs=inp.inputs,
             context={n: context[n] for n in inp.context if n in context},
-        )
-        max_attempts = info.retry_policy.maximum_attempts if info.retry_policy else 0
+        )  # fmt: skip
         try:
-            outcome = await self._heartbeating(self._runner.run, request)
+            outcome = await self._heartbeating(self._runner.run, request, state)
         except Exception as exc:
-            error = to_application_error(
-                exc, task=task, agent=agent, attempt=info.attempt, max_attempts=max_attempts
-            )
-            record = error.details[0]
-            final = error.non_retryable or (0 < max_attempts <= info.attempt)
-            await self._db(self._store.fail_task, inp.execution_id, task, error=record, final=final)
-            await self._db(
-                self._store.add_log,
-                inp.execution_id,
-                "task.attempt_failed",
-                error.message,
-                level="warning",
-                task=task,
-                data={"code": record["code"], "category": record["category"]},
-            )
-            bound.warning("task.attempt_failed", code=record["code"], category=record["category"])
-            raise error from None
+            raise await self._fail(exc, inp, state, info, bound) from None
         row = await self._db(
-            self._store.complete_task,
-            inp.execution_id,
-            task,
-            output=outcome.output,
-            model=outcome.model,
-            attempt=info.attempt,
-        )
+            self._store.complete_task, inp.execution_id, task,
+            output=outcome.output, model=outcome.model, attempt=info.attempt,
+        )  # fmt: skip
         if info.attempt > 1:
             await self._db(self._store.transition_execution, inp.execution_id, ExecutionStatus.RUNNING)
         await self._db(
-            self._store.add_log,
-            inp.execution_id,
-            "task.completed",
-            f"{len(row.output or '')} chars from {outcome.model}",
-            task=task,
-        )
+            self._store.add_log, inp.execution_id, "task.completed",
+            f"{len(row.output or '')} chars from {outcome.model}", task=task,
+        )  # fmt: skip
         bound.info("task.completed", chars=len(row.output or ""))
         return _result(task, row.attempts, row.output or "", row.model)
 
-    async def _heartbeating(self, fn: Callable[[TaskRunRequest], T], request: TaskRunRequest) -> T:
-        """Run the blocking CrewAI call in the task pool, heartbeating until it returns."""
+    async def _fail(
+        self, exc: Exception, inp: RunTaskInput, state: AttemptState, info: activity.Info, bound: Any
+    ) -> ApplicationError:
+        """Classify, record (error event + task error, one transaction), carry the counts over."""
+        failure = self._boundary.failure(
+            exc,
+            state=state,
+            table=retry_policy.from_json(inp.retry) if inp.retry else retry_policy.DEFAULT_POLICIES,
+            context=AttemptContext(
+                task=inp.task["name"], agent=inp.agent["name"], service=_service_of(inp.agent),
+                attempt=info.attempt, started_at=info.started_time,
+            ),
+        )  # fmt: skip
+        record = failure.record
+        await self._db(
+            self._store.record_attempt_failure, inp.execution_id, inp.task["name"],
+            record=record, final=failure.final,
+        )  # fmt: skip
+        await self._db(
+            self._store.add_log, inp.execution_id, "task.attempt_failed", failure.error.message,
+            level="error" if failure.final else "warning", task=inp.task["name"],
+            data={k: record[k] for k in ("code", "category", "severity", "attempt", "next_retry_delay_s")},
+        )  # fmt: skip
+        (bound.error if failure.final else bound.warning)(
+            "task.attempt_failed", code=record["code"], category=record["category"],
+            severity=record["severity"], final=failure.final, next_retry_delay_s=record["next_retry_delay_s"],
+        )  # fmt: skip
+        # Heartbeat details outlive this attempt: the next one continues these counts.
+        activity.heartbeat(state.to_details())
+        return failure.error
+
+    async def _heartbeating(
+        self, fn: Callable[[TaskRunRequest], T], request: TaskRunRequest, state: AttemptState
+    ) -> T:
+        """Run the blocking CrewAI call in the task pool, heartbeating until it returns. Each
+        heartbeat carries the attempt state, so a worker crash does not lose the counts."""
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, fn, request)
         timeout = activity.info().heartbeat_timeout
@@ -135,7 +152,11 @@ class CrewActivities:
             done, _ = await asyncio.wait({future}, timeout=interval)
             if done:
                 return future.result()
-            activity.heartbeat()
+            activity.heartbeat(state.to_details())
+
+
+def _service_of(agent: dict[str, Any]) -> str:
+    return LLMSpec.model_validate(agent["llm"]).service_name
 
 
 def _result(task: str, attempts: int, output: str, model: str | None, reused: bool = False) -> TaskResult:

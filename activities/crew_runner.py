@@ -20,8 +20,9 @@ from crewai import LLM, Agent, Task  # noqa: E402
 from crewai.llms.retry import _active_llm_rate_limit_retry  # noqa: E402
 from crewai_core.printer import set_suppress_console_output  # noqa: E402
 
-from activities.errors import ConfigurationError  # noqa: E402
 from activities.runner_contract import TaskRunOutcome, TaskRunRequest  # noqa: E402
+from backend.exceptions.execution_errors import ConfigurationError, ContextLengthError, LLMOutputError  # noqa: E402
+from backend.exceptions.redaction import add_secrets  # noqa: E402
 from backend.settings import resolve_secret  # noqa: E402
 from backend.specs import interpolate  # noqa: E402
 
@@ -38,7 +39,11 @@ class CrewAITaskRunner:
         llm_spec = request.agent["llm"]
         api_key = resolve_secret(llm_spec.get("api_key_env"))
         if llm_spec.get("api_key_env") and not api_key:
-            raise ConfigurationError(f"environment variable {llm_spec['api_key_env']} is not set")
+            raise ConfigurationError(
+                f"environment variable {llm_spec['api_key_env']} is not set", code="CONFIG_SECRET_MISSING"
+            )
+        if api_key:
+            add_secrets([api_key])  # whatever its variable is called, it never leaves redacted text
         llm = LLM(
             model=llm_spec["model"],
             base_url=llm_spec.get("base_url"),
@@ -55,6 +60,9 @@ class CrewAITaskRunner:
             max_retry_limit=0,
             allow_delegation=False,
             verbose=False,
+            # Summarising on overflow would turn a context-length error into a "completed" task
+            # with no real output; fail instead, so it is classified (see run()).
+            respect_context_window=False,
             memory=False,
         )
         task = Task(
@@ -66,5 +74,13 @@ class CrewAITaskRunner:
         context = "\n\n----------\n\n".join(
             f"Output of task {name}:\n{output}" for name, output in request.context.items()
         )
-        result = task.execute_sync(agent=agent, context=context or None)
-        return TaskRunOutcome(output=str(result.raw), model=llm_spec["model"])
+        try:
+            result = task.execute_sync(agent=agent, context=context or None)
+        except SystemExit as exc:
+            # CrewAI ends a context-length overflow with SystemExit (respect_context_window=False);
+            # the provider's error is its __context__, kept as the cause for classification.
+            raise ContextLengthError(str(exc)) from (exc.__context__ or exc.__cause__)
+        output = str(result.raw)
+        if not output.strip():
+            raise LLMOutputError("the agent returned an empty answer")
+        return TaskRunOutcome(output=output, model=llm_spec["model"])

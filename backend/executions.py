@@ -23,10 +23,7 @@ def tuning_from(settings: Settings) -> ActivityTuning:
     return ActivityTuning(
         heartbeat_timeout_s=settings.task_heartbeat_timeout_s,
         default_task_timeout_s=settings.task_default_timeout_s,
-        retry_initial_interval_s=settings.task_retry_initial_interval_s,
-        retry_backoff=settings.task_retry_backoff,
-        retry_max_interval_s=settings.task_retry_max_interval_s,
-        retry_max_attempts=settings.task_retry_max_attempts,
+        retry_overrides=settings.retry_overrides(),
     )
 
 

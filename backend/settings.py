@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backend.exceptions.redaction import set_env_secrets
+from backend.exceptions.retry_policy import resolve
+from backend.specs import RetryOverride
 
 SEARCH_ATTRIBUTES: tuple[str, ...] = (
     "CrewExecutionStatus",
@@ -45,14 +49,14 @@ class Settings(BaseSettings):
     # invisible before Temporal retries it elsewhere.
     task_heartbeat_timeout_s: float = Field(default=30.0, gt=0)
     task_default_timeout_s: float = Field(default=600.0, gt=0)
-    task_retry_initial_interval_s: float = Field(default=1.0, gt=0)
-    task_retry_backoff: float = Field(default=2.0, ge=1)
-    task_retry_max_interval_s: float = Field(default=60.0, gt=0)
-    task_retry_max_attempts: int = Field(default=6, ge=1)
     worker_max_concurrent_tasks: int = Field(default=8, ge=1)
     # How long a workflow task waits for the worker that ran the workflow last (its cache) before
     # any worker takes it. The SDK default (10 s) is how long a crashed worker stalls its workflows.
     worker_sticky_timeout_s: float = Field(default=3.0, gt=0)
+
+    # Per-category retry overrides, e.g. CREWRUN_RETRY='{"rate_limit": {"maximum_attempts": 20}}'.
+    # Crew and task specs override these in turn.
+    retry: dict[str, RetryOverride] = Field(default_factory=dict)
 
     # API
     max_request_bytes: int = Field(default=1_000_000, gt=0)
@@ -63,9 +67,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
+        resolve(self.retry_overrides())  # fail at start-up, not at the first retry
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'crewrun.db').as_posix()}"
         return self
+
+    def retry_overrides(self) -> dict[str, dict[str, Any]]:
+        return {category: o.model_dump(exclude_none=True) for category, o in self.retry.items()}
 
     @property
     def is_sqlite(self) -> bool:
@@ -79,6 +87,8 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    # Secret-named env vars (OPENAI_API_KEY, ..._TOKEN) are redacted wherever their values appear.
+    set_env_secrets(dict(os.environ))
     return Settings()
 
 

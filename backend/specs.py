@@ -15,11 +15,10 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from backend.exceptions.retry_policy import OVERRIDABLE
+
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
-_RETRY_CATEGORIES = (
-    "network", "timeout", "rate_limit", "external_service", "resource_exhaustion", "database",
-    "llm_output", "internal",
-)  # fmt: skip
+_RETRY_CATEGORIES = tuple(sorted(OVERRIDABLE))
 
 
 class _Strict(BaseModel):

@@ -27,6 +27,12 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
+FAST_RETRY = {
+    category: {"initial_interval_s": 0.05, "maximum_interval_s": 0.2}
+    for category in ("network", "timeout", "rate_limit", "external_service", "llm_output", "internal")
+}
+
+
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
@@ -108,7 +114,7 @@ def settings(tmp_path: Path, db_url: str, temporal_env: WorkflowEnvironment) -> 
         database_url=db_url,
         task_queue=f"crewrun-test-{uuid.uuid4().hex[:8]}",
         task_heartbeat_timeout_s=2,
-        task_retry_initial_interval_s=0.1,
-        task_retry_max_interval_s=0.5,
-        task_retry_max_attempts=4,
+        # Real delays would make the stack tests slow; the retry timing itself is tested on the
+        # time-skipping server (test_retry_temporal.py).
+        retry=FAST_RETRY,
     )

@@ -70,21 +70,36 @@ def test_task_output_is_written_once_and_attempts_only_grow(db: Store) -> None:
     assert (first.output, again.output, again.attempts, again.status) == ("first", "first", 3, T.COMPLETED)
     # A late attempt of a completed task does not reopen it.
     assert db.start_task_attempt(execution_id, "one", 5).status == T.COMPLETED
-    db.fail_task(execution_id, "one", error={"code": "LATE"}, final=True)
+    assert db.record_attempt_failure(execution_id, "one", record=_record(attempt=6, code="LATE"), final=True)
     row = db.get_execution(execution_id)
     assert row is not None and row.tasks[0].status == T.COMPLETED and row.tasks[0].error is None
     assert db.completed_outputs(execution_id, ["one", "two"]) == {"one": "first"}
 
 
-def test_failed_task_keeps_last_error(db: Store) -> None:
+def _record(attempt: int, code: str = "LLM_RATE_LIMITED") -> dict[str, object]:
+    return {
+        "code": code, "category": "rate_limit", "severity": "low", "retryable": True, "message": "m",
+        "service": "openai", "task": "two", "agent": "b", "attempt": attempt, "category_attempt": attempt,
+        "max_attempts": 12, "fingerprint": "f" * 16, "exception_type": "openai.RateLimitError",
+        "stack": "", "cause_chain": [{"type": "x", "message": "y"}],
+        "occurred_at": "2026-11-29T04:00:00+00:00", "attempt_started_at": None,
+    }  # fmt: skip
+
+
+def test_attempt_failures_become_error_events_once_and_the_last_error_stays_on_the_task(db: Store) -> None:
     execution_id = _execution(db)
     db.start_task_attempt(execution_id, "two", 1)
-    db.fail_task(execution_id, "two", error={"code": "A"}, final=False)
+    assert db.record_attempt_failure(execution_id, "two", record=_record(1, "A"), final=False)
     row = db.get_execution(execution_id)
-    assert row is not None and (row.tasks[1].status, row.tasks[1].error) == (T.RUNNING, {"code": "A"})
-    db.fail_task(execution_id, "two", error={"code": "B"}, final=True)
+    assert row is not None and (row.tasks[1].status, row.tasks[1].error["code"]) == (T.RUNNING, "A")
+    # The same attempt again (an ambiguous commit retried): no second event, nothing changes.
+    assert not db.record_attempt_failure(execution_id, "two", record=_record(1, "A2"), final=True)
+    assert db.record_attempt_failure(execution_id, "two", record=_record(2, "B"), final=True)
     row = db.get_execution(execution_id)
-    assert row is not None and (row.tasks[1].status, row.tasks[1].error) == (T.FAILED, {"code": "B"})
+    assert row is not None and (row.tasks[1].status, row.tasks[1].error["code"]) == (T.FAILED, "B")
+    events = db.list_error_events(execution_id, limit=10, cursor=None).items
+    assert [(e.attempt, e.code) for e in events] == [(1, "A"), (2, "B")]
+    assert events[0].cause_chain == [{"type": "x", "message": "y"}]
 
 
 def test_idempotency_key_under_concurrency_creates_one_execution(db: Store) -> None:

@@ -22,10 +22,8 @@ class ActivityTuning:
 
     heartbeat_timeout_s: float = 30.0
     default_task_timeout_s: float = 600.0
-    retry_initial_interval_s: float = 1.0
-    retry_backoff: float = 2.0
-    retry_max_interval_s: float = 60.0
-    retry_max_attempts: int = 6
+    # Per-category retry overrides of the deployment (settings); crew and task specs override them.
+    retry_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,6 +43,7 @@ class RunTaskInput:
     agent: dict[str, Any]  # AgentSpec
     context: list[str]  # names of the tasks whose outputs this task sees
     inputs: dict[str, Any]
+    retry: dict[str, dict[str, Any]] = field(default_factory=dict)  # resolved per-category table
 
 
 @dataclass

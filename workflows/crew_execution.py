@@ -8,13 +8,17 @@ workflow continues after the last completed task and never runs a finished task 
 from __future__ import annotations
 
 import asyncio
+import traceback
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from backend.exceptions import retry_policy
+    from backend.exceptions.redaction import redact_message, redact_stack
     from backend.status import ExecutionStatus, TaskStatus
     from workflows import policies
     from workflows.contracts import (
@@ -51,6 +55,20 @@ class CrewExecutionWorkflow:
 
     @workflow.run
     async def run(self, inp: CrewExecutionInput) -> CrewExecutionResult:
+        try:
+            return await self._run(inp)
+        except (ApplicationError, asyncio.CancelledError):
+            raise
+        except Exception as bug:
+            # A bug in workflow code (or an input it cannot handle) fails the execution with a
+            # code and a record, instead of retrying the workflow task forever.
+            error = _workflow_code_error(bug)
+            await self._set_status(inp, ExecutionStatus.FAILED, "workflow code error", error)
+            raise ApplicationError(
+                error["message"], error, type=error["category"], non_retryable=True
+            ) from bug
+
+    async def _run(self, inp: CrewExecutionInput) -> CrewExecutionResult:
         spec = inp.spec
         agents = {a["name"]: a for a in spec["agents"]}
         self._tasks = [TaskProgress(name=t["name"], agent=t["agent"]) for t in spec["tasks"]]
@@ -83,9 +101,11 @@ class CrewExecutionWorkflow:
                 error = _error_record(err, task["name"], task["agent"])
                 progress.status = TaskStatus.FAILED
                 progress.error = error
+                progress.attempts = int(error.get("attempt") or progress.attempts)
+                workflow.set_current_details(_error_card(error))
                 await self._set_status(inp, ExecutionStatus.FAILED, f"task {task['name']} failed", error)
                 raise ApplicationError(
-                    f"[{error['code']}] task {task['name']} failed: {error['message']}",
+                    f"[{error['code']}] task {task['name']} failed: {error['message'][:300]}",
                     error,
                     type=error["category"],
                     non_retryable=True,
@@ -108,6 +128,7 @@ class CrewExecutionWorkflow:
     ) -> TaskResult:
         progress.status = TaskStatus.RUNNING
         progress.started_at = workflow.now().isoformat()
+        table = policies.task_retry_table(inp.spec, task, inp.tuning)
         return await workflow.execute_activity(
             RUN_TASK_ACTIVITY,
             RunTaskInput(
@@ -117,9 +138,10 @@ class CrewExecutionWorkflow:
                 agent=agent,
                 context=context,
                 inputs=inp.inputs,
+                retry=retry_policy.to_json(table),
             ),
             result_type=TaskResult,
-            **policies.task_activity_options(task, agent, inp.tuning),
+            **policies.task_activity_options(task, agent, inp.tuning, table),
         )
 
     async def _set_status(
@@ -138,21 +160,41 @@ class CrewExecutionWorkflow:
 
 
 def _error_record(err: ActivityError, task: str, agent: str) -> dict[str, Any]:
-    """The structured error the activity boundary attached, or a generic record."""
+    """The structured record the activity boundary attached, or one for failures the boundary
+    never saw (a timeout enforced by the server, a worker that died on every attempt)."""
     cause = err.cause
     if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
-        return replace_keys(dict(cause.details[0]), task=task, agent=agent)
+        return dict(cause.details[0])
+    timed_out = isinstance(cause, TemporalTimeoutError)
     return {
-        "code": "TASK_FAILED",
-        "category": (cause.type if isinstance(cause, ApplicationError) and cause.type else "internal"),
+        "code": "TASK_TIMED_OUT" if timed_out else "TASK_FAILED",
+        "category": "timeout" if timed_out else "internal",
         "severity": "high",
         "retryable": False,
-        "message": str(cause or err)[:500],
+        "message": redact_message(f"{type(cause or err).__name__}: {cause or err}"),
         "task": task,
         "agent": agent,
     }
 
 
-def replace_keys(record: dict[str, Any], **values: Any) -> dict[str, Any]:
-    record.update({k: v for k, v in values.items() if record.get(k) is None})
-    return record
+def _workflow_code_error(bug: Exception) -> dict[str, Any]:
+    message = redact_message(f"{type(bug).__name__}: {bug}")
+    return {
+        "code": "WORKFLOW_CODE_ERROR",
+        "category": "internal",
+        "severity": "critical",
+        "retryable": False,
+        "message": f"[WORKFLOW_CODE_ERROR] {message}",
+        "exception_type": f"{type(bug).__module__}.{type(bug).__qualname__}",
+        "stack": redact_stack("".join(traceback.format_exception(bug))),
+    }
+
+
+def _error_card(error: dict[str, Any]) -> str:
+    """Markdown shown as the workflow's current details in the Web UI."""
+    return (
+        f"**{error['code']}** ({error['category']}, {error['severity']})\n\n"
+        f"task `{error.get('task')}`, agent `{error.get('agent')}`, service `{error.get('service')}`, "
+        f"attempt {error.get('category_attempt', '?')}/{error.get('max_attempts', '?')}\n\n"
+        f"{error['message'][:500]}"
+    )

@@ -1,7 +1,12 @@
 """Activity options, named once and used by name from workflow code.
 
 Temporal owns every retry: CrewAI's and the provider SDK's own retries are off, so each provider
-call is one activity attempt and shows up in history.
+call is one activity attempt and shows up in history. The RetryPolicy of a crew task is derived
+from its per-category table: non-retryable categories are declared as non-retryable error types,
+``maximum_attempts`` is an envelope above every category's budget, and the activity boundary
+enforces each category's own budget and jittered backoff through ``next_retry_delay``. The
+interval fields only govern what the boundary never sees: timeouts enforced by the server and
+crashed workers.
 """
 
 from __future__ import annotations
@@ -11,24 +16,37 @@ from typing import Any
 
 from temporalio.common import RetryPolicy
 
-from backend.exceptions.codes import NON_RETRYABLE_CATEGORIES
+from backend.exceptions.codes import NON_RETRYABLE_CATEGORIES, Category
+from backend.exceptions.retry_policy import CategoryPolicy, envelope, resolve
 from workflows.contracts import ActivityTuning
 
 
+def task_retry_table(
+    spec: dict[str, Any], task: dict[str, Any], tuning: ActivityTuning
+) -> dict[str, CategoryPolicy]:
+    """Defaults, then the deployment's settings, then the crew's, then the task's overrides."""
+    return resolve(tuning.retry_overrides, spec.get("retry"), task.get("retry"))
+
+
+def task_retry_policy(table: dict[str, CategoryPolicy]) -> RetryPolicy:
+    timeout = table[Category.TIMEOUT.value]
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=timeout.initial_interval_s),
+        backoff_coefficient=timeout.backoff,
+        maximum_interval=timedelta(seconds=timeout.maximum_interval_s),
+        maximum_attempts=envelope(table),
+        non_retryable_error_types=list(NON_RETRYABLE_CATEGORIES),
+    )
+
+
 def task_activity_options(
-    task: dict[str, Any], agent: dict[str, Any], tuning: ActivityTuning
+    task: dict[str, Any], agent: dict[str, Any], tuning: ActivityTuning, table: dict[str, CategoryPolicy]
 ) -> dict[str, Any]:
     timeout_s = task.get("timeout_s") or tuning.default_task_timeout_s
     return {
         "start_to_close_timeout": timedelta(seconds=timeout_s),
         "heartbeat_timeout": timedelta(seconds=tuning.heartbeat_timeout_s),
-        "retry_policy": RetryPolicy(
-            initial_interval=timedelta(seconds=tuning.retry_initial_interval_s),
-            backoff_coefficient=tuning.retry_backoff,
-            maximum_interval=timedelta(seconds=tuning.retry_max_interval_s),
-            maximum_attempts=tuning.retry_max_attempts,
-            non_retryable_error_types=list(NON_RETRYABLE_CATEGORIES),
-        ),
+        "retry_policy": task_retry_policy(table),
         "summary": f"task {task['name']} · agent {agent['name']} ({agent['role'][:60]})",
     }
 

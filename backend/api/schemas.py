@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backend.db.models import Crew, Execution, ExecutionLog, TaskRun
+from backend.db.models import Crew, ErrorEvent, Execution, ExecutionLog, TaskRun
 from backend.settings import Settings
 from backend.specs import CrewSpec
 
@@ -144,6 +144,46 @@ class LogEntryPublic(BaseModel):
             message=entry.message,
             data=entry.data,
         )
+
+
+class ErrorRecordPublic(BaseModel):
+    """One failed attempt (API.md's ErrorRecord): redacted and bounded at the source."""
+
+    id: int
+    execution_id: str
+    code: str
+    category: str
+    severity: str
+    retryable: bool
+    message: str
+    service: str | None
+    task: str
+    agent: str
+    attempt: int
+    category_attempt: int
+    max_attempts: int
+    fingerprint: str
+    exception_type: str
+    status_code: int | None
+    provider_code: str | None
+    retry_after_s: float | None
+    next_retry_delay_s: float | None
+    stack: str
+    cause_chain: list[dict[str, Any]]
+    occurred_at: datetime
+    attempt_started_at: datetime | None
+
+    @classmethod
+    def of(cls, e: ErrorEvent) -> ErrorRecordPublic:
+        return cls(
+            id=e.id, execution_id=e.execution_id, code=e.code, category=e.category, severity=e.severity,
+            retryable=e.retryable, message=e.message, service=e.service, task=e.task, agent=e.agent,
+            attempt=e.attempt, category_attempt=e.category_attempt, max_attempts=e.max_attempts,
+            fingerprint=e.fingerprint, exception_type=e.exception_type, status_code=e.status_code,
+            provider_code=e.provider_code, retry_after_s=e.retry_after_s,
+            next_retry_delay_s=e.next_retry_delay_s, stack=e.stack, cause_chain=list(e.cause_chain),
+            occurred_at=_utc(e.occurred_at), attempt_started_at=_utc(e.attempt_started_at),
+        )  # fmt: skip
 
 
 class HealthPublic(BaseModel):

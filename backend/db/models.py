@@ -89,3 +89,42 @@ class ExecutionLog(Base):
     task: Mapped[str | None] = mapped_column(String(200), nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class ErrorEvent(Base):
+    """One failed attempt of a task: what the API's /errors routes and the analytics read."""
+
+    __tablename__ = "error_events"
+    __table_args__ = (
+        Index("ix_error_events_execution", "execution_id", "id"),
+        Index("ix_error_events_occurred", "occurred_at"),
+        Index("ix_error_events_fingerprint", "fingerprint", "occurred_at"),
+        Index("ix_error_events_category", "category", "occurred_at"),
+        # One event per (task, attempt): a retried write of the same failure is a no-op.
+        UniqueConstraint("execution_id", "task", "attempt", name="uq_error_events_attempt"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    crew_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    task: Mapped[str] = mapped_column(String(200))
+    agent: Mapped[str] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer)
+    category_attempt: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    code: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    retryable: Mapped[bool] = mapped_column()
+    service: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    message: Mapped[str] = mapped_column(Text)
+    exception_type: Mapped[str] = mapped_column(String(300))
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    provider_code: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    retry_after_s: Mapped[float | None] = mapped_column(nullable=True)
+    next_retry_delay_s: Mapped[float | None] = mapped_column(nullable=True)
+    stack: Mapped[str] = mapped_column(Text, default="")
+    cause_chain: Mapped[list[Any]]
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    attempt_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -24,7 +24,7 @@ from sqlalchemy import Select, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.models import Crew, Execution, ExecutionLog, TaskRun, utcnow
+from backend.db.models import Crew, ErrorEvent, Execution, ExecutionLog, TaskRun, utcnow
 from backend.status import (
     TERMINAL_EXECUTION,
     ExecutionStatus,
@@ -298,23 +298,51 @@ class Store:
             ).one()
             return row
 
-    def fail_task(self, execution_id: str, task: str, *, error: dict[str, Any], final: bool) -> None:
-        """Keep the last error on the task; ``final`` also moves it to ``failed``."""
-        values: dict[str, Any] = {"error": error}
-        if final:
-            values |= {"status": TaskStatus.FAILED, "finished_at": utcnow()}
-        allowed = task_predecessors(TaskStatus.FAILED)
+    def record_attempt_failure(
+        self, execution_id: str, task: str, *, record: dict[str, Any], final: bool
+    ) -> bool:
+        """In one transaction: the attempt's error event, the task's last error and, if no attempt
+        follows, the task's ``failed`` status. Returns False when this attempt was already recorded
+        (a retried write after an ambiguous commit changes nothing)."""
         with self._tx() as s:
+            already = s.scalar(
+                select(ErrorEvent.id).where(
+                    ErrorEvent.execution_id == execution_id,
+                    ErrorEvent.task == task,
+                    ErrorEvent.attempt == record["attempt"],
+                )
+            )
+            if already is not None:
+                return False
+            crew_id = s.scalar(select(Execution.crew_id).where(Execution.id == execution_id))
+            s.add(_error_event(execution_id, crew_id, task, record))
+            values: dict[str, Any] = {"error": record}
+            if final:
+                values |= {"status": TaskStatus.FAILED, "finished_at": utcnow()}
             s.execute(
                 update(TaskRun)
                 .where(
                     TaskRun.execution_id == execution_id,
                     TaskRun.name == task,
-                    TaskRun.status.in_(allowed),
+                    TaskRun.status.in_(task_predecessors(TaskStatus.FAILED)),
                 )
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+        return True
+
+    def list_error_events(self, execution_id: str, *, limit: int, cursor: str | None) -> Page[ErrorEvent]:
+        query = select(ErrorEvent).where(ErrorEvent.execution_id == execution_id)
+        if cursor:
+            (after,) = decode_cursor(cursor)[:1]
+            if not isinstance(after, int):
+                raise ValueError("invalid cursor")
+            query = query.where(ErrorEvent.id > after)
+        with self._sessions() as s:
+            rows = list(s.scalars(query.order_by(ErrorEvent.id).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, _encode_cursor(rows[-1].id) if more else None)
 
     def completed_outputs(self, execution_id: str, tasks: Sequence[str]) -> dict[str, str]:
         if not tasks:
@@ -402,3 +430,35 @@ def _coalesce(column: Any, value: Any) -> Any:
 def _greatest(column: Any, value: int) -> Any:
     # GREATEST() does not exist on SQLite; CASE works everywhere.
     return case((column > value, column), else_=value)
+
+
+def _error_event(execution_id: str, crew_id: str | None, task: str, r: dict[str, Any]) -> ErrorEvent:
+    return ErrorEvent(
+        execution_id=execution_id,
+        crew_id=crew_id,
+        task=task,
+        agent=r["agent"],
+        attempt=r["attempt"],
+        category_attempt=r["category_attempt"],
+        max_attempts=r["max_attempts"],
+        code=r["code"],
+        category=r["category"],
+        severity=r["severity"],
+        retryable=r["retryable"],
+        service=r.get("service"),
+        message=r["message"],
+        exception_type=r["exception_type"],
+        fingerprint=r["fingerprint"],
+        status_code=r.get("status_code"),
+        provider_code=r.get("provider_code"),
+        retry_after_s=r.get("retry_after_s"),
+        next_retry_delay_s=r.get("next_retry_delay_s"),
+        stack=r.get("stack", ""),
+        cause_chain=r.get("cause_chain", []),
+        occurred_at=_parse_time(r.get("occurred_at")) or utcnow(),
+        attempt_started_at=_parse_time(r.get("attempt_started_at")),
+    )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None

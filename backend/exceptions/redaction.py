@@ -1,15 +1,94 @@
-"""Secret redaction for anything that leaves a process: messages, stacks, logs, history.
+"""Secret redaction and size bounds for everything that leaves a process: error messages, stacks,
+structured details, log lines, API responses and the ApplicationError that enters Temporal history.
 
-The foundation covers provider key shapes and bearer tokens; the classification work extends it
-(query-string keys, URL passwords, values of *_KEY/*_TOKEN/*_SECRET env vars).
+What counts as a secret: provider key shapes (``sk-...``, ``sk-ant-...``), bearer tokens, ``key=`` /
+``token=`` style query parameters and JSON/header fields, passwords in URLs, and the literal values
+of environment variables named like ``*_KEY``, ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD`` (a provider
+echoing a key back in an error body is the usual leak).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
-_SECRETS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|(?i:bearer)\s+[A-Za-z0-9._\-]{6,})")
+MARK = "[REDACTED]"
+MAX_MESSAGE_CHARS = 2000
+MAX_STACK_CHARS = 8000
+_MIN_SECRET_LEN = 8  # shorter env values ("1", "true") would shred ordinary text
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # URL credentials: scheme://user:password@host
+    (re.compile(r"(?P<pre>\b[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+(?=@)", re.I), r"\g<pre>" + MARK),
+    # Authorization: Bearer xyz / Basic xyz
+    (re.compile(r"(?P<pre>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=\-]{6,}", re.I), r"\g<pre>" + MARK),
+    # key=value in query strings, headers, JSON and Python reprs
+    (
+        re.compile(
+            r"(?P<pre>[\"']?\b(?:api[_-]?key|x-api-key|key|access[_-]?token|refresh[_-]?token|token|"
+            r"secret|client[_-]?secret|password|passwd|pwd|authorization|sig|signature)[\"']?"
+            r"\s*[:=]\s*[\"']?)(?!\[REDACTED\])[^\s\"'&,;}\]]{4,}",
+            re.I,
+        ),
+        r"\g<pre>" + MARK,
+    ),
+    # provider key shapes anywhere (OpenAI sk-, sk-proj-, Anthropic sk-ant-, generic tokens)
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), MARK),
+    (re.compile(r"\b(?:ghp|gho|xox[abp]|AKIA)[A-Za-z0-9_\-]{12,}"), MARK),
+)
+
+_SECRET_ENV_NAME = re.compile(r"(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.I)
+_env_secrets: tuple[str, ...] = ()
+
+
+def set_env_secrets(environ: dict[str, str]) -> None:
+    """Remember the values of secret-named environment variables (settings calls this once)."""
+    global _env_secrets
+    values = {v for k, v in environ.items() if _SECRET_ENV_NAME.search(k) and len(v) >= _MIN_SECRET_LEN}
+    _env_secrets = tuple(sorted(values, key=len, reverse=True))  # longest first: no partial leftovers
+
+
+def add_secrets(values: Iterable[str]) -> None:
+    """Also redact these literal values (a key read for a task, from wherever it came)."""
+    global _env_secrets
+    merged = set(_env_secrets) | {v for v in values if v and len(v) >= _MIN_SECRET_LEN}
+    _env_secrets = tuple(sorted(merged, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    return _SECRETS.sub("[REDACTED]", text)
+    for secret in _env_secrets:
+        if secret in text:
+            text = text.replace(secret, MARK)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def bound(text: str, limit: int, *, keep: str = "head") -> str:
+    """At most ``limit`` characters; says how much was cut. Stacks keep their tail (the raise)."""
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    note = f"... [{cut} chars cut] ..."
+    room = max(0, limit - len(note))
+    return note + text[-room:] if keep == "tail" else text[:room] + note
+
+
+def redact_message(text: str) -> str:
+    return bound(redact(text), MAX_MESSAGE_CHARS)
+
+
+def redact_stack(text: str) -> str:
+    return bound(redact(text), MAX_STACK_CHARS, keep="tail")
+
+
+def redact_data(value: Any, *, limit: int = MAX_MESSAGE_CHARS) -> Any:
+    """Redact every string inside JSON-like data (dict keys included), bounding long strings."""
+    if isinstance(value, str):
+        return bound(redact(value), limit)
+    if isinstance(value, dict):
+        return {redact_data(k, limit=200): redact_data(v, limit=limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_data(v, limit=limit) for v in value]
+    return value

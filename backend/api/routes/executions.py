@@ -10,7 +10,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from backend.api.deps import ClientDep, ExecutionDep, GatewayDep, SettingsDep, StoreDep
 from backend.api.problems import ProblemError
-from backend.api.schemas import ExecutionCreate, ExecutionPublic, LogEntryPublic, Page
+from backend.api.schemas import ErrorRecordPublic, ExecutionCreate, ExecutionPublic, LogEntryPublic, Page
 from backend.db.store import IdempotencyKeyReused
 from backend.executions import start_workflow
 from backend.specs import CrewSpec, missing_inputs
@@ -157,4 +157,21 @@ async def execution_logs(
         raise _invalid_cursor(exc) from exc
     return Page[LogEntryPublic](
         items=[LogEntryPublic.of(x) for x in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/{execution_id}/errors", response_model=Page[ErrorRecordPublic])
+async def execution_errors(
+    execution: ExecutionDep,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Page[ErrorRecordPublic]:
+    """Every attempt-level error event of the execution, oldest first."""
+    try:
+        page = await asyncio.to_thread(store.list_error_events, execution.id, limit=limit, cursor=cursor)
+    except ValueError as exc:
+        raise _invalid_cursor(exc) from exc
+    return Page[ErrorRecordPublic](
+        items=[ErrorRecordPublic.of(e) for e in page.items], next_cursor=page.next_cursor
     )

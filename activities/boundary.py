@@ -1,0 +1,151 @@
+"""The activity error boundary: every exception leaves a crew task here, classified, redacted,
+bounded, with its category's own retry decision.
+
+Temporal retries an activity with one RetryPolicy; crewrun needs one per error category. So the
+boundary counts failures per category (the counts ride in heartbeat details into the next
+attempt), and raises ``ApplicationError(type=<category>)`` with
+
+- ``next_retry_delay`` = the category's jittered backoff, never earlier than the provider's
+  Retry-After, while the category has budget left;
+- ``non_retryable=True`` once the category's budget is spent (or the category never retries).
+
+The message reads well in the Web UI (``[LLM_RATE_LIMITED] openai 429 — task research, agent
+researcher, attempt 3/12``); the details carry the structured, redacted error record.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio.exceptions import ApplicationError
+
+from backend.exceptions.classifier import Classification, chain, classify, qualified_name
+from backend.exceptions.fingerprint import fingerprint
+from backend.exceptions.redaction import bound, redact, redact_message, redact_stack
+from backend.exceptions.retry_policy import CategoryPolicy, next_delay
+
+HISTORY_LIMIT = 20  # errors kept in heartbeat details: enough context, bounded history size
+UI_MESSAGE_CHARS = 160
+
+
+@dataclass
+class AttemptState:
+    """What one attempt of a task hands to the next, through heartbeat details."""
+
+    failures: dict[str, int] = field(default_factory=dict)  # per category
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_details(cls, details: Sequence[Any]) -> AttemptState:
+        for item in reversed(list(details)):
+            if isinstance(item, dict) and "failures" in item:
+                failures = {str(k): int(v) for k, v in dict(item.get("failures") or {}).items()}
+                return cls(failures, list(item.get("history") or [])[-HISTORY_LIMIT:])
+        return cls()
+
+    def to_details(self) -> dict[str, Any]:
+        return {"failures": dict(self.failures), "history": self.history[-HISTORY_LIMIT:]}
+
+
+@dataclass(frozen=True)
+class AttemptContext:
+    task: str
+    agent: str
+    service: str
+    attempt: int  # Temporal's attempt number of this activity
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    error: ApplicationError
+    record: dict[str, Any]
+    final: bool  # no further attempt will follow
+
+
+class ErrorBoundary:
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+
+    def failure(
+        self,
+        exc: BaseException,
+        *,
+        state: AttemptState,
+        table: Mapping[str, CategoryPolicy],
+        context: AttemptContext,
+    ) -> Failure:
+        found = classify(exc)
+        category = found.category
+        policy = table.get(category) or CategoryPolicy(maximum_attempts=1)
+        count = state.failures.get(category, 0) + 1
+        state.failures[category] = count
+        retry = found.entry.retryable and policy.retryable and count < policy.maximum_attempts
+        delay = next_delay(policy, count, self._rng, found.retry_after_s) if retry else None
+        record = self._record(exc, found, context, count, policy.maximum_attempts, retry, delay)
+        state.history.append(
+            {k: record[k] for k in ("attempt", "code", "category", "occurred_at", "next_retry_delay_s")}
+        )
+        del state.history[:-HISTORY_LIMIT]
+        error = ApplicationError(
+            _ui_message(record),
+            record,
+            type=category,
+            non_retryable=not retry,
+            next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
+        )
+        return Failure(error, record, final=not retry)
+
+    @staticmethod
+    def _record(
+        exc: BaseException,
+        found: Classification,
+        context: AttemptContext,
+        category_attempt: int,
+        category_budget: int,
+        retry: bool,
+        delay: float | None,
+    ) -> dict[str, Any]:
+        entry = found.entry
+        exception_type = qualified_name(found.matched)
+        message = redact_message(f"{type(found.matched).__name__}: {found.matched}")
+        return {
+            "code": entry.code,
+            "category": entry.category.value,
+            "severity": entry.severity.value,
+            "retryable": retry,
+            "message": message,
+            "service": context.service,
+            "task": context.task,
+            "agent": context.agent,
+            "attempt": context.attempt,
+            "category_attempt": category_attempt,
+            "max_attempts": category_budget,
+            "status_code": found.status_code,
+            "provider_code": found.provider_code,
+            "retry_after_s": found.retry_after_s,
+            "next_retry_delay_s": round(delay, 3) if delay is not None else None,
+            "fingerprint": fingerprint(entry.code, exception_type, message),
+            "exception_type": exception_type,
+            "stack": redact_stack("".join(traceback.format_exception(exc))),
+            "cause_chain": [
+                {"type": qualified_name(err), "message": bound(redact(str(err)), 500)} for err in chain(exc)
+            ],
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "attempt_started_at": context.started_at.isoformat() if context.started_at else None,
+        }
+
+
+def _ui_message(record: dict[str, Any]) -> str:
+    what = f"{record['service']} {record['status_code'] or record['exception_type'].rsplit('.', 1)[-1]}"
+    where = (
+        f"task {record['task']}, agent {record['agent']}, "
+        f"attempt {record['category_attempt']}/{record['max_attempts']}"
+    )
+    detail = record["message"].split(": ", 1)[-1][:UI_MESSAGE_CHARS]
+    return f"[{record['code']}] {what} — {where}: {detail}"

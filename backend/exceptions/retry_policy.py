@@ -1,0 +1,94 @@
+"""Per-category retry: the table, its overrides, and the delay before the next attempt.
+
+Temporal gives one RetryPolicy per activity call and no jitter. crewrun keeps one policy per error
+category (ARCHITECTURE.md's table), merges overrides (settings, then crew spec, then task spec),
+and the activity boundary enforces the category's own budget and jittered backoff through
+``next_retry_delay``. Pure and deterministic given its ``rng``: the workflow sandbox imports it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from backend.exceptions.codes import NON_RETRYABLE_CATEGORIES, Category
+
+
+@dataclass(frozen=True)
+class CategoryPolicy:
+    maximum_attempts: int  # attempts of this category within one task, the first one included
+    initial_interval_s: float = 1.0
+    backoff: float = 2.0
+    maximum_interval_s: float = 60.0
+    jitter: float = 0.2  # each delay is drawn from [base x (1 - jitter), base]
+
+    @property
+    def retryable(self) -> bool:
+        return self.maximum_attempts > 1
+
+
+_P = CategoryPolicy
+DEFAULT_POLICIES: dict[str, CategoryPolicy] = {
+    Category.NETWORK.value: _P(8, 1, 2, 60),
+    Category.TIMEOUT.value: _P(5, 2, 2, 60),
+    Category.RATE_LIMIT.value: _P(12, 5, 2, 300),
+    Category.EXTERNAL_SERVICE.value: _P(6, 2, 2, 120),
+    # Waits for half-open; never the reason a task fails (the breaker issue gives it its delays).
+    Category.CIRCUIT_OPEN.value: _P(1000, 5, 1, 60),
+    Category.RESOURCE_EXHAUSTION.value: _P(4, 10, 2, 300),
+    Category.DATABASE.value: _P(10, 1, 2, 30),
+    Category.LLM_OUTPUT.value: _P(3, 1, 1, 1),
+    Category.INTERNAL.value: _P(2, 1, 2, 10),
+    **{category: _P(1) for category in NON_RETRYABLE_CATEGORIES},
+}
+del _P
+
+OVERRIDABLE: frozenset[str] = frozenset(
+    c for c, p in DEFAULT_POLICIES.items() if p.retryable and c != Category.CIRCUIT_OPEN
+)
+
+
+def resolve(*layers: Mapping[str, Mapping[str, Any]] | None) -> dict[str, CategoryPolicy]:
+    """Defaults, then each layer's overrides in order (settings, crew, task): later layers win,
+    field by field. Unknown categories and non-retryable ones cannot be overridden."""
+    table = dict(DEFAULT_POLICIES)
+    for layer in layers:
+        for category, fields in (layer or {}).items():
+            if category not in OVERRIDABLE:
+                raise ValueError(f"retry of category {category!r} cannot be configured")
+            given = {k: v for k, v in fields.items() if v is not None}
+            table[category] = replace(table[category], **given)
+    return table
+
+
+def envelope(table: Mapping[str, CategoryPolicy]) -> int:
+    """``maximum_attempts`` of the Temporal RetryPolicy: a safety net above every category's own
+    budget (the boundary stops each category first), so Temporal never cuts a category short."""
+    return sum(p.maximum_attempts for c, p in table.items() if p.retryable and c != Category.CIRCUIT_OPEN)
+
+
+def backoff_delay(policy: CategoryPolicy, failures: int, rng: random.Random) -> float:
+    """Jittered delay after the ``failures``-th failure of a category (1-based)."""
+    base = min(policy.maximum_interval_s, policy.initial_interval_s * policy.backoff ** (failures - 1))
+    return rng.uniform(base * (1.0 - policy.jitter), base)
+
+
+def next_delay(
+    policy: CategoryPolicy, failures: int, rng: random.Random, retry_after_s: float | None = None
+) -> float:
+    """The delay before the next attempt: the jittered backoff, but never earlier than the
+    provider's Retry-After (plus up to ``jitter`` of it, so parked callers do not return at once)."""
+    delay = backoff_delay(policy, failures, rng)
+    if retry_after_s is not None and retry_after_s > 0:
+        delay = max(delay, retry_after_s * (1.0 + rng.uniform(0.0, policy.jitter)))
+    return delay
+
+
+def to_json(table: Mapping[str, CategoryPolicy]) -> dict[str, dict[str, Any]]:
+    return {category: asdict(policy) for category, policy in table.items()}
+
+
+def from_json(data: Mapping[str, Mapping[str, Any]]) -> dict[str, CategoryPolicy]:
+    return {category: CategoryPolicy(**fields) for category, fields in data.items()}
