@@ -84,8 +84,9 @@ class CrewActivities:
         if info.attempt > 1:
             await self._db(self._store.transition_execution, inp.execution_id, ExecutionStatus.RETRYING)
         await self._db(
-            self._store.add_log, inp.execution_id, "task.started", f"attempt {info.attempt}", task=task
-        )
+            self._store.add_log, inp.execution_id, "task.started", f"attempt {info.attempt}", task=task,
+            data={"attempt": info.attempt, "attempt_started_at": info.started_time.isoformat()},
+        )  # fmt: skip
         context = await self._db(self._store.completed_outputs, inp.execution_id, inp.context)
         request = TaskRunRequest(
             agent=inp.agent, task=inp.task, inputs=inp.inputs,

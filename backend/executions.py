@@ -16,7 +16,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from backend.db.models import Execution
 from backend.db.store import Store
 from backend.settings import Settings
-from workflows.contracts import WORKFLOW_NAME, ActivityTuning, CrewExecutionInput
+from workflows.contracts import WORKFLOW_NAME, ActivityTuning, CrewExecutionInput, CrewExecutionResult
 
 
 def tuning_from(settings: Settings) -> ActivityTuning:
@@ -27,9 +27,11 @@ def tuning_from(settings: Settings) -> ActivityTuning:
     )
 
 
-async def start_workflow(client: Client, settings: Settings, store: Store, execution: Execution) -> str:
-    """Start (or find) the execution's workflow; returns its run id. Safe to call twice."""
-    handle: WorkflowHandle[Any, Any] = await client.start_workflow(
+async def start_workflow(
+    client: Client, settings: Settings, store: Store, execution: Execution
+) -> WorkflowHandle[Any, CrewExecutionResult]:
+    """Start (or find) the execution's workflow and record its run id. Safe to call twice."""
+    handle: WorkflowHandle[Any, CrewExecutionResult] = await client.start_workflow(
         WORKFLOW_NAME,
         CrewExecutionInput(
             execution_id=execution.id,
@@ -43,8 +45,9 @@ async def start_workflow(client: Client, settings: Settings, store: Store, execu
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"crew {execution.crew_name} · execution {execution.id}",
+        result_type=CrewExecutionResult,
     )
     run_id = handle.result_run_id or handle.first_execution_run_id or ""
     if run_id:
         await asyncio.to_thread(store.set_run_id, execution.id, run_id)
-    return run_id
+    return handle

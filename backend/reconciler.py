@@ -22,6 +22,6 @@ async def start_orphans(client: Client, settings: Settings, store: Store, *, old
     cutoff = utcnow() - timedelta(seconds=older_than_s)
     orphans = await asyncio.to_thread(store.unstarted_executions, before=cutoff, limit=100)
     for execution in orphans:
-        run_id = await start_workflow(client, settings, store, execution)
-        log.info("reconciler.started", execution_id=execution.id, run_id=run_id)
+        handle = await start_workflow(client, settings, store, execution)
+        log.info("reconciler.started", execution_id=execution.id, run_id=handle.result_run_id)
     return len(orphans)
