@@ -9,10 +9,10 @@ from pydantic import ValidationError
 
 from backend.specs import CrewSpec, LLMSpec, TaskSpec, missing_inputs, template_fields
 
-RETRY_CATEGORIES = [
+RETRY_CATEGORIES = sorted([
     "network", "timeout", "rate_limit", "external_service", "resource_exhaustion", "database",
     "llm_output", "internal",
-]  # fmt: skip
+])  # fmt: skip
 
 
 def crew_data(contexts: dict[str, list[str] | None] | None = None) -> dict[str, Any]:
