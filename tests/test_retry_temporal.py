@@ -29,7 +29,9 @@ from workflows.contracts import CrewExecutionResult
 
 @pytest.fixture(scope="module")
 async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=tool_path("temporal-test-server"))
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=tool_path("temporal-test-server")
+    )
     # The test server does not know custom search attributes: without this, upserts fail.
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
@@ -49,10 +51,16 @@ def skip_store(tmp_path: Path) -> Store:
 
 
 @pytest.fixture
-async def skip_worker(skipping_env: WorkflowEnvironment, skip_store: Store, tmp_path: Path) -> AsyncIterator[Settings]:
+async def skip_worker(
+    skipping_env: WorkflowEnvironment, skip_store: Store, tmp_path: Path
+) -> AsyncIterator[Settings]:
     # Default per-category retry table: the delays are real, the server skips them.
-    settings = Settings(data_dir=tmp_path, database_url="sqlite://", task_queue=f"skip-{uuid.uuid4().hex[:8]}",
-                        task_heartbeat_timeout_s=10)
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url="sqlite://",
+        task_queue=f"skip-{uuid.uuid4().hex[:8]}",
+        task_heartbeat_timeout_s=10,
+    )
     worker, executor = build_worker(skipping_env.client, settings, store=skip_store)
     async with worker:
         yield settings
@@ -61,8 +69,14 @@ async def skip_worker(skipping_env: WorkflowEnvironment, skip_store: Store, tmp_
 
 async def run_crew(client: Client, settings: Settings, store: Store, spec: dict[str, Any]) -> tuple[str, Any]:
     validated = CrewSpec.model_validate(spec).model_dump(mode="json")
-    execution, _ = store.create_execution(crew_id=None, crew_name=validated["name"], spec=validated,
-                                          inputs={"topic": "tides"}, idempotency_key=None, request_hash=None)
+    execution, _ = store.create_execution(
+        crew_id=None,
+        crew_name=validated["name"],
+        spec=validated,
+        inputs={"topic": "tides"},
+        idempotency_key=None,
+        request_hash=None,
+    )
     # The handle start_workflow returns lets the test server skip time while we wait.
     handle = await start_workflow(client, settings, store, execution)
     try:
@@ -73,8 +87,11 @@ async def run_crew(client: Client, settings: Settings, store: Store, spec: dict[
 
 def attempt_starts(store: Store, execution_id: str, task: str) -> list[datetime]:
     logs = store.list_logs(execution_id, limit=500, cursor=None).items
-    return [datetime.fromisoformat(x.data["attempt_started_at"]) for x in logs
-            if x.event == "task.started" and x.task == task]
+    return [
+        datetime.fromisoformat(x.data["attempt_started_at"])
+        for x in logs
+        if x.event == "task.started" and x.task == task
+    ]
 
 
 def events(store: Store, execution_id: str) -> list[Any]:
@@ -85,7 +102,9 @@ async def test_rate_limited_task_waits_for_retry_after_and_completes_on_the_thir
     skipping_env: WorkflowEnvironment, skip_worker: Settings, skip_store: Store, sim: SimulatorServer
 ) -> None:
     sim.script.add_rules([FaultRule(kind="rate_limit", agent="researcher", count=2, retry_after_s=30)])
-    execution_id, result = await run_crew(skipping_env.client, skip_worker, skip_store, research_spec(sim.base_url))
+    execution_id, result = await run_crew(
+        skipping_env.client, skip_worker, skip_store, research_spec(sim.base_url)
+    )
 
     assert isinstance(result, CrewExecutionResult) and result.status == "completed"
     assert result.tasks[0].attempts == 3
@@ -95,7 +114,9 @@ async def test_rate_limited_task_waits_for_retry_after_and_completes_on_the_thir
     assert len(gaps) == 2 and all(gap >= 30 for gap in gaps), gaps
     recorded = events(skip_store, execution_id)
     assert [(e.code, e.attempt, e.retry_after_s) for e in recorded] == [
-        ("LLM_RATE_LIMITED", 1, 30.0), ("LLM_RATE_LIMITED", 2, 30.0)]
+        ("LLM_RATE_LIMITED", 1, 30.0),
+        ("LLM_RATE_LIMITED", 2, 30.0),
+    ]
     assert all(30 <= e.next_retry_delay_s <= 36 for e in recorded)  # Retry-After + at most 20 % jitter
 
 
@@ -103,12 +124,16 @@ async def test_authentication_failure_is_attempted_exactly_once(
     skipping_env: WorkflowEnvironment, skip_worker: Settings, skip_store: Store, sim: SimulatorServer
 ) -> None:
     sim.script.add_rules([FaultRule(kind="auth", agent="researcher", count=None)])
-    execution_id, result = await run_crew(skipping_env.client, skip_worker, skip_store, research_spec(sim.base_url))
+    execution_id, result = await run_crew(
+        skipping_env.client, skip_worker, skip_store, research_spec(sim.base_url)
+    )
 
     assert isinstance(result, WorkflowFailureError)
     assert len(sim.calls("researcher")) == 1
     recorded = events(skip_store, execution_id)
-    assert [(e.code, e.category, e.retryable) for e in recorded] == [("LLM_AUTH_FAILED", "authentication", False)]
+    assert [(e.code, e.category, e.retryable) for e in recorded] == [
+        ("LLM_AUTH_FAILED", "authentication", False)
+    ]
     row = skip_store.get_execution(execution_id)
     assert row is not None and row.status == "failed" and row.error["code"] == "LLM_AUTH_FAILED"
     description = await skipping_env.client.get_workflow_handle(row.workflow_id).describe()
@@ -129,7 +154,9 @@ async def test_timeout_category_stops_at_its_budget_while_rate_limit_continues_p
     assert isinstance(timed_out, WorkflowFailureError)
     assert len(sim.calls("researcher")) == 2
     assert [(e.code, e.category_attempt, e.max_attempts) for e in events(skip_store, timed_out_id)] == [
-        ("LLM_TIMEOUT", 1, 2), ("LLM_TIMEOUT", 2, 2)]
+        ("LLM_TIMEOUT", 1, 2),
+        ("LLM_TIMEOUT", 2, 2),
+    ]
 
     sim.reset()
     sim.script.add_rules([FaultRule(kind="rate_limit", agent="researcher", count=4, retry_after_s=1)])
@@ -145,7 +172,9 @@ async def test_provider_calls_per_logical_call_equal_the_category_budget(
     skipping_env: WorkflowEnvironment, skip_worker: Settings, skip_store: Store, sim: SimulatorServer
 ) -> None:
     sim.script.add_rules([FaultRule(kind="server_error", agent="researcher", count=None, status=502)])
-    execution_id, result = await run_crew(skipping_env.client, skip_worker, skip_store, research_spec(sim.base_url))
+    execution_id, result = await run_crew(
+        skipping_env.client, skip_worker, skip_store, research_spec(sim.base_url)
+    )
 
     assert isinstance(result, WorkflowFailureError)
     # external_service budget is 6 attempts: six provider calls, no hidden retries in CrewAI or the SDK.
@@ -162,8 +191,9 @@ async def test_jittered_delays_differ_between_executions_and_stay_within_bounds(
     for i in range(3):
         sim.reset()
         sim.script.add_rules([FaultRule(kind="server_error", agent="researcher", count=2, status=503)])
-        execution_id, result = await run_crew(skipping_env.client, skip_worker, skip_store,
-                                              research_spec(sim.base_url, name=f"jitter-{i}"))
+        execution_id, result = await run_crew(
+            skipping_env.client, skip_worker, skip_store, research_spec(sim.base_url, name=f"jitter-{i}")
+        )
         assert isinstance(result, CrewExecutionResult) and result.status == "completed"
         one, two = events(skip_store, execution_id)
         first_delays.append(one.next_retry_delay_s)
@@ -183,8 +213,14 @@ async def test_workflow_code_error_fails_the_execution_with_a_code(
     # A spec that bypassed validation: the task names an agent that does not exist.
     spec = CrewSpec.model_validate(research_spec(sim.base_url)).model_dump(mode="json")
     spec["tasks"][1]["agent"] = "ghost"
-    execution, _ = skip_store.create_execution(crew_id=None, crew_name="research", spec=spec, inputs={"topic": "x"},
-                                               idempotency_key=None, request_hash=None)
+    execution, _ = skip_store.create_execution(
+        crew_id=None,
+        crew_name="research",
+        spec=spec,
+        inputs={"topic": "x"},
+        idempotency_key=None,
+        request_hash=None,
+    )
     handle = await start_workflow(skipping_env.client, skip_worker, skip_store, execution)
     with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
