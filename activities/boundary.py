@@ -24,7 +24,7 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from backend.exceptions.classifier import Classification, chain, classify, qualified_name
+from backend.exceptions.classifier import Classification, chain, classify, qualified_name, rules
 from backend.exceptions.fingerprint import fingerprint
 from backend.exceptions.redaction import bound, redact, redact_message, redact_stack
 from backend.exceptions.retry_policy import CategoryPolicy, next_delay
@@ -71,6 +71,9 @@ class Failure:
 class ErrorBoundary:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
+        # Build the rule table now: it imports the provider SDKs (seconds), and doing that inside
+        # the first failing activity would block the event loop past a short heartbeat timeout.
+        rules()
 
     def failure(
         self,

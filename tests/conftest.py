@@ -8,15 +8,18 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
+from backend.api.app import create_app
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Store
 from backend.settings import SEARCH_ATTRIBUTES, Settings
+from backend.worker_factory import build_worker
 from tests.support import SimulatorServer, tool_path
 
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
@@ -118,3 +121,18 @@ def settings(tmp_path: Path, db_url: str, temporal_env: WorkflowEnvironment) -> 
         # time-skipping server (test_retry_temporal.py).
         retry=FAST_RETRY,
     )
+
+
+@pytest.fixture
+async def api(temporal_client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in-process (ASGI) with a worker of its own, on the session's dev server."""
+    app = create_app(settings, temporal_client=temporal_client, reconcile=False)
+    worker, executor = build_worker(temporal_client, settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        worker,
+        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
+    ):
+        yield client
+    executor.shutdown(wait=False)

@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from temporalio.client import Client
 
-from backend.api.app import create_app
-from backend.settings import Settings
-from backend.worker_factory import build_worker
 from tests.support import SimulatorServer, research_spec
-
-
-@pytest.fixture
-async def api(temporal_client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, temporal_client=temporal_client, reconcile=False)
-    worker, executor = build_worker(temporal_client, settings)
-    async with app.router.lifespan_context(app), worker:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
-    executor.shutdown(wait=False)
 
 
 async def wait_terminal(api: httpx.AsyncClient, execution_id: str, timeout_s: float = 30) -> dict[str, Any]:

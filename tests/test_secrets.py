@@ -7,18 +7,16 @@ import io
 import json
 import logging
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, inspect, text
 from temporalio.client import Client
 
-from backend.api.app import create_app
 from backend.logging_setup import build_handler, configure_logging
 from backend.settings import Settings
 from backend.simulator.script import FaultRule
-from backend.worker_factory import build_worker
 from tests.support import SimulatorServer, research_spec, tool_path
 from tests.test_api import wait_terminal
 
@@ -29,17 +27,7 @@ CANARIES = (KEY, BODY_SECRET, QUERY_SECRET)
 
 
 @pytest.fixture
-async def api(temporal_client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, temporal_client=temporal_client, reconcile=False)
-    worker, executor = build_worker(temporal_client, settings)
-    async with app.router.lifespan_context(app), worker:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-            yield client
-    executor.shutdown(wait=False)
-
-
-@pytest.fixture
-def captured_logs() -> AsyncIterator[io.StringIO]:
+def captured_logs() -> Iterator[io.StringIO]:
     configure_logging("json")  # the services' configuration: structlog through the stdlib, redacted
     buffer = io.StringIO()
     handler = build_handler(True, buffer)
