@@ -78,12 +78,12 @@ def backoff_delay(policy: CategoryPolicy, failures: int, rng: random.Random) -> 
 def next_delay(
     policy: CategoryPolicy, failures: int, rng: random.Random, retry_after_s: float | None = None
 ) -> float:
-    """The delay before the next attempt: the jittered backoff, but never earlier than the
-    provider's Retry-After (plus up to ``jitter`` of it, so parked callers do not return at once)."""
-    delay = backoff_delay(policy, failures, rng)
+    """The delay before the next attempt. A provider's Retry-After comes first: exactly that long
+    plus up to ``jitter`` of it (never earlier, and parked callers do not all return at once);
+    without one, the category's jittered exponential backoff."""
     if retry_after_s is not None and retry_after_s > 0:
-        delay = max(delay, retry_after_s * (1.0 + rng.uniform(0.0, policy.jitter)))
-    return delay
+        return retry_after_s * (1.0 + rng.uniform(0.0, policy.jitter))
+    return backoff_delay(policy, failures, rng)
 
 
 def to_json(table: Mapping[str, CategoryPolicy]) -> dict[str, dict[str, Any]]:
