@@ -227,3 +227,32 @@ async def test_health_and_error_codes(api: httpx.AsyncClient) -> None:
     codes = {c["code"]: c for c in (await api.get("/api/v1/error-codes")).json()}
     assert codes["CREW_SPEC_INVALID"]["http_status"] == 422
     assert codes["LLM_AUTH_FAILED"]["retryable"] is False
+
+
+async def test_errors_route_lists_every_failed_attempt_oldest_first(
+    api: httpx.AsyncClient, sim: SimulatorServer
+) -> None:
+    from backend.simulator.script import FaultRule
+
+    sim.script.add_rules([FaultRule(kind="server_error", agent="analyst", count=2, status=503)])
+    started = await api.post(
+        "/api/v1/executions",
+        json={"crew": research_spec(sim.base_url, name="errs"), "inputs": {"topic": "x"}},
+    )
+    done = await wait_terminal(api, started.json()["id"])
+    assert done["status"] == "completed"
+    analyse = done["tasks"][1]
+    assert analyse["attempts"] == 3 and analyse["error"]["code"] == "LLM_PROVIDER_OVERLOADED"
+
+    errors = (await api.get(f"/api/v1/executions/{done['id']}/errors")).json()
+    assert [
+        (e["task"], e["attempt"], e["code"], e["category"], e["status_code"]) for e in errors["items"]
+    ] == [
+        ("analyse", 1, "LLM_PROVIDER_OVERLOADED", "external_service", 503),
+        ("analyse", 2, "LLM_PROVIDER_OVERLOADED", "external_service", 503),
+    ]
+    first = errors["items"][0]
+    assert first["service"] == "127.0.0.1" and first["max_attempts"] == 6 and first["retryable"] is True
+    assert first["fingerprint"] == errors["items"][1]["fingerprint"]
+    assert first["cause_chain"][0]["type"] == "openai.InternalServerError"
+    assert_problem(await api.get("/api/v1/executions/nope/errors"), 404, "EXECUTION_NOT_FOUND")

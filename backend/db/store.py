@@ -286,8 +286,7 @@ class Store:
                 .values(
                     status=TaskStatus.COMPLETED,
                     output=output,
-                    model=model,
-                    error=None,
+                    model=model,  # the last error stays: "completed after 3 attempts, last one 503"
                     attempts=_greatest(TaskRun.attempts, attempt),
                     finished_at=utcnow(),
                 )
