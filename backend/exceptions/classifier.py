@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import re
 import socket
 import ssl
@@ -31,6 +32,9 @@ from backend.exceptions.codes import ErrorCode, lookup
 from backend.exceptions.execution_errors import CrewrunError
 
 MAX_CHAIN = 16
+# A Retry-After beyond a day is a provider bug or garbage ("inf"); past it the breaker and the
+# operator decide, not a timer.
+MAX_RETRY_AFTER_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,10 @@ def retry_after_from_headers(headers: Any, now: datetime | None = None) -> float
     ):
         if (value := get(name)) is not None and (parsed := _parse_timestamp(value, now)) is not None:
             waits.append(parsed)
-    return max(waits) if waits else None
+    finite = [w for w in waits if math.isfinite(w)]
+    if len(finite) < len(waits):
+        finite.append(MAX_RETRY_AFTER_S)
+    return min(max(finite), MAX_RETRY_AFTER_S) if finite else None
 
 
 _QUOTA_CODES = {"insufficient_quota", "billing_error", "billing_hard_limit_reached", "credit_balance_too_low"}
@@ -187,6 +194,10 @@ def code_for_http(status: int | None, provider_code: str | None, message: str) -
         return "LLM_RATE_LIMITED"
     if pc == "overloaded_error" or status in (503, 529):
         return "LLM_PROVIDER_OVERLOADED"
+    if pc == "timeout_error":
+        return "LLM_TIMEOUT"
+    if pc in ("api_error", "server_error", "internal_error", "internal_server_error"):
+        return "LLM_PROVIDER_ERROR"  # also sent as an error event inside a 200 stream
     if status in (408, 504):
         return "LLM_TIMEOUT"
     if status == 413:
@@ -237,6 +248,10 @@ def _os_error(err: BaseException) -> str | None:
     return _ERRNO_CODES.get(getattr(err, "errno", None) or -1)
 
 
+def _exact_api_error(*types: type[BaseException]) -> Callable[[BaseException], str | None]:
+    return lambda err: "LLM_PROVIDER_ERROR" if type(err) in types else None
+
+
 def _exact(*types: type[BaseException]) -> Callable[[BaseException], str | None]:
     """Matches only these classes themselves (an SDK's bare base class: raised for set-up errors)."""
     return lambda err: "CONFIG_INVALID" if type(err) in types else None
@@ -246,6 +261,7 @@ def _exact(*types: type[BaseException]) -> Callable[[BaseException], str | None]
 def rules() -> tuple[Rule, ...]:
     import anthropic
     import httpx
+    import httpx2  # anthropic 2.x sends through its own fork of httpx
     import openai
     import pydantic
     import sqlalchemy.exc as sa
@@ -258,12 +274,21 @@ def rules() -> tuple[Rule, ...]:
         # crewrun's own errors know their code.
         ((CrewrunError,), lambda err: err.code if isinstance(err, CrewrunError) else None),
         # A provider answered with an error status: its code and status decide.
-        ((openai.APIStatusError, anthropic.APIStatusError, httpx.HTTPStatusError), _http_rule),
+        (
+            (openai.APIStatusError, anthropic.APIStatusError, httpx.HTTPStatusError, httpx2.HTTPStatusError),
+            _http_rule,
+        ),
         ((LLMContextLengthExceededError,), _always("LLM_CONTEXT_TOO_LONG")),
         ((openai.ContentFilterFinishReasonError,), _always("LLM_CONTENT_REFUSED")),
         # Transport: timeouts before connection errors (APITimeoutError is an APIConnectionError).
         (
-            (openai.APITimeoutError, anthropic.APITimeoutError, httpx.TimeoutException, TimeoutError),
+            (
+                openai.APITimeoutError,
+                anthropic.APITimeoutError,
+                httpx.TimeoutException,
+                httpx2.TimeoutException,
+                TimeoutError,
+            ),
             _always("LLM_TIMEOUT"),
         ),
         ((ssl.SSLError,), _always("NETWORK_TLS_FAILED")),
@@ -282,6 +307,8 @@ def rules() -> tuple[Rule, ...]:
             _always("NETWORK_CONNECTION_RESET"),
         ),  # fmt: skip
         ((httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects), _always("CONFIG_INVALID")),
+        # Our own misuse of the HTTP client is a bug, not the network's fault.
+        ((httpx.LocalProtocolError, httpx2.LocalProtocolError), _always("INTERNAL_ERROR")),
         (
             (
                 httpx.ConnectError,
@@ -306,7 +333,9 @@ def rules() -> tuple[Rule, ...]:
             ),
             _always("LLM_OUTPUT_INVALID"),
         ),  # fmt: skip
+        # A bare APIError is an error event inside a stream: the provider failed mid-answer.
         ((anthropic.RetryableError,), _always("LLM_PROVIDER_ERROR")),
+        ((openai.APIError, anthropic.APIError), _exact_api_error(openai.APIError, anthropic.APIError)),
         ((anthropic.CredentialsError, anthropic.WorkloadIdentityError), _always("CONFIG_SECRET_MISSING")),
         # The backend database.
         ((sa.TimeoutError,), _always("DB_POOL_TIMEOUT")),

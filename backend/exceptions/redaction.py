@@ -26,9 +26,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # key=value in query strings, headers, JSON and Python reprs
     (
         re.compile(
-            r"(?P<pre>[\"']?\b(?:api[_-]?key|x-api-key|key|access[_-]?token|refresh[_-]?token|token|"
-            r"secret|client[_-]?secret|password|passwd|pwd|authorization|sig|signature)[\"']?"
-            r"\s*[:=]\s*[\"']?)(?!\[REDACTED\])[^\s\"'&,;}\]]{4,}",
+            # Any word_ / word- prefix too: aws_secret_access_key=, OPENAI_API_KEY=, private-key:
+            r"(?P<pre>[\"']?\b(?:[a-z0-9]+[_-])*(?:api[_-]?key|key|access[_-]?token|refresh[_-]?token|"
+            r"token|secret|client[_-]?secret|secret[_-]?access[_-]?key|password|passwd|pwd|authorization|"
+            r"sig|signature)[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])(?!(?:bearer|basic)\s)[^\s\"'&,;}\]]{4,}",
             re.I,
         ),
         r"\g<pre>" + MARK,
@@ -66,13 +67,17 @@ def redact(text: str) -> str:
 
 
 def bound(text: str, limit: int, *, keep: str = "head") -> str:
-    """At most ``limit`` characters; says how much was cut. Stacks keep their tail (the raise)."""
+    """At most ``limit`` characters, saying how many were cut. Stacks keep their tail (the raise)."""
     if len(text) <= limit:
         return text
-    cut = len(text) - limit
-    note = f"... [{cut} chars cut] ..."
-    room = max(0, limit - len(note))
-    return note + text[-room:] if keep == "tail" else text[:room] + note
+    room = limit
+    for _ in range(3):  # the note's own length depends on the number it reports
+        note = f"... [{len(text) - room} chars cut] ..."
+        room = max(0, limit - len(note))
+    if room == 0:
+        return text[:limit] if keep == "head" else text[len(text) - limit :]
+    note = f"... [{len(text) - room} chars cut] ..."
+    return note + text[len(text) - room :] if keep == "tail" else text[:room] + note
 
 
 def redact_message(text: str) -> str:

@@ -8,12 +8,15 @@ and the activity boundary enforces the category's own budget and jittered backof
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from backend.exceptions.codes import NON_RETRYABLE_CATEGORIES, Category
+
+MAX_DELAY_S = 86_400.0  # no single wait longer than a day, whatever a provider asks
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ def next_delay(
     plus up to ``jitter`` of it (never earlier, and parked callers do not all return at once);
     without one, the category's jittered exponential backoff."""
     if retry_after_s is not None and retry_after_s > 0:
-        return retry_after_s * (1.0 + rng.uniform(0.0, policy.jitter))
+        wait = min(retry_after_s, MAX_DELAY_S) if math.isfinite(retry_after_s) else MAX_DELAY_S
+        return wait * (1.0 + rng.uniform(0.0, policy.jitter))
     return backoff_delay(policy, failures, rng)
 
 
