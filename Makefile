@@ -23,8 +23,12 @@ run: install
 demo: install
 	$(VENV)/bin/crewrun demo --fresh
 
+# The classification, retry-policy and redaction modules must keep >= 95 % branch coverage.
+COVERAGE := --cov=backend.exceptions --cov=activities.boundary --cov=workflows.policies \
+	--cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
+
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(COVERAGE) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

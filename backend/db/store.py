@@ -332,16 +332,7 @@ class Store:
 
     def list_error_events(self, execution_id: str, *, limit: int, cursor: str | None) -> Page[ErrorEvent]:
         query = select(ErrorEvent).where(ErrorEvent.execution_id == execution_id)
-        if cursor:
-            (after,) = decode_cursor(cursor)[:1]
-            if not isinstance(after, int):
-                raise ValueError("invalid cursor")
-            query = query.where(ErrorEvent.id > after)
-        with self._sessions() as s:
-            rows = list(s.scalars(query.order_by(ErrorEvent.id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, _encode_cursor(rows[-1].id) if more else None)
+        return self._page_by_id(query, ErrorEvent.id, limit, cursor)
 
     def completed_outputs(self, execution_id: str, tasks: Sequence[str]) -> dict[str, str]:
         if not tasks:
@@ -383,16 +374,7 @@ class Store:
 
     def list_logs(self, execution_id: str, *, limit: int, cursor: str | None) -> Page[ExecutionLog]:
         query = select(ExecutionLog).where(ExecutionLog.execution_id == execution_id)
-        if cursor:
-            (after,) = decode_cursor(cursor)[:1]
-            if not isinstance(after, int):
-                raise ValueError("invalid cursor")
-            query = query.where(ExecutionLog.id > after)
-        with self._sessions() as s:
-            rows = list(s.scalars(query.order_by(ExecutionLog.id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, _encode_cursor(rows[-1].id) if more else None)
+        return self._page_by_id(query, ExecutionLog.id, limit, cursor)
 
     # ----- health -----
 
@@ -401,6 +383,19 @@ class Store:
             s.execute(select(1))
 
     # ----- helpers -----
+
+    def _page_by_id(self, query: Select[Any], id_col: Any, limit: int, cursor: str | None) -> Page[Any]:
+        """Oldest first, for append-only tables (logs, error events)."""
+        if cursor:
+            (after,) = decode_cursor(cursor)[:1]
+            if not isinstance(after, int):
+                raise ValueError("invalid cursor")
+            query = query.where(id_col > after)
+        with self._sessions() as s:
+            rows = list(s.scalars(query.order_by(id_col).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, _encode_cursor(rows[-1].id) if more else None)
 
     def _page(
         self, query: Select[Any], created_col: Any, id_col: Any, limit: int, cursor: str | None
