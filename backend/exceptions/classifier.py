@@ -113,10 +113,8 @@ def _parse_duration(value: str) -> float | None:
 
 def _parse_retry_after(value: str, now: datetime) -> float | None:
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    with contextlib.suppress(ValueError):
+        return float(value)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -149,7 +147,7 @@ def retry_after_from_headers(headers: Any, now: datetime | None = None) -> float
 
     if (ms := get("retry-after-ms")) is not None:
         with contextlib.suppress(ValueError):
-            waits.append(max(0.0, float(ms) / 1000.0))
+            waits.append(float(ms) / 1000.0)
     if (ra := get("retry-after")) is not None and (parsed := _parse_retry_after(ra, now)) is not None:
         waits.append(parsed)
     for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
@@ -163,10 +161,8 @@ def retry_after_from_headers(headers: Any, now: datetime | None = None) -> float
     ):
         if (value := get(name)) is not None and (parsed := _parse_timestamp(value, now)) is not None:
             waits.append(parsed)
-    finite = [w for w in waits if math.isfinite(w)]
-    if len(finite) < len(waits):
-        finite.append(MAX_RETRY_AFTER_S)
-    return min(max(finite), MAX_RETRY_AFTER_S) if finite else None
+    capped = [c for w in waits if (c := _capped(w)) is not None]  # NaN is no hint; inf is a day
+    return max(capped) if capped else None
 
 
 _QUOTA_CODES = {"insufficient_quota", "billing_error", "billing_hard_limit_reached", "credit_balance_too_low"}
@@ -249,7 +245,16 @@ def _os_error(err: BaseException) -> str | None:
 
 
 def _exact_api_error(*types: type[BaseException]) -> Callable[[BaseException], str | None]:
-    return lambda err: "LLM_PROVIDER_ERROR" if type(err) in types else None
+    """A bare APIError is an error event inside a stream: its body's code decides (a rate limit
+    stays a rate limit); without one, the provider failed mid-answer."""
+
+    def decide(err: BaseException) -> str | None:
+        if type(err) not in types:
+            return None
+        code = code_for_http(None, _provider_code(err), str(err))
+        return "LLM_PROVIDER_ERROR" if code == "LLM_BAD_REQUEST" else code
+
+    return decide
 
 
 def _exact(*types: type[BaseException]) -> Callable[[BaseException], str | None]:
@@ -270,35 +275,27 @@ def rules() -> tuple[Rule, ...]:
         LLMContextLengthExceededError,
     )
 
+    def http(*names: str) -> tuple[type[BaseException], ...]:
+        """The named exception classes of httpx and of httpx2 (anthropic's fork of it)."""
+        return tuple(getattr(module, name) for module in (httpx, httpx2) for name in names)
+
     return (
         # crewrun's own errors know their code.
         ((CrewrunError,), lambda err: err.code if isinstance(err, CrewrunError) else None),
         # A provider answered with an error status: its code and status decide.
-        (
-            (openai.APIStatusError, anthropic.APIStatusError, httpx.HTTPStatusError, httpx2.HTTPStatusError),
-            _http_rule,
-        ),
+        ((openai.APIStatusError, anthropic.APIStatusError, *http("HTTPStatusError")), _http_rule),
         ((LLMContextLengthExceededError,), _always("LLM_CONTEXT_TOO_LONG")),
         ((openai.ContentFilterFinishReasonError,), _always("LLM_CONTENT_REFUSED")),
         # Transport: timeouts before connection errors (APITimeoutError is an APIConnectionError).
         (
-            (
-                openai.APITimeoutError,
-                anthropic.APITimeoutError,
-                httpx.TimeoutException,
-                httpx2.TimeoutException,
-                TimeoutError,
-            ),
+            (openai.APITimeoutError, anthropic.APITimeoutError, *http("TimeoutException"), TimeoutError),
             _always("LLM_TIMEOUT"),
         ),
         ((ssl.SSLError,), _always("NETWORK_TLS_FAILED")),
         ((socket.gaierror,), _always("NETWORK_DNS_FAILED")),
         (
             (
-                httpx.RemoteProtocolError,
-                httpx.ReadError,
-                httpx.WriteError,
-                httpx.CloseError,
+                *http("RemoteProtocolError", "ReadError", "WriteError", "CloseError"),
                 ConnectionResetError,
                 ConnectionAbortedError,
                 BrokenPipeError,
@@ -306,15 +303,12 @@ def rules() -> tuple[Rule, ...]:
             ),
             _always("NETWORK_CONNECTION_RESET"),
         ),  # fmt: skip
-        ((httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects), _always("CONFIG_INVALID")),
+        (http("UnsupportedProtocol", "InvalidURL", "TooManyRedirects"), _always("CONFIG_INVALID")),
         # Our own misuse of the HTTP client is a bug, not the network's fault.
-        ((httpx.LocalProtocolError, httpx2.LocalProtocolError), _always("INTERNAL_ERROR")),
+        (http("LocalProtocolError"), _always("INTERNAL_ERROR")),
         (
             (
-                httpx.ConnectError,
-                httpx.ProxyError,
-                httpx.NetworkError,
-                httpx.TransportError,
+                *http("ConnectError", "ProxyError", "NetworkError", "ProtocolError", "TransportError"),
                 ConnectionError,
                 openai.APIConnectionError,
                 anthropic.APIConnectionError,
@@ -329,7 +323,8 @@ def rules() -> tuple[Rule, ...]:
                 openai.LengthFinishReasonError,
                 OutputParserError,
                 json.JSONDecodeError,
-                httpx.DecodingError,
+                *http("DecodingError"),
+                httpx2.SSEError,
             ),
             _always("LLM_OUTPUT_INVALID"),
         ),  # fmt: skip
@@ -371,7 +366,7 @@ def _classification(code: str, matched: BaseException, errors: list[BaseExceptio
     provider_code: str | None = None
     for err in errors:  # the first response in the chain carries status and headers
         if isinstance(err, CrewrunError) and err.retry_after_s is not None:
-            retry_after = err.retry_after_s
+            retry_after = _capped(err.retry_after_s)
         response = getattr(err, "response", None)
         if response is not None and status is None:
             status = _status_of(err)
@@ -379,3 +374,9 @@ def _classification(code: str, matched: BaseException, errors: list[BaseExceptio
             headers = getattr(response, "headers", None)
             retry_after = retry_after if retry_after is not None else retry_after_from_headers(headers)
     return Classification(lookup(code), matched, status, provider_code, retry_after)
+
+
+def _capped(seconds: float) -> float | None:
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)

@@ -20,16 +20,26 @@ _MIN_SECRET_LEN = 8  # shorter env values ("1", "true") would shred ordinary tex
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # URL credentials: scheme://user:password@host
-    (re.compile(r"(?P<pre>\b[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+(?=@)", re.I), r"\g<pre>" + MARK),
+    # (the scheme starts where no scheme character precedes it: linear on long runs)
+    (
+        re.compile(r"(?P<pre>(?<![a-z0-9+.\-])[a-z][a-z0-9+.\-]*+://[^/\s:@]*+:)[^@\s/]++(?=@)", re.I),
+        r"\g<pre>" + MARK,
+    ),
     # Authorization: Bearer xyz / Basic xyz
     (re.compile(r"(?P<pre>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=\-]{6,}", re.I), r"\g<pre>" + MARK),
+    # Other schemes only after "Authorization": "token" alone is an ordinary word in LLM errors.
+    (
+        re.compile(r"(?P<pre>\bauthorization[\"']?\s*[:=]\s*[\"']?(?:token|digest)\s+)[^\s\"',;}]{6,}", re.I),
+        r"\g<pre>" + MARK,
+    ),
     # key=value in query strings, headers, JSON and Python reprs
     (
         re.compile(
             # Any word_ / word- prefix too: aws_secret_access_key=, OPENAI_API_KEY=, private-key:
-            r"(?P<pre>[\"']?\b(?:[a-z0-9]+[_-])*(?:api[_-]?key|key|access[_-]?token|refresh[_-]?token|"
+            # (lookbehind + possessive prefix: linear time on long "a-a-a-..." runs, no backtracking)
+            r"(?P<pre>[\"']?(?<![a-z0-9_-])(?:[a-z0-9]+[_-])*+(?:api[_-]?key|key|access[_-]?token|refresh[_-]?token|"
             r"token|secret|client[_-]?secret|secret[_-]?access[_-]?key|password|passwd|pwd|authorization|"
-            r"sig|signature)[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])(?!(?:bearer|basic)\s)[^\s\"'&,;}\]]{4,}",
+            r"sig|signature)[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])(?!(?:bearer|basic|token|digest)\s)[^\s\"'&,;}\]]{4,}",
             re.I,
         ),
         r"\g<pre>" + MARK,

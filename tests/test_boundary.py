@@ -1,0 +1,492 @@
+"""The activity error boundary: classification, per-category budgets, Temporal's ApplicationError,
+heartbeat-carried attempt state and the redacted error record."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities.boundary import (
+    HISTORY_LIMIT,
+    UI_MESSAGE_CHARS,
+    AttemptContext,
+    AttemptState,
+    ErrorBoundary,
+    Failure,
+)
+from backend.exceptions.execution_errors import CircuitOpenError, ContextLengthError, RateLimitedError
+from backend.exceptions.fingerprint import fingerprint
+from backend.exceptions.redaction import set_env_secrets
+from backend.exceptions.retry_policy import CategoryPolicy, resolve
+
+OPENAI_URL = "https://api.openai.com/v1/chat/completions"
+RECORD_KEYS = {
+    "code",
+    "category",
+    "severity",
+    "retryable",
+    "message",
+    "service",
+    "task",
+    "agent",
+    "attempt",
+    "category_attempt",
+    "max_attempts",
+    "status_code",
+    "provider_code",
+    "retry_after_s",
+    "next_retry_delay_s",
+    "fingerprint",
+    "exception_type",
+    "stack",
+    "cause_chain",
+    "occurred_at",
+    "attempt_started_at",
+}
+
+
+@pytest.fixture(autouse=True)
+def no_env_secrets() -> Iterator[None]:
+    set_env_secrets({})
+    yield
+    set_env_secrets({})
+
+
+def raised(exc: BaseException, cause: BaseException | None = None) -> BaseException:
+    """``exc`` after a real raise: it carries a traceback (and ``cause``)."""
+    try:
+        raise exc from cause
+    except BaseException as err:  # noqa: BLE001
+        return err
+
+
+def openai_error(
+    cls: type[openai.APIStatusError],
+    status: int,
+    message: str,
+    *,
+    code: str | None,
+    type_: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
+) -> BaseException:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    resp = httpx.Response(status, json=body, headers=headers or {}, request=httpx.Request("POST", OPENAI_URL))
+    return raised(cls(f"Error code: {status} - {body}", response=resp, body=body["error"]))
+
+
+def rate_limit(retry_after: str = "30") -> BaseException:
+    return openai_error(
+        openai.RateLimitError,
+        429,
+        "Rate limit reached for gpt-4o in organization org-abc on requests per min (RPM): Limit 3.",
+        code="rate_limit_exceeded",
+        type_="requests",
+        headers={"retry-after": retry_after},
+    )
+
+
+def unauthorized(message: str = "Incorrect API key provided: sk-abc***xyz.") -> BaseException:
+    return openai_error(openai.AuthenticationError, 401, message, code="invalid_api_key")
+
+
+def timeout() -> BaseException:
+    return raised(openai.APITimeoutError(request=httpx.Request("POST", OPENAI_URL)))
+
+
+def context(attempt: int = 1, **kw: Any) -> AttemptContext:
+    return AttemptContext(task="research", agent="researcher", service="openai", attempt=attempt, **kw)
+
+
+def fail(
+    boundary: ErrorBoundary,
+    exc: BaseException,
+    state: AttemptState,
+    attempt: int = 1,
+    table: dict[str, CategoryPolicy] | None = None,
+) -> Failure:
+    return boundary.failure(exc, state=state, table=table or resolve(), context=context(attempt))
+
+
+def test_rate_limit_failure_is_a_retryable_application_error_after_retry_after() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+
+    failure = fail(boundary, rate_limit(), AttemptState())
+
+    error = failure.error
+    assert isinstance(error, ApplicationError)
+    assert error.type == "rate_limit"
+    assert error.non_retryable is False
+    assert failure.final is False
+    assert error.next_retry_delay is not None
+    assert timedelta(seconds=30) <= error.next_retry_delay <= timedelta(seconds=36)
+    assert error.message.startswith(
+        "[LLM_RATE_LIMITED] openai 429 — task research, agent researcher, attempt 1/12"
+    )
+    assert error.message == (
+        "[LLM_RATE_LIMITED] openai 429 — task research, agent researcher, attempt 1/12: "
+        + failure.record["message"].split(": ", 1)[1][:UI_MESSAGE_CHARS]
+    )
+    assert str(error) == f"rate_limit: {error.message}"  # temporalio prefixes the type
+
+
+def test_rate_limit_record_is_details_zero() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    exc = rate_limit()
+
+    failure = fail(boundary, exc, AttemptState())
+
+    record = failure.error.details[0]
+    assert record is failure.record
+    assert set(record) == RECORD_KEYS
+    assert {
+        k: record[k] for k in ("code", "category", "severity", "retryable", "service", "task", "agent")
+    } == {
+        "code": "LLM_RATE_LIMITED",
+        "category": "rate_limit",
+        "severity": "low",
+        "retryable": True,
+        "service": "openai",
+        "task": "research",
+        "agent": "researcher",
+    }
+    assert (record["attempt"], record["category_attempt"], record["max_attempts"]) == (1, 1, 12)
+    assert (record["status_code"], record["provider_code"], record["retry_after_s"]) == (
+        429,
+        "rate_limit_exceeded",
+        30.0,
+    )
+    assert record["next_retry_delay_s"] == round(failure.error.next_retry_delay.total_seconds(), 3)
+    assert record["exception_type"] == "openai.RateLimitError"
+    assert record["message"] == f"RateLimitError: {exc}"
+    assert record["fingerprint"] == fingerprint(
+        "LLM_RATE_LIMITED", "openai.RateLimitError", record["message"]
+    )
+    assert record["cause_chain"] == [{"type": "openai.RateLimitError", "message": str(exc)}]
+    assert record["stack"].startswith("Traceback (most recent call last):\n")
+    assert record["stack"].endswith(f"openai.RateLimitError: {exc}\n")
+    assert datetime.fromisoformat(record["occurred_at"]).tzinfo is not None
+    assert record["attempt_started_at"] is None
+    json.dumps(record)  # the record is plain JSON: Temporal's converter and the DB take it as is
+
+
+def test_record_carries_the_attempt_start_and_the_temporal_attempt_number() -> None:
+    started = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
+    boundary = ErrorBoundary(rng=random.Random(0))
+
+    failure = boundary.failure(
+        rate_limit(), state=AttemptState(), table=resolve(), context=context(attempt=7, started_at=started)
+    )
+
+    assert failure.record["attempt_started_at"] == "2025-03-14T12:00:00+00:00"
+    assert failure.record["attempt"] == 7
+    assert failure.record["category_attempt"] == 1
+
+
+def test_rate_limit_budget_of_12_makes_the_12th_failure_final() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    state = AttemptState()
+
+    failures = [fail(boundary, rate_limit(), state, attempt=n) for n in range(1, 13)]
+
+    for n, failure in enumerate(failures[:11], start=1):
+        assert failure.final is False
+        assert failure.error.non_retryable is False
+        assert failure.error.next_retry_delay is not None
+        assert failure.error.next_retry_delay >= timedelta(seconds=30)
+        assert f"attempt {n}/12:" in failure.error.message
+    last = failures[-1]
+    assert last.final is True
+    assert last.error.non_retryable is True
+    assert last.error.next_retry_delay is None
+    assert last.record["retryable"] is False
+    assert last.record["next_retry_delay_s"] is None
+    assert "attempt 12/12:" in last.error.message
+    assert state.failures == {"rate_limit": 12}
+
+
+def test_unauthorized_is_final_on_the_first_failure() -> None:
+    failure = fail(ErrorBoundary(rng=random.Random(0)), unauthorized(), AttemptState())
+
+    assert failure.final is True
+    assert failure.error.non_retryable is True
+    assert failure.error.next_retry_delay is None
+    assert failure.error.type == "authentication"
+    assert failure.record["code"] == "LLM_AUTH_FAILED"
+    assert failure.record["severity"] == "critical"
+    assert failure.error.message.startswith(
+        "[LLM_AUTH_FAILED] openai 401 — task research, agent researcher, attempt 1/1: "
+    )
+
+
+def test_categories_have_independent_budgets() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    state = AttemptState()
+
+    outcomes = []
+    for n in range(1, 6):
+        outcomes.append(("rate_limit", fail(boundary, rate_limit("1"), state, attempt=2 * n - 1).final))
+        outcomes.append(("timeout", fail(boundary, timeout(), state, attempt=2 * n).final))
+
+    assert outcomes == [
+        ("rate_limit", False),
+        ("timeout", False),
+        ("rate_limit", False),
+        ("timeout", False),
+        ("rate_limit", False),
+        ("timeout", False),
+        ("rate_limit", False),
+        ("timeout", False),
+        ("rate_limit", False),
+        ("timeout", True),  # the timeout budget of 5 is spent
+    ]
+    assert state.failures == {"rate_limit": 5, "timeout": 5}
+    assert fail(boundary, rate_limit("1"), state, attempt=11).final is False  # 6/12: budget left
+
+
+def test_timeout_message_names_the_exception_type_when_there_is_no_status() -> None:
+    failure = fail(ErrorBoundary(rng=random.Random(0)), timeout(), AttemptState())
+
+    assert failure.error.message == (
+        "[LLM_TIMEOUT] openai APITimeoutError — task research, agent researcher, attempt 1/5: "
+        "Request timed out."
+    )
+    assert failure.record["status_code"] is None
+
+
+def test_timeout_delay_is_the_jittered_backoff() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    state = AttemptState()
+
+    delays = [fail(boundary, timeout(), state).error.next_retry_delay for _ in range(4)]
+
+    bases = [2, 4, 8, 16]
+    assert all(
+        timedelta(seconds=b * 0.8) <= d <= timedelta(seconds=b) for b, d in zip(bases, delays, strict=True)
+    )
+
+
+def test_unknown_error_is_internal_with_two_attempts() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    state = AttemptState()
+
+    first = fail(boundary, raised(KeyError("result")), state)
+    second = fail(boundary, raised(KeyError("result")), state)
+
+    assert first.record["code"] == second.record["code"] == "INTERNAL_ERROR"
+    assert first.error.type == "internal"
+    assert (first.final, second.final) == (False, True)
+    assert first.error.message == (
+        "[INTERNAL_ERROR] openai KeyError — task research, agent researcher, attempt 1/2: 'result'"
+    )
+    assert second.record["max_attempts"] == 2
+    assert first.record["fingerprint"] == second.record["fingerprint"]
+
+
+def test_non_retryable_code_is_final_even_when_the_table_would_retry() -> None:
+    table = resolve()
+    table["context_length"] = CategoryPolicy(5)
+
+    failure = fail(
+        ErrorBoundary(rng=random.Random(0)),
+        raised(ContextLengthError("too long")),
+        AttemptState(),
+        table=table,
+    )
+
+    assert failure.final is True
+    assert failure.record["max_attempts"] == 5
+
+
+def test_category_missing_from_the_table_gets_one_attempt() -> None:
+    table = {k: v for k, v in resolve().items() if k != "network"}
+
+    failure = fail(
+        ErrorBoundary(rng=random.Random(0)),
+        raised(ConnectionRefusedError("refused")),
+        AttemptState(),
+        table=table,
+    )
+
+    assert failure.final is True
+    assert failure.record["max_attempts"] == 1
+    assert failure.record["code"] == "NETWORK_CONNECT_FAILED"
+
+
+def test_overridden_budget_is_honoured() -> None:
+    table = resolve({"rate_limit": {"maximum_attempts": 3}})
+    boundary = ErrorBoundary(rng=random.Random(0))
+    state = AttemptState()
+
+    finals = [fail(boundary, rate_limit("1"), state, table=table).final for _ in range(3)]
+
+    assert finals == [False, False, True]
+
+
+def test_default_rng_is_created_when_none_given() -> None:
+    failure = fail(ErrorBoundary(), rate_limit("2"), AttemptState())
+
+    assert timedelta(seconds=2) <= failure.error.next_retry_delay <= timedelta(seconds=2.4)
+
+
+def test_same_seed_gives_the_same_delays() -> None:
+    first = fail(ErrorBoundary(rng=random.Random(5)), timeout(), AttemptState()).error.next_retry_delay
+    second = fail(ErrorBoundary(rng=random.Random(5)), timeout(), AttemptState()).error.next_retry_delay
+
+    assert first == second
+
+
+def test_cause_chain_lists_every_exception_redacted() -> None:
+    inner = raised(ConnectionResetError("reset; api_key=abcdef123456"))
+    outer = raised(RuntimeError("LLM call failed"), inner)
+
+    failure = fail(ErrorBoundary(rng=random.Random(0)), outer, AttemptState())
+
+    assert failure.record["code"] == "NETWORK_CONNECTION_RESET"
+    assert failure.record["exception_type"] == "ConnectionResetError"
+    assert failure.record["message"] == "ConnectionResetError: reset; api_key=[REDACTED]"
+    assert failure.record["cause_chain"] == [
+        {"type": "RuntimeError", "message": "LLM call failed"},
+        {"type": "ConnectionResetError", "message": "reset; api_key=[REDACTED]"},
+    ]
+
+
+def test_long_messages_are_bounded() -> None:
+    exc = raised(RuntimeError("x" * 5000))
+
+    failure = fail(ErrorBoundary(rng=random.Random(0)), exc, AttemptState())
+
+    assert len(failure.record["message"]) == 2000
+    assert len(failure.record["cause_chain"][0]["message"]) == 500
+    assert failure.error.message.endswith(": " + "x" * UI_MESSAGE_CHARS)
+
+
+# ---------------------------------------------------------------- attempt state
+
+
+def test_attempt_state_round_trips_through_heartbeat_details() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    state = AttemptState()
+    fail(boundary, rate_limit(), state)
+    fail(boundary, timeout(), state)
+    fail(boundary, timeout(), state)
+
+    details = state.to_details()
+    restored = AttemptState.from_details([json.loads(json.dumps(details))])
+
+    assert restored == state
+    assert restored.failures == {"rate_limit": 1, "timeout": 2}
+    assert [h["code"] for h in restored.history] == ["LLM_RATE_LIMITED", "LLM_TIMEOUT", "LLM_TIMEOUT"]
+    assert set(restored.history[0]) == {"attempt", "code", "category", "occurred_at", "next_retry_delay_s"}
+
+
+def test_from_details_ignores_foreign_heartbeat_payloads() -> None:
+    assert AttemptState.from_details([]) == AttemptState()
+    assert AttemptState.from_details(["progress", 42, None, {"step": 3}, ["failures"]]) == AttemptState()
+
+
+def test_from_details_takes_the_last_state_among_foreign_payloads() -> None:
+    older = {"failures": {"network": 1}, "history": []}
+    newer = {"failures": {"network": 2, "timeout": 1}, "history": [{"code": "LLM_TIMEOUT"}]}
+
+    restored = AttemptState.from_details([older, {"step": 3}, newer, "tick"])
+
+    assert restored == AttemptState({"network": 2, "timeout": 1}, [{"code": "LLM_TIMEOUT"}])
+
+
+def test_from_details_coerces_counts_and_tolerates_empty_fields() -> None:
+    assert AttemptState.from_details([{"failures": {"network": "3"}}]) == AttemptState({"network": 3}, [])
+    assert AttemptState.from_details([{"failures": None, "history": None}]) == AttemptState()
+
+
+def test_from_details_caps_history() -> None:
+    history = [{"attempt": n} for n in range(30)]
+
+    restored = AttemptState.from_details([{"failures": {}, "history": history}])
+
+    assert restored.history == history[-HISTORY_LIMIT:]
+
+
+def test_to_details_caps_history_and_copies() -> None:
+    state = AttemptState({"network": 1}, [{"attempt": n} for n in range(25)])
+
+    details = state.to_details()
+    details["failures"]["network"] = 99
+
+    assert details["history"] == [{"attempt": n} for n in range(5, 25)]
+    assert state.failures == {"network": 1}
+
+
+def test_history_is_capped_at_20_entries() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    state = AttemptState()
+
+    for n in range(1, 26):
+        fail(boundary, raised(CircuitOpenError("circuit of openai is open")), state, attempt=n)
+
+    assert HISTORY_LIMIT == 20
+    assert len(state.history) == 20
+    assert [h["attempt"] for h in state.history] == list(range(6, 26))
+    assert state.failures == {"circuit_open": 25}
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_secrets_in_the_provider_body_reach_neither_record_nor_message() -> None:
+    env_secret = "canary-env-value-5e1f0c2a9b7d"
+    set_env_secrets({"OPENAI_API_KEY": env_secret, "HOME": "/root"})
+    exc = unauthorized(
+        f"Incorrect API key provided: sk-canary-1234567890. The key {env_secret} is not valid; "
+        f"see https://platform.openai.com/account?api_key={env_secret}x&ref=1"
+    )
+
+    failure = fail(ErrorBoundary(rng=random.Random(0)), exc, AttemptState())
+
+    dumped = json.dumps(failure.record)
+    surfaces = [dumped, failure.error.message, str(failure.error), json.dumps(list(failure.error.details))]
+    for text in surfaces:
+        assert "sk-canary-1234567890" not in text
+        assert env_secret not in text
+        assert "canary-env-value" not in text
+    assert "[REDACTED]" in failure.record["message"]
+    assert "[REDACTED]" in failure.record["stack"]
+    assert "[REDACTED]" in failure.record["cause_chain"][0]["message"]
+
+
+# ---------------------------------------------------------------- huge Retry-After
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "1e15", "86401"])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_huge_retry_after_waits_a_day_plus_jitter(retry_after: str, seed: int) -> None:
+    failure = fail(ErrorBoundary(rng=random.Random(seed)), rate_limit(retry_after), AttemptState())
+
+    assert isinstance(failure, Failure)
+    assert failure.final is False
+    assert failure.error.non_retryable is False
+    assert failure.error.next_retry_delay is not None
+    assert timedelta(seconds=86_400) <= failure.error.next_retry_delay <= timedelta(seconds=86_400 * 1.2)
+    assert failure.record["retry_after_s"] == 86_400.0
+    assert failure.record["next_retry_delay_s"] == round(failure.error.next_retry_delay.total_seconds(), 3)
+    json.dumps(failure.record, allow_nan=False)  # capped: no Infinity in the record
+
+
+def test_infinite_retry_after_of_a_crewrun_error_is_capped_by_the_delay() -> None:
+    # Not from a header, so the classifier's cap does not apply: next_delay's own cap does.
+    failure = fail(
+        ErrorBoundary(rng=random.Random(0)),
+        raised(RateLimitedError("parked", retry_after_s=float("inf"))),
+        AttemptState(),
+    )
+
+    assert failure.final is False
+    assert failure.error.next_retry_delay is not None
+    assert timedelta(seconds=86_400) <= failure.error.next_retry_delay <= timedelta(seconds=86_400 * 1.2)
