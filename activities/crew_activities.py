@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 import structlog
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities.boundary import AttemptContext, AttemptState, ErrorBoundary
+from activities.boundary import AttemptContext, AttemptState, ErrorBoundary, Failure
 from activities.runner_contract import TaskRunner, TaskRunRequest
+from backend.breaker import CircuitBreaker, Permit
 from backend.db.store import Store
 from backend.exceptions import retry_policy
 from backend.specs import LLMSpec
@@ -38,9 +38,11 @@ class CrewActivities:
         store: Store,
         runner: TaskRunner,
         executor: ThreadPoolExecutor,
+        breaker: CircuitBreaker,
         boundary: ErrorBoundary | None = None,
     ) -> None:
         self._store = store
+        self._breaker = breaker
         self._runner = runner
         self._executor = executor
         self._boundary = boundary or ErrorBoundary()
@@ -92,10 +94,19 @@ class CrewActivities:
             agent=inp.agent, task=inp.task, inputs=inp.inputs,
             context={n: context[n] for n in inp.context if n in context},
         )  # fmt: skip
+        service = _service_of(inp.agent)
+        permit: Permit | None = None
         try:
+            # Fail fast while the service's breaker is open: the boundary turns CircuitOpenError
+            # into a wait until the next probe, spending the circuit_open budget, not this one's.
+            permit = await self._db(self._breaker.acquire, service)
             outcome = await self._heartbeating(self._runner.run, request, state)
         except Exception as exc:
-            raise await self._fail(exc, inp, state, info, bound) from None
+            failure = await self._fail(exc, inp, state, info, bound)
+            if permit is not None:
+                await self._db(self._breaker.record, permit, failure.record["category"])
+            raise failure.error from None
+        await self._db(self._breaker.record, permit, None)
         row = await self._db(
             self._store.complete_task, inp.execution_id, task,
             output=outcome.output, model=outcome.model, attempt=info.attempt,
@@ -111,7 +122,7 @@ class CrewActivities:
 
     async def _fail(
         self, exc: Exception, inp: RunTaskInput, state: AttemptState, info: activity.Info, bound: Any
-    ) -> ApplicationError:
+    ) -> Failure:
         """Classify, record (error event + task error, one transaction), carry the counts over."""
         failure = self._boundary.failure(
             exc,
@@ -138,7 +149,7 @@ class CrewActivities:
         )  # fmt: skip
         # Heartbeat details outlive this attempt: the next one continues these counts.
         activity.heartbeat(state.to_details())
-        return failure.error
+        return failure
 
     async def _heartbeating(
         self, fn: Callable[[TaskRunRequest], T], request: TaskRunRequest, state: AttemptState

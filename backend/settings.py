@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     # Crew and task specs override these in turn.
     retry: dict[str, RetryOverride] = Field(default_factory=dict)
 
+    # Circuit breaker per external service (see backend/breaker.py).
+    breaker_enabled: bool = True
+    breaker_window_s: float = Field(default=60.0, gt=0)
+    breaker_min_calls: int = Field(default=10, ge=1)
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_consecutive_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    breaker_half_open_probes: int = Field(default=1, ge=1)
+    breaker_count_rate_limits: bool = False
+
     # API
     max_request_bytes: int = Field(default=1_000_000, gt=0)
     max_inputs_bytes: int = Field(default=64_000, gt=0)

@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 
 from activities.crew_activities import CrewActivities
 from activities.runner_contract import TaskRunner
+from backend.breaker import CircuitBreaker, config_from
 from backend.db.engine import make_engine, make_session_factory
 from backend.db.store import Store
 from backend.settings import Settings
@@ -35,13 +36,18 @@ def build_worker(
     *,
     store: Store | None = None,
     runner: TaskRunner | None = None,
+    breaker: CircuitBreaker | None = None,
     task_queue: str | None = None,
 ) -> tuple[Worker, ThreadPoolExecutor]:
     # CrewAI blocks: its calls run in this pool, sized like the activity slots, so a slow
     # provider never stalls the event loop that serves workflow tasks and queries.
     executor = ThreadPoolExecutor(settings.worker_max_concurrent_tasks, thread_name_prefix="crew-task")
+    store = store or build_store(settings)
     activities = CrewActivities(
-        store=store or build_store(settings), runner=runner or default_runner(), executor=executor
+        store=store,
+        runner=runner or default_runner(),
+        executor=executor,
+        breaker=breaker or CircuitBreaker(store.sessions, config_from(settings)),
     )
     worker = Worker(
         client,

@@ -122,18 +122,18 @@ def test_retryable_means_more_than_one_attempt() -> None:
 
 
 def _envelope_from_table(table: dict[str, tuple[int, float, float, float]]) -> int:
-    return sum(attempts for c, (attempts, *_rest) in table.items() if attempts > 1 and c != "circuit_open")
+    return sum(attempts for attempts, *_rest in table.values() if attempts > 1)
 
 
-def test_envelope_is_the_sum_of_retryable_budgets_without_circuit_open() -> None:
+def test_envelope_is_the_sum_of_retryable_budgets_including_circuit_waits() -> None:
     assert envelope(DEFAULT_POLICIES) == _envelope_from_table(EXPECTED_DEFAULTS)
-    assert envelope(DEFAULT_POLICIES) == 50
+    assert envelope(DEFAULT_POLICIES) == 1050  # 50 for failures + 1000 waits on an open circuit
 
 
 def test_envelope_follows_overrides() -> None:
     table = resolve({"network": {"maximum_attempts": 20}, "internal": {"maximum_attempts": 1}})
 
-    assert envelope(table) == 50 - 8 + 20 - 2
+    assert envelope(table) == 1050 - 8 + 20 - 2
 
 
 # ---------------------------------------------------------------- delays

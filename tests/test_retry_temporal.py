@@ -54,12 +54,15 @@ def skip_store(tmp_path: Path) -> Store:
 async def skip_worker(
     skipping_env: WorkflowEnvironment, skip_store: Store, tmp_path: Path
 ) -> AsyncIterator[Settings]:
-    # Default per-category retry table: the delays are real, the server skips them.
+    # Default per-category retry table: the delays are real, the server skips them. The breaker
+    # runs on the wall clock, which skipped time does not move: these tests are about retry
+    # budgets, so it is off here (the breaker has tests of its own).
     settings = Settings(
         data_dir=tmp_path,
         database_url="sqlite://",
         task_queue=f"skip-{uuid.uuid4().hex[:8]}",
         task_heartbeat_timeout_s=10,
+        breaker_enabled=False,
     )
     worker, executor = build_worker(skipping_env.client, settings, store=skip_store)
     async with worker:

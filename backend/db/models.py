@@ -128,3 +128,81 @@ class ErrorEvent(Base):
     cause_chain: Mapped[list[Any]]
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     attempt_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CircuitBreakerRow(Base):
+    """One breaker per external service, shared by every worker through this row."""
+
+    __tablename__ = "circuit_breakers"
+
+    service: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="closed")
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    probes_in_flight: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[float | None] = mapped_column(nullable=True)  # clock seconds (injectable clock)
+    next_probe_at: Mapped[float | None] = mapped_column(nullable=True)
+    updated_at: Mapped[float] = mapped_column(default=0.0)
+
+
+class BreakerCall(Base):
+    """The sliding window: outcomes of recent calls that count (transient failures and successes)."""
+
+    __tablename__ = "breaker_calls"
+    __table_args__ = (Index("ix_breaker_calls_service_at", "service", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(200))
+    at: Mapped[float] = mapped_column()
+    ok: Mapped[bool] = mapped_column()
+
+
+class BreakerEvent(Base):
+    __tablename__ = "breaker_events"
+    __table_args__ = (Index("ix_breaker_events_service", "service", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(200))
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(300))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ExecutionFailure(Base):
+    """The final error record of a failed or cancelled execution: written once per workflow run."""
+
+    __tablename__ = "execution_failures"
+    __table_args__ = (UniqueConstraint("workflow_id", "run_id", name="uq_execution_failures_run"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error_chain: Mapped[list[Any]]  # every attempt's error event of the execution, oldest first
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "run_id", name="uq_dead_letters_run"),
+        Index("ix_dead_letters_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    crew_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(500))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    completed_tasks: Mapped[list[Any]]  # [{"name", "agent", "output", "model", "attempts"}]
+    inputs: Mapped[dict[str, Any]]
+    spec: Mapped[dict[str, Any]]
+    spec_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    replayed_execution_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -83,6 +83,11 @@ class Store:
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._sessions = session_factory
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """For components that keep tables of their own in the same database (the breaker)."""
+        return self._sessions
+
     @contextmanager
     def _tx(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():

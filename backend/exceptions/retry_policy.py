@@ -68,8 +68,9 @@ def resolve(*layers: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Catego
 
 def envelope(table: Mapping[str, CategoryPolicy]) -> int:
     """``maximum_attempts`` of the Temporal RetryPolicy: a safety net above every category's own
-    budget (the boundary stops each category first), so Temporal never cuts a category short."""
-    return sum(p.maximum_attempts for c, p in table.items() if p.retryable and c != Category.CIRCUIT_OPEN)
+    budget (the boundary stops each category first), so Temporal never cuts a category short.
+    Waits on an open circuit are attempts too, so their budget is part of it."""
+    return sum(p.maximum_attempts for p in table.values() if p.retryable)
 
 
 def backoff_delay(policy: CategoryPolicy, failures: int, rng: random.Random) -> float:
