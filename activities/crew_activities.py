@@ -19,9 +19,11 @@ from backend.exceptions import retry_policy
 from backend.specs import LLMSpec
 from backend.status import ExecutionStatus, TaskStatus
 from workflows.contracts import (
+    COMPENSATE_ACTIVITY,
     OUTPUT_PREVIEW_CHARS,
     RECORD_STATUS_ACTIVITY,
     RUN_TASK_ACTIVITY,
+    CompensationInput,
     RunTaskInput,
     StatusUpdate,
     TaskResult,
@@ -67,6 +69,18 @@ class CrewActivities:
             )
         log.info("execution.status", execution_id=update.execution_id, status=result.status)
         return result.status
+
+    @activity.defn(name=COMPENSATE_ACTIVITY)
+    async def compensate_execution(self, inp: CompensationInput) -> str:
+        """Returns the dead letter's id. Idempotent by workflow id + run id."""
+        info = activity.info()
+        result = await self._db(
+            self._store.compensate, execution_id=inp.execution_id, workflow_id=info.workflow_id,
+            run_id=info.workflow_run_id, status=inp.status, error=inp.error, reason=inp.reason,
+        )  # fmt: skip
+        log.info("execution.compensated", execution_id=inp.execution_id, status=inp.status,
+                 dead_letter_id=result.dead_letter_id, created=result.created, attempt=info.attempt)  # fmt: skip
+        return result.dead_letter_id
 
     @activity.defn(name=RUN_TASK_ACTIVITY)
     async def run_crew_task(self, inp: RunTaskInput) -> TaskResult:

@@ -16,6 +16,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from backend.db.models import Execution
 from backend.db.store import Store
 from backend.settings import Settings
+from backend.status import TaskStatus
 from workflows.contracts import WORKFLOW_NAME, ActivityTuning, CrewExecutionInput, CrewExecutionResult
 
 
@@ -39,6 +40,7 @@ async def start_workflow(
             spec=execution.spec,
             inputs=execution.inputs,
             tuning=tuning_from(settings),
+            seeded=[t.name for t in execution.tasks if t.status == TaskStatus.COMPLETED],
         ),
         id=execution.workflow_id,
         task_queue=settings.task_queue,

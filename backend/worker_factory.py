@@ -53,7 +53,11 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[CrewExecutionWorkflow],
-        activities=[activities.run_crew_task, activities.record_execution_status],
+        activities=[
+            activities.run_crew_task,
+            activities.record_execution_status,
+            activities.compensate_execution,
+        ],
         max_concurrent_activities=settings.worker_max_concurrent_tasks + 4,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
     )

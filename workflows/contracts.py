@@ -13,6 +13,7 @@ TASK_QUEUE = "crewrun"
 WORKFLOW_NAME = "CrewExecution"
 RUN_TASK_ACTIVITY = "run_crew_task"
 RECORD_STATUS_ACTIVITY = "record_execution_status"
+COMPENSATE_ACTIVITY = "compensate_execution"
 OUTPUT_PREVIEW_CHARS = 200
 
 
@@ -33,6 +34,7 @@ class CrewExecutionInput:
     spec: dict[str, Any]  # a validated CrewSpec (never holds secrets: keys are env var names)
     inputs: dict[str, Any]
     tuning: ActivityTuning = field(default_factory=ActivityTuning)
+    seeded: list[str] = field(default_factory=list)  # tasks completed by an earlier run (replay)
 
 
 @dataclass
@@ -61,6 +63,14 @@ class StatusUpdate:
     execution_id: str
     status: str
     message: str = ""
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class CompensationInput:
+    execution_id: str
+    status: str  # failed | cancelled
+    reason: str
     error: dict[str, Any] | None = None
 
 

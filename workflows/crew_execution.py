@@ -22,9 +22,11 @@ with workflow.unsafe.imports_passed_through():
     from backend.status import ExecutionStatus, TaskStatus
     from workflows import policies
     from workflows.contracts import (
+        COMPENSATE_ACTIVITY,
         RECORD_STATUS_ACTIVITY,
         RUN_TASK_ACTIVITY,
         WORKFLOW_NAME,
+        CompensationInput,
         CrewExecutionInput,
         CrewExecutionResult,
         RunTaskInput,
@@ -63,7 +65,7 @@ class CrewExecutionWorkflow:
             # A bug in workflow code (or an input it cannot handle) fails the execution with a
             # code and a record, instead of retrying the workflow task forever.
             error = _workflow_code_error(bug)
-            await self._set_status(inp, ExecutionStatus.FAILED, "workflow code error", error)
+            await self._end_badly(inp, ExecutionStatus.FAILED, "workflow code error", error)
             raise ApplicationError(
                 error["message"], error, type=error["category"], non_retryable=True
             ) from bug
@@ -78,6 +80,10 @@ class CrewExecutionWorkflow:
         names = [t["name"] for t in spec["tasks"]]
         for index, task in enumerate(spec["tasks"]):
             progress = self._tasks[index]
+            if task["name"] in inp.seeded:
+                # Completed in an earlier run (a dead letter's checkpoint): never run again.
+                progress.status = TaskStatus.COMPLETED
+                continue
             context = task.get("context")
             try:
                 result = await self._run_task(
@@ -89,21 +95,21 @@ class CrewExecutionWorkflow:
                 )
             except asyncio.CancelledError:
                 progress.status = TaskStatus.FAILED
-                await self._set_status(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
+                await self._end_badly(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
                 raise
             except ActivityError as err:
                 # After a cancellation the SDK still lets the workflow schedule activities, so the
                 # final status is recorded on every path.
                 if is_cancelled_exception(err):
                     progress.status = TaskStatus.FAILED
-                    await self._set_status(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
+                    await self._end_badly(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
                     raise asyncio.CancelledError() from err
                 error = _error_record(err, task["name"], task["agent"])
                 progress.status = TaskStatus.FAILED
                 progress.error = error
                 progress.attempts = int(error.get("attempt") or progress.attempts)
                 workflow.set_current_details(_error_card(error))
-                await self._set_status(inp, ExecutionStatus.FAILED, f"task {task['name']} failed", error)
+                await self._end_badly(inp, ExecutionStatus.FAILED, f"task {task['name']} failed", error)
                 raise ApplicationError(
                     f"[{error['code']}] task {task['name']} failed: {error['message'][:300]}",
                     error,
@@ -142,6 +148,24 @@ class CrewExecutionWorkflow:
             ),
             result_type=TaskResult,
             **policies.task_activity_options(task, agent, inp.tuning, table),
+        )
+
+    async def _end_badly(
+        self, inp: CrewExecutionInput, status: str, reason: str, error: dict[str, Any] | None
+    ) -> None:
+        """Failure or cancellation: one compensation activity writes the final status, the final
+        error record and the dead letter in one transaction (idempotent per run; retried
+        patiently so a database outage delays it, never loses it). After a cancellation the SDK
+        still lets the workflow schedule activities, so it runs on that path too."""
+        self._status = status
+        updates = [STATUS_KEY.value_set(status)]
+        if error:
+            updates += [CATEGORY_KEY.value_set(error["category"]), CODE_KEY.value_set(error["code"])]
+        workflow.upsert_search_attributes(updates)
+        await workflow.execute_activity(
+            COMPENSATE_ACTIVITY,
+            CompensationInput(inp.execution_id, status, reason, error),
+            **policies.COMPENSATION_ACTIVITY_OPTIONS,
         )
 
     async def _set_status(

@@ -62,3 +62,17 @@ STATUS_ACTIVITY_OPTIONS: dict[str, Any] = {
         maximum_attempts=0,
     ),
 }
+
+
+# The compensation record must be written whatever the database does: no attempt limit, backoff up
+# to 30 s. Idempotent per workflow run, so a retry after an ambiguous commit is a no-op.
+COMPENSATION_ACTIVITY_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=0,
+    ),
+    "summary": "compensation: final status, error record, dead letter",
+}

@@ -24,7 +24,17 @@ from sqlalchemy import Select, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.models import Crew, ErrorEvent, Execution, ExecutionLog, TaskRun, utcnow
+from backend.db.faults import DbFaults
+from backend.db.models import (
+    Crew,
+    DeadLetter,
+    ErrorEvent,
+    Execution,
+    ExecutionFailure,
+    ExecutionLog,
+    TaskRun,
+    utcnow,
+)
 from backend.status import (
     TERMINAL_EXECUTION,
     ExecutionStatus,
@@ -36,6 +46,20 @@ from backend.status import (
 
 class CrewNameTaken(Exception):
     pass
+
+
+class DeadLetterNotOpen(Exception):
+    """Replayed or discarded already: a dead letter is acted on once."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Compensation:
+    dead_letter_id: str
+    created: bool  # False: an earlier (perhaps ambiguous) attempt already wrote it
 
 
 class IdempotencyKeyReused(Exception):
@@ -80,8 +104,9 @@ def decode_cursor(cursor: str) -> list[Any]:
 
 
 class Store:
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], *, faults: DbFaults | None = None) -> None:
         self._sessions = session_factory
+        self._faults = faults or DbFaults()
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -351,6 +376,172 @@ class Store:
                 )
             ).all()
         return {name: output or "" for name, output in rows}
+
+    # ----- compensation and dead letters -----
+
+    def compensate(
+        self,
+        *,
+        execution_id: str,
+        workflow_id: str,
+        run_id: str,
+        status: str,
+        error: dict[str, Any] | None,
+        reason: str,
+    ) -> Compensation:
+        """The final status, the final error record (the whole chain of the failure) and the dead
+        letter with the checkpoint, in one transaction, once per workflow run."""
+        existing = self._compensation_of(workflow_id, run_id)
+        if existing is not None:
+            return existing
+        dead_letter_id = str(uuid.uuid4())
+        now = utcnow()
+        try:
+            with self._tx() as s:
+                execution = s.get(Execution, execution_id)
+                if execution is None:
+                    raise LookupError(f"no execution {execution_id}")
+                s.execute(
+                    update(Execution)
+                    .where(Execution.id == execution_id, Execution.status.in_(execution_predecessors(status)))
+                    .values(status=status, error=error, finished_at=now, updated_at=now,
+                            started_at=_coalesce(Execution.started_at, now))
+                    .execution_options(synchronize_session=False)
+                )  # fmt: skip
+                chain = [
+                    {k: getattr(e, k) for k in ("task", "agent", "attempt", "code", "category", "message")}
+                    | {"occurred_at": e.occurred_at.isoformat()}
+                    for e in s.scalars(
+                        select(ErrorEvent)
+                        .where(ErrorEvent.execution_id == execution_id)
+                        .order_by(ErrorEvent.id)
+                    )
+                ]
+                s.add(ExecutionFailure(execution_id=execution_id, workflow_id=workflow_id, run_id=run_id,
+                                       status=status, error=error, error_chain=chain, created_at=now))  # fmt: skip
+                completed = [
+                    {
+                        "name": t.name,
+                        "agent": t.agent,
+                        "output": t.output,
+                        "model": t.model,
+                        "attempts": t.attempts,
+                    }
+                    for t in execution.tasks
+                    if t.status == TaskStatus.COMPLETED
+                ]
+                crew = s.get(Crew, execution.crew_id) if execution.crew_id else None
+                s.add(
+                    DeadLetter(
+                        id=dead_letter_id, execution_id=execution_id, crew_id=execution.crew_id,
+                        workflow_id=workflow_id, run_id=run_id, reason=reason[:500], error=error,
+                        completed_tasks=completed, inputs=execution.inputs, spec=execution.spec,
+                        spec_version=crew.version if crew else None, status="open",
+                        created_at=now, updated_at=now,
+                    )
+                )  # fmt: skip
+                s.add(ExecutionLog(execution_id=execution_id, event=f"execution.{status}", level="error",
+                                   message=reason[:500], data={"dead_letter_id": dead_letter_id}, at=now))  # fmt: skip
+        except IntegrityError:
+            # A concurrent attempt of the same compensation committed first.
+            found = self._compensation_of(workflow_id, run_id)
+            if found is None:
+                raise
+            return found
+        self._faults.check("compensate.after_commit")
+        return Compensation(dead_letter_id, created=True)
+
+    def _compensation_of(self, workflow_id: str, run_id: str) -> Compensation | None:
+        with self._sessions() as s:
+            found = s.scalar(
+                select(DeadLetter.id).where(
+                    DeadLetter.workflow_id == workflow_id, DeadLetter.run_id == run_id
+                )
+            )
+        return Compensation(found, created=False) if found else None
+
+    def get_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
+        with self._sessions() as s:
+            return s.get(DeadLetter, dead_letter_id)
+
+    def list_dead_letters(self, *, status: str | None, limit: int, cursor: str | None) -> Page[DeadLetter]:
+        query = select(DeadLetter)
+        if status:
+            query = query.where(DeadLetter.status == status)
+        return self._page(query, DeadLetter.created_at, DeadLetter.id, limit, cursor)
+
+    def failures_of(self, execution_id: str) -> list[ExecutionFailure]:
+        with self._sessions() as s:
+            return list(
+                s.scalars(select(ExecutionFailure).where(ExecutionFailure.execution_id == execution_id))
+            )
+
+    def discard_dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        self._close_dead_letter(dead_letter_id, "discarded", None)
+        found = self.get_dead_letter(dead_letter_id)
+        assert found is not None
+        return found
+
+    def replay_dead_letter(self, dead_letter_id: str, inputs_patch: dict[str, Any]) -> Execution:
+        """A new execution with the dead letter's spec and inputs (patched), whose completed tasks
+        are seeded from the checkpoint, so they are not run again. Once per dead letter."""
+        letter = self.get_dead_letter(dead_letter_id)
+        if letter is None:
+            raise LookupError(dead_letter_id)
+        execution_id = str(uuid.uuid4())
+        now = utcnow()
+        done = {t["name"]: t for t in letter.completed_tasks}
+        with self._tx() as s:
+            self._close_dead_letter(dead_letter_id, "replayed", execution_id, session=s)
+            s.add(
+                Execution(
+                    id=execution_id, crew_id=letter.crew_id, crew_name=letter.spec["name"], spec=letter.spec,
+                    inputs=letter.inputs | inputs_patch, status=ExecutionStatus.PENDING,
+                    workflow_id=workflow_id_for(execution_id), created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+            s.flush()
+            for position, task in enumerate(letter.spec["tasks"]):
+                seeded = done.get(task["name"])
+                s.add(
+                    TaskRun(
+                        execution_id=execution_id, name=task["name"], agent=task["agent"], position=position,
+                        status=TaskStatus.COMPLETED if seeded else TaskStatus.PENDING,
+                        attempts=0, output=seeded["output"] if seeded else None,
+                        model=seeded["model"] if seeded else None,
+                    )
+                )  # fmt: skip
+            s.add(ExecutionLog(execution_id=execution_id, event="execution.accepted", at=now,
+                               message=f"replay of dead letter {dead_letter_id}: {len(done)} tasks from the checkpoint"))  # fmt: skip
+        found = self.get_execution(execution_id)
+        assert found is not None
+        return found
+
+    def _close_dead_letter(
+        self,
+        dead_letter_id: str,
+        status: str,
+        replayed_execution_id: str | None,
+        session: Session | None = None,
+    ) -> None:
+        def run(s: Session) -> None:
+            result = s.execute(
+                update(DeadLetter)
+                .where(DeadLetter.id == dead_letter_id, DeadLetter.status == "open")
+                .values(status=status, replayed_execution_id=replayed_execution_id, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                current = s.scalar(select(DeadLetter.status).where(DeadLetter.id == dead_letter_id))
+                if current is None:
+                    raise LookupError(dead_letter_id)
+                raise DeadLetterNotOpen(current)
+
+        if session is not None:
+            run(session)
+            return
+        with self._tx() as s:
+            run(s)
 
     # ----- logs -----
 
