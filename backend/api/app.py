@@ -13,7 +13,8 @@ from temporalio.client import Client
 from backend.api.deps import TemporalGateway
 from backend.api.limits import BodySizeLimit
 from backend.api.problems import ProblemError, install_problem_handlers
-from backend.api.routes import crews, executions, operations
+from backend.api.routes import circuit_breakers, crews, dead_letters, executions, operations
+from backend.breaker import CircuitBreaker, config_from
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Store
 from backend.reconciler import start_orphans
@@ -33,6 +34,7 @@ def create_app(
         await asyncio.to_thread(upgrade_database, settings.database_url)
         engine = make_engine(settings.database_url)
         app.state.store = Store(make_session_factory(engine))
+        app.state.breaker = CircuitBreaker(app.state.store.sessions, config_from(settings))
         task = asyncio.create_task(_reconcile_forever(app)) if reconcile else None
         try:
             yield
@@ -63,4 +65,6 @@ def create_app(
     app.include_router(operations.router)
     app.include_router(crews.router)
     app.include_router(executions.router)
+    app.include_router(dead_letters.router)
+    app.include_router(circuit_breakers.router)
     return app

@@ -7,7 +7,8 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backend.db.models import Crew, ErrorEvent, Execution, ExecutionLog, TaskRun
+from backend.breaker import BreakerState
+from backend.db.models import Crew, DeadLetter, ErrorEvent, Execution, ExecutionLog, TaskRun
 from backend.settings import Settings
 from backend.specs import CrewSpec
 
@@ -183,6 +184,54 @@ class ErrorRecordPublic(BaseModel):
             provider_code=e.provider_code, retry_after_s=e.retry_after_s,
             next_retry_delay_s=e.next_retry_delay_s, stack=e.stack, cause_chain=list(e.cause_chain),
             occurred_at=_utc(e.occurred_at), attempt_started_at=_utc(e.attempt_started_at),
+        )  # fmt: skip
+
+
+class DeadLetterPublic(BaseModel):
+    id: str
+    execution_id: str
+    crew_id: str | None
+    reason: str
+    error: dict[str, Any] | None
+    completed_tasks: list[dict[str, Any]]
+    inputs: dict[str, Any]
+    spec_version: int | None
+    status: str
+    replayed_execution_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, d: DeadLetter) -> DeadLetterPublic:
+        return cls(
+            id=d.id, execution_id=d.execution_id, crew_id=d.crew_id, reason=d.reason, error=d.error,
+            completed_tasks=list(d.completed_tasks), inputs=d.inputs, spec_version=d.spec_version,
+            status=d.status, replayed_execution_id=d.replayed_execution_id, created_at=_utc(d.created_at),
+        )  # fmt: skip
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs_patch: dict[str, Any] = Field(default_factory=dict)
+
+
+class CircuitBreakerPublic(BaseModel):
+    service: str
+    state: str
+    failure_rate: float
+    window_calls: int
+    consecutive_failures: int
+    opened_at: datetime | None
+    next_probe_at: datetime | None
+
+    @classmethod
+    def of(cls, b: BreakerState) -> CircuitBreakerPublic:
+        def at(t: float | None) -> datetime | None:
+            return datetime.fromtimestamp(t, UTC) if t is not None else None
+
+        return cls(
+            service=b.service, state=b.state, failure_rate=b.failure_rate, window_calls=b.window_calls,
+            consecutive_failures=b.consecutive_failures, opened_at=at(b.opened_at), next_probe_at=at(b.next_probe_at),
         )  # fmt: skip
 
 
