@@ -23,8 +23,8 @@ run: install
 demo: install
 	$(VENV)/bin/crewrun demo --fresh
 
-# The classification, retry-policy and redaction modules must keep >= 95 % branch coverage.
-COVERAGE := --cov=backend.exceptions --cov=activities.boundary --cov=workflows.policies \
+# Classification, retry policy, redaction and the circuit breaker must keep >= 95 % branch coverage.
+COVERAGE := --cov=backend.exceptions --cov=activities.boundary --cov=workflows.policies --cov=backend.breaker \
 	--cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
 
 test: install

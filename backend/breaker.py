@@ -138,7 +138,7 @@ class CircuitBreaker:
             if not counted_failure:
                 return
             s.flush()
-            calls, failures = self._window(s, permit.service)
+            calls, failures = self._window(s, permit.service, now)
             if row.consecutive_failures >= self.config.consecutive_failures:
                 self._open(s, row, f"{row.consecutive_failures} consecutive failures", now)
             elif calls >= self.config.min_calls and failures / calls >= self.config.failure_rate:
@@ -200,9 +200,14 @@ class CircuitBreaker:
         except IntegrityError:
             pass  # another worker created it first
 
-    def _window(self, s: Session, service: str) -> tuple[int, int]:
+    def _window(self, s: Session, service: str, now: float) -> tuple[int, int]:
+        """Calls and failures within the window (older rows are pruned on writes, not on reads)."""
         failed = func.coalesce(func.sum(case((BreakerCall.ok.is_(False), 1), else_=0)), 0)
-        calls, failures = s.execute(select(func.count(), failed).where(BreakerCall.service == service)).one()
+        calls, failures = s.execute(
+            select(func.count(), failed).where(
+                BreakerCall.service == service, BreakerCall.at >= now - self.config.window_s
+            )
+        ).one()
         return int(calls), int(failures)
 
     def _open(self, s: Session, row: CircuitBreakerRow, reason: str, now: float) -> None:
@@ -228,7 +233,7 @@ class CircuitBreaker:
         row.state = to
 
     def _state_of(self, s: Session, row: CircuitBreakerRow, now: float) -> BreakerState:
-        calls, failures = self._window(s, row.service)
+        calls, failures = self._window(s, row.service, now)
         return BreakerState(
             service=row.service,
             state=row.state,
