@@ -23,8 +23,10 @@ from workflows.contracts import (
     OUTPUT_PREVIEW_CHARS,
     RECORD_STATUS_ACTIVITY,
     RUN_TASK_ACTIVITY,
+    SKIP_TASK_ACTIVITY,
     CompensationInput,
     RunTaskInput,
+    SkipTaskInput,
     StatusUpdate,
     TaskResult,
 )
@@ -82,6 +84,11 @@ class CrewActivities:
                  dead_letter_id=result.dead_letter_id, created=result.created, attempt=info.attempt)  # fmt: skip
         return result.dead_letter_id
 
+    @activity.defn(name=SKIP_TASK_ACTIVITY)
+    async def skip_task(self, inp: SkipTaskInput) -> None:
+        await self._db(self._store.skip_task, inp.execution_id, inp.task, inp.output)
+        log.info("task.skipped", execution_id=inp.execution_id, task=inp.task)
+
     @activity.defn(name=RUN_TASK_ACTIVITY)
     async def run_crew_task(self, inp: RunTaskInput) -> TaskResult:
         info = activity.info()
@@ -103,7 +110,7 @@ class CrewActivities:
             self._store.add_log, inp.execution_id, "task.started", f"attempt {info.attempt}", task=task,
             data={"attempt": info.attempt, "attempt_started_at": info.started_time.isoformat()},
         )  # fmt: skip
-        context = await self._db(self._store.completed_outputs, inp.execution_id, inp.context)
+        context = await self._db(self._store.context_for, inp.execution_id, inp.context)
         request = TaskRunRequest(
             agent=inp.agent, task=inp.task, inputs=inp.inputs,
             context={n: context[n] for n in inp.context if n in context},
@@ -148,9 +155,13 @@ class CrewActivities:
             ),
         )  # fmt: skip
         record = failure.record
+        # A failure an operator can fix leaves the task open (the workflow pauses and may resume
+        # it); an optional task that fails for good is degraded, not failed.
+        paused = failure.final and record["category"] in inp.pause_categories
         await self._db(
-            self._store.record_attempt_failure, inp.execution_id, inp.task["name"],
-            record=record, final=failure.final,
+            self._store.record_attempt_failure, inp.execution_id, inp.task["name"], record=record,
+            final=failure.final and not paused,
+            final_status=TaskStatus.FAILED if inp.task.get("critical", True) else TaskStatus.DEGRADED,
         )  # fmt: skip
         await self._db(
             self._store.add_log, inp.execution_id, "task.attempt_failed", failure.error.message,

@@ -25,6 +25,8 @@ def tuning_from(settings: Settings) -> ActivityTuning:
         heartbeat_timeout_s=settings.task_heartbeat_timeout_s,
         default_task_timeout_s=settings.task_default_timeout_s,
         retry_overrides=settings.retry_overrides(),
+        pause_categories=list(settings.pause_categories),
+        pause_timeout_s=settings.pause_timeout_s,
     )
 
 

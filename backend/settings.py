@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     # Crew and task specs override these in turn.
     retry: dict[str, RetryOverride] = Field(default_factory=dict)
 
+    # Failures an operator can fix pause the execution (resume / skip / abort) for this long;
+    # then it fails and is dead-lettered.
+    pause_categories: list[str] = Field(
+        default_factory=lambda: ["authentication", "quota_exhausted", "configuration"]
+    )
+    pause_timeout_s: float = Field(default=86_400.0, gt=0)
+
     # Circuit breaker per external service (see backend/breaker.py).
     breaker_enabled: bool = True
     breaker_window_s: float = Field(default=60.0, gt=0)

@@ -57,6 +57,7 @@ def build_worker(
             activities.run_crew_task,
             activities.record_execution_status,
             activities.compensate_execution,
+            activities.skip_task,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_tasks + 4,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),

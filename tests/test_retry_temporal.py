@@ -123,10 +123,11 @@ async def test_rate_limited_task_waits_for_retry_after_and_completes_on_the_thir
     assert all(30 <= e.next_retry_delay_s <= 36 for e in recorded)  # Retry-After + at most 20 % jitter
 
 
-async def test_authentication_failure_is_attempted_exactly_once(
+async def test_authentication_failure_is_attempted_once_then_pauses_until_the_timeout_dead_letters_it(
     skipping_env: WorkflowEnvironment, skip_worker: Settings, skip_store: Store, sim: SimulatorServer
 ) -> None:
     sim.script.add_rules([FaultRule(kind="auth", agent="researcher", count=None)])
+    # Nobody resumes: the 24 h pause timeout passes in skipped time.
     execution_id, result = await run_crew(
         skipping_env.client, skip_worker, skip_store, research_spec(sim.base_url)
     )
@@ -138,11 +139,17 @@ async def test_authentication_failure_is_attempted_exactly_once(
         ("LLM_AUTH_FAILED", "authentication", False)
     ]
     row = skip_store.get_execution(execution_id)
-    assert row is not None and row.status == "failed" and row.error["code"] == "LLM_AUTH_FAILED"
+    assert row is not None and row.status == "failed"
+    assert row.error["code"] == "EXECUTION_PAUSE_TIMEOUT" and row.error["cause"]["code"] == "LLM_AUTH_FAILED"
+    letters = [d for d in skip_store.list_dead_letters(status=None, limit=50, cursor=None).items
+               if d.execution_id == execution_id]  # fmt: skip
+    assert len(letters) == 1 and letters[0].error["code"] == "EXECUTION_PAUSE_TIMEOUT"
+    assert len(skip_store.failures_of(execution_id)) == 1
+    statuses = [x.event for x in skip_store.list_logs(execution_id, limit=500, cursor=None).items]
+    assert "execution.paused" in statuses
     description = await skipping_env.client.get_workflow_handle(row.workflow_id).describe()
     attributes = {k.name: v for k, v in description.typed_search_attributes}  # type: ignore[attr-defined]
-    assert attributes["CrewErrorCode"] == "LLM_AUTH_FAILED"
-    assert attributes["CrewErrorCategory"] == "authentication"
+    assert attributes["CrewErrorCode"] == "EXECUTION_PAUSE_TIMEOUT"
     assert attributes["CrewExecutionStatus"] == "failed"
 
 

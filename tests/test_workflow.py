@@ -94,7 +94,7 @@ async def test_permanent_fault_fails_execution_without_retry(
 ) -> None:
     from backend.simulator.script import FaultRule
 
-    sim.script.add_rules([FaultRule(kind="auth", agent="analyst", count=None)])
+    sim.script.add_rules([FaultRule(kind="context_length", agent="analyst", count=None)])
     execution, handle = await _run(
         temporal_client, settings, store, research_spec(sim.base_url), {"topic": "otters"}
     )
@@ -104,5 +104,5 @@ async def test_permanent_fault_fails_execution_without_retry(
     assert len(sim.calls("analyst")) == 1
     row = store.get_execution(execution.id)
     assert row is not None and row.status == "failed"
-    assert row.error is not None and row.error["code"] == "LLM_AUTH_FAILED"
+    assert row.error is not None and row.error["code"] == "LLM_CONTEXT_TOO_LONG"
     assert [t.status for t in row.tasks] == ["completed", "failed", "pending"]

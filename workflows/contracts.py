@@ -14,6 +14,7 @@ WORKFLOW_NAME = "CrewExecution"
 RUN_TASK_ACTIVITY = "run_crew_task"
 RECORD_STATUS_ACTIVITY = "record_execution_status"
 COMPENSATE_ACTIVITY = "compensate_execution"
+SKIP_TASK_ACTIVITY = "skip_task"
 OUTPUT_PREVIEW_CHARS = 200
 
 
@@ -25,6 +26,11 @@ class ActivityTuning:
     default_task_timeout_s: float = 600.0
     # Per-category retry overrides of the deployment (settings); crew and task specs override them.
     retry_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Failures an operator can fix pause the execution instead of failing it.
+    pause_categories: list[str] = field(
+        default_factory=lambda: ["authentication", "quota_exhausted", "configuration"]
+    )
+    pause_timeout_s: float = 86_400.0
 
 
 @dataclass
@@ -46,6 +52,9 @@ class RunTaskInput:
     context: list[str]  # names of the tasks whose outputs this task sees
     inputs: dict[str, Any]
     retry: dict[str, dict[str, Any]] = field(default_factory=dict)  # resolved per-category table
+    # How a final failure is recorded: categories that pause leave the task open for a resume;
+    # an optional task that fails for good is "degraded", not "failed".
+    pause_categories: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -75,6 +84,35 @@ class CompensationInput:
 
 
 @dataclass
+class ResumeRequest:
+    """Signal/update ``resume``: retry the paused task, optionally with changed inputs or LLM."""
+
+    task: str | None = None
+    inputs_patch: dict[str, Any] = field(default_factory=dict)
+    llm_override: dict[str, Any] | None = None
+
+
+@dataclass
+class SkipRequest:
+    """Signal/update ``skip``: mark the paused task skipped (with an optional stand-in output)."""
+
+    task: str
+    output: str | None = None
+
+
+@dataclass
+class AbortRequest:
+    reason: str = "aborted by an operator"
+
+
+@dataclass
+class SkipTaskInput:
+    execution_id: str
+    task: str
+    output: str | None = None
+
+
+@dataclass
 class TaskProgress:
     name: str
     agent: str
@@ -93,3 +131,4 @@ class CrewExecutionResult:
     status: str
     tasks: list[TaskProgress]
     error: dict[str, Any] | None = None
+    gaps: list[str] = field(default_factory=list)  # tasks degraded or skipped

@@ -8,28 +8,32 @@ workflow continues after the last completed task and never runs a finished task 
 from __future__ import annotations
 
 import asyncio
-import traceback
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
-from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from backend.exceptions import retry_policy
-    from backend.exceptions.redaction import redact_message, redact_stack
     from backend.status import ExecutionStatus, TaskStatus
-    from workflows import policies
+    from workflows import failures, policies
     from workflows.contracts import (
         COMPENSATE_ACTIVITY,
         RECORD_STATUS_ACTIVITY,
         RUN_TASK_ACTIVITY,
+        SKIP_TASK_ACTIVITY,
         WORKFLOW_NAME,
+        AbortRequest,
         CompensationInput,
         CrewExecutionInput,
         CrewExecutionResult,
+        ResumeRequest,
         RunTaskInput,
+        SkipRequest,
+        SkipTaskInput,
         StatusUpdate,
         TaskProgress,
         TaskResult,
@@ -41,11 +45,34 @@ CODE_KEY = SearchAttributeKey.for_keyword("CrewErrorCode")
 CREW_KEY = SearchAttributeKey.for_keyword("CrewName")
 
 
+@dataclass
+class _Decision:
+    """What an operator decided about a paused task."""
+
+    kind: str  # resume | skip | abort
+    resume: ResumeRequest | None = None
+    skip: SkipRequest | None = None
+    abort: AbortRequest | None = None
+
+
+class _TaskFailed(Exception):
+    """A task ended for good: the execution fails (after compensation)."""
+
+    def __init__(self, status: str, reason: str, error: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.error = status, reason, error
+
+
 @workflow.defn(name=WORKFLOW_NAME)
 class CrewExecutionWorkflow:
     def __init__(self) -> None:
         self._tasks: list[TaskProgress] = []
         self._status: str = ExecutionStatus.PENDING
+        self._paused_task: str | None = None
+        self._decision: _Decision | None = None
+        self._task_names: set[str] = set()
+
+    # ----- queries -----
 
     @workflow.query(name="progress")
     def progress(self) -> list[TaskProgress]:
@@ -55,16 +82,78 @@ class CrewExecutionWorkflow:
     def status(self) -> str:
         return self._status
 
+    # ----- operator interventions: signals (CLI, Web UI) and validated updates (the API) -----
+
+    @workflow.signal(name="resume")
+    def resume(self, request: ResumeRequest) -> None:
+        if self._paused_task and request.task in (None, self._paused_task):
+            self._decision = _Decision("resume", resume=request)
+        else:
+            workflow.logger.warning("resume signal ignored: not paused on %s", request.task)
+
+    @workflow.signal(name="skip")
+    def skip(self, request: SkipRequest) -> None:
+        if self._paused_task and request.task == self._paused_task:
+            self._decision = _Decision("skip", skip=request)
+        else:
+            workflow.logger.warning("skip signal ignored: not paused on %s", request.task)
+
+    @workflow.signal(name="abort")
+    def abort(self, request: AbortRequest) -> None:
+        if self._paused_task:
+            self._decision = _Decision("abort", abort=request)
+        else:
+            workflow.logger.warning("abort signal ignored: not paused")
+
+    @workflow.update(name="resume_execution")
+    def resume_update(self, request: ResumeRequest) -> str:
+        self.resume(request)
+        return self._paused_task or ""
+
+    @resume_update.validator
+    def _validate_resume(self, request: ResumeRequest) -> None:
+        self._require_paused(request.task)
+
+    @workflow.update(name="skip_task")
+    def skip_update(self, request: SkipRequest) -> str:
+        self.skip(request)
+        return request.task
+
+    @skip_update.validator
+    def _validate_skip(self, request: SkipRequest) -> None:
+        if request.task not in self._task_names:
+            raise ApplicationError(f"no task {request.task!r}", type="TASK_UNKNOWN")
+        self._require_paused(request.task)
+
+    def _require_paused(self, task: str | None) -> None:
+        if self._paused_task is None or self._decision is not None:
+            raise ApplicationError(f"execution is {self._status}, not paused", type="EXECUTION_NOT_PAUSED")
+        if task is not None and task != self._paused_task:
+            raise ApplicationError(
+                f"paused on task {self._paused_task!r}, not {task!r}", type="EXECUTION_NOT_PAUSED"
+            )
+
+    # ----- the run -----
+
     @workflow.run
     async def run(self, inp: CrewExecutionInput) -> CrewExecutionResult:
         try:
             return await self._run(inp)
+        except _TaskFailed as failed:
+            await self._end_badly(inp, failed.status, failed.reason, failed.error)
+            error = failed.error
+            raise ApplicationError(
+                f"[{error['code']}] {failed.reason}: {error['message'][:300]}",
+                error,
+                type=error["category"],
+                non_retryable=True,
+            ) from None
         except (ApplicationError, asyncio.CancelledError):
             raise
         except Exception as bug:
             # A bug in workflow code (or an input it cannot handle) fails the execution with a
             # code and a record, instead of retrying the workflow task forever.
-            error = _workflow_code_error(bug)
+            error = failures.workflow_code_error(bug)
             await self._end_badly(inp, ExecutionStatus.FAILED, "workflow code error", error)
             raise ApplicationError(
                 error["message"], error, type=error["category"], non_retryable=True
@@ -72,63 +161,86 @@ class CrewExecutionWorkflow:
 
     async def _run(self, inp: CrewExecutionInput) -> CrewExecutionResult:
         spec = inp.spec
-        agents = {a["name"]: a for a in spec["agents"]}
+        agents = {a["name"]: dict(a) for a in spec["agents"]}
+        inputs = dict(inp.inputs)
         self._tasks = [TaskProgress(name=t["name"], agent=t["agent"]) for t in spec["tasks"]]
+        self._task_names = {t["name"] for t in spec["tasks"]}
         workflow.upsert_search_attributes([CREW_KEY.value_set(inp.crew_name)])
         await self._set_status(inp, ExecutionStatus.RUNNING, "execution started")
 
         names = [t["name"] for t in spec["tasks"]]
+        gaps: list[str] = []
         for index, task in enumerate(spec["tasks"]):
             progress = self._tasks[index]
             if task["name"] in inp.seeded:
                 # Completed in an earlier run (a dead letter's checkpoint): never run again.
                 progress.status = TaskStatus.COMPLETED
                 continue
-            context = task.get("context")
-            try:
-                result = await self._run_task(
-                    inp,
-                    task,
-                    agents[task["agent"]],
-                    progress,
-                    names[:index] if context is None else list(context),
-                )
-            except asyncio.CancelledError:
-                progress.status = TaskStatus.FAILED
-                await self._end_badly(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
-                raise
-            except ActivityError as err:
-                # After a cancellation the SDK still lets the workflow schedule activities, so the
-                # final status is recorded on every path.
-                if is_cancelled_exception(err):
+            context = names[:index] if task.get("context") is None else list(task["context"])
+            while True:  # until the task completes, is skipped or degraded, or the run fails
+                try:
+                    result = await self._run_task(inp, task, agents[task["agent"]], inputs, progress, context)
+                except asyncio.CancelledError:
+                    await self._cancelled(inp, progress)
+                    raise
+                except ActivityError as err:
+                    if is_cancelled_exception(err):
+                        await self._cancelled(inp, progress)
+                        raise asyncio.CancelledError() from err
+                    error = failures.activity_error_record(err, task["name"], task["agent"])
+                    progress.error = error
+                    progress.attempts = int(error.get("attempt") or progress.attempts)
+                    if error["category"] in inp.tuning.pause_categories:
+                        decision = await self._pause(inp, task, error)
+                        if decision.kind == "resume" and decision.resume is not None:
+                            inputs.update(decision.resume.inputs_patch)
+                            if decision.resume.llm_override:
+                                agent = agents[task["agent"]]
+                                agent["llm"] = {**agent["llm"], **decision.resume.llm_override}
+                            await self._set_status(
+                                inp, ExecutionStatus.RUNNING, f"resumed task {task['name']}"
+                            )
+                            continue
+                        if decision.kind == "skip" and decision.skip is not None:
+                            await self._skip(inp, decision.skip)
+                            progress.status = TaskStatus.SKIPPED
+                            progress.output = decision.skip.output
+                            gaps.append(task["name"])
+                            await self._set_status(
+                                inp, ExecutionStatus.RUNNING, f"skipped task {task['name']}"
+                            )
+                            break
+                        raise _TaskFailed(
+                            ExecutionStatus.FAILED,
+                            f"task {task['name']} not recovered",
+                            self._unrecovered(inp, task, error, decision),
+                        ) from err
+                    if not task.get("critical", True):
+                        # An optional task failing for good leaves a gap, not a failed crew.
+                        progress.status = TaskStatus.DEGRADED
+                        progress.degraded = True
+                        gaps.append(task["name"])
+                        break
                     progress.status = TaskStatus.FAILED
-                    await self._end_badly(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
-                    raise asyncio.CancelledError() from err
-                error = _error_record(err, task["name"], task["agent"])
-                progress.status = TaskStatus.FAILED
-                progress.error = error
-                progress.attempts = int(error.get("attempt") or progress.attempts)
-                workflow.set_current_details(_error_card(error))
-                await self._end_badly(inp, ExecutionStatus.FAILED, f"task {task['name']} failed", error)
-                raise ApplicationError(
-                    f"[{error['code']}] task {task['name']} failed: {error['message'][:300]}",
-                    error,
-                    type=error["category"],
-                    non_retryable=True,
-                ) from err
-            progress.status = TaskStatus.COMPLETED
-            progress.attempts = result.attempts
-            progress.output = result.output_preview
-            progress.finished_at = workflow.now().isoformat()
+                    workflow.set_current_details(failures.error_card(error))
+                    raise _TaskFailed(ExecutionStatus.FAILED, f"task {task['name']} failed", error) from err
+                progress.status = TaskStatus.COMPLETED
+                progress.attempts = result.attempts
+                progress.output = result.output_preview
+                progress.finished_at = workflow.now().isoformat()
+                break
 
-        await self._set_status(inp, ExecutionStatus.COMPLETED, "execution completed", None)
-        return CrewExecutionResult(inp.execution_id, self._status, self._tasks)
+        final = ExecutionStatus.DEGRADED if gaps else ExecutionStatus.COMPLETED
+        message = f"execution {final}" + (f"; gaps: {', '.join(gaps)}" if gaps else "")
+        await self._set_status(inp, final, message, None)
+        return CrewExecutionResult(inp.execution_id, self._status, self._tasks, gaps=gaps)
 
     async def _run_task(
         self,
         inp: CrewExecutionInput,
         task: dict[str, Any],
         agent: dict[str, Any],
+        inputs: dict[str, Any],
         progress: TaskProgress,
         context: list[str],
     ) -> TaskResult:
@@ -143,12 +255,50 @@ class CrewExecutionWorkflow:
                 task=task,
                 agent=agent,
                 context=context,
-                inputs=inp.inputs,
+                inputs=inputs,
                 retry=retry_policy.to_json(table),
+                pause_categories=list(inp.tuning.pause_categories),
             ),
             result_type=TaskResult,
             **policies.task_activity_options(task, agent, inp.tuning, table),
         )
+
+    async def _pause(self, inp: CrewExecutionInput, task: dict[str, Any], error: dict[str, Any]) -> _Decision:
+        """Wait for an operator: resume, skip or abort. The timeout leads to the dead letter path."""
+        self._paused_task = task["name"]
+        self._decision = None
+        workflow.set_current_details(failures.pause_card(error, inp.tuning.pause_timeout_s))
+        await self._set_status(inp, ExecutionStatus.PAUSED, f"paused on {error['code']}", error)
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None, timeout=timedelta(seconds=inp.tuning.pause_timeout_s)
+            )
+        except TimeoutError:
+            self._decision = _Decision("timeout")
+        decision = self._decision
+        assert decision is not None
+        self._paused_task = None
+        self._decision = None
+        workflow.set_current_details("")
+        return decision
+
+    def _unrecovered(
+        self, inp: CrewExecutionInput, task: dict[str, Any], error: dict[str, Any], decision: _Decision
+    ) -> dict[str, Any]:
+        if decision.kind == "abort" and decision.abort is not None:
+            return failures.aborted_error(task["name"], task["agent"], decision.abort.reason, error)
+        return failures.pause_timeout_error(task["name"], task["agent"], error, inp.tuning.pause_timeout_s)
+
+    async def _skip(self, inp: CrewExecutionInput, request: SkipRequest) -> None:
+        await workflow.execute_activity(
+            SKIP_TASK_ACTIVITY,
+            SkipTaskInput(inp.execution_id, request.task, request.output),
+            **policies.STATUS_ACTIVITY_OPTIONS,
+        )
+
+    async def _cancelled(self, inp: CrewExecutionInput, progress: TaskProgress) -> None:
+        progress.status = TaskStatus.FAILED
+        await self._end_badly(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
 
     async def _end_badly(
         self, inp: CrewExecutionInput, status: str, reason: str, error: dict[str, Any] | None
@@ -181,44 +331,3 @@ class CrewExecutionWorkflow:
             StatusUpdate(inp.execution_id, status, message, error),
             **policies.STATUS_ACTIVITY_OPTIONS,
         )
-
-
-def _error_record(err: ActivityError, task: str, agent: str) -> dict[str, Any]:
-    """The structured record the activity boundary attached, or one for failures the boundary
-    never saw (a timeout enforced by the server, a worker that died on every attempt)."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
-        return dict(cause.details[0])
-    timed_out = isinstance(cause, TemporalTimeoutError)
-    return {
-        "code": "TASK_TIMED_OUT" if timed_out else "TASK_FAILED",
-        "category": "timeout" if timed_out else "internal",
-        "severity": "high",
-        "retryable": False,
-        "message": redact_message(f"{type(cause or err).__name__}: {cause or err}"),
-        "task": task,
-        "agent": agent,
-    }
-
-
-def _workflow_code_error(bug: Exception) -> dict[str, Any]:
-    message = redact_message(f"{type(bug).__name__}: {bug}")
-    return {
-        "code": "WORKFLOW_CODE_ERROR",
-        "category": "internal",
-        "severity": "critical",
-        "retryable": False,
-        "message": f"[WORKFLOW_CODE_ERROR] {message}",
-        "exception_type": f"{type(bug).__module__}.{type(bug).__qualname__}",
-        "stack": redact_stack("".join(traceback.format_exception(bug))),
-    }
-
-
-def _error_card(error: dict[str, Any]) -> str:
-    """Markdown shown as the workflow's current details in the Web UI."""
-    return (
-        f"**{error['code']}** ({error['category']}, {error['severity']})\n\n"
-        f"task `{error.get('task')}`, agent `{error.get('agent')}`, service `{error.get('service')}`, "
-        f"attempt {error.get('category_attempt', '?')}/{error.get('max_attempts', '?')}\n\n"
-        f"{error['message'][:500]}"
-    )

@@ -328,7 +328,13 @@ class Store:
             return row
 
     def record_attempt_failure(
-        self, execution_id: str, task: str, *, record: dict[str, Any], final: bool
+        self,
+        execution_id: str,
+        task: str,
+        *,
+        record: dict[str, Any],
+        final: bool,
+        final_status: str = TaskStatus.FAILED,
     ) -> bool:
         """In one transaction: the attempt's error event, the task's last error and, if no attempt
         follows, the task's ``failed`` status. Returns False when this attempt was already recorded
@@ -347,13 +353,14 @@ class Store:
             s.add(_error_event(execution_id, crew_id, task, record))
             values: dict[str, Any] = {"error": record}
             if final:
-                values |= {"status": TaskStatus.FAILED, "finished_at": utcnow()}
+                values |= {"status": final_status, "finished_at": utcnow(),
+                           "degraded": final_status == TaskStatus.DEGRADED}  # fmt: skip
             s.execute(
                 update(TaskRun)
                 .where(
                     TaskRun.execution_id == execution_id,
                     TaskRun.name == task,
-                    TaskRun.status.in_(task_predecessors(TaskStatus.FAILED)),
+                    TaskRun.status.in_(task_predecessors(final_status)),
                 )
                 .values(**values)
                 .execution_options(synchronize_session=False)
@@ -364,18 +371,42 @@ class Store:
         query = select(ErrorEvent).where(ErrorEvent.execution_id == execution_id)
         return self._page_by_id(query, ErrorEvent.id, limit, cursor)
 
-    def completed_outputs(self, execution_id: str, tasks: Sequence[str]) -> dict[str, str]:
+    def context_for(self, execution_id: str, tasks: Sequence[str]) -> dict[str, str]:
+        """What a task sees of the tasks it depends on: their outputs, an operator's stand-in for
+        a skipped one, or a clear marker where an optional task left a gap."""
         if not tasks:
             return {}
         with self._sessions() as s:
             rows = s.execute(
-                select(TaskRun.name, TaskRun.output).where(
-                    TaskRun.execution_id == execution_id,
-                    TaskRun.name.in_(list(tasks)),
-                    TaskRun.status == TaskStatus.COMPLETED,
+                select(TaskRun.name, TaskRun.status, TaskRun.output, TaskRun.error).where(
+                    TaskRun.execution_id == execution_id, TaskRun.name.in_(list(tasks))
                 )
             ).all()
-        return {name: output or "" for name, output in rows}
+        found: dict[str, str] = {}
+        for name, status, output, error in rows:
+            if status == TaskStatus.COMPLETED:
+                found[name] = output or ""
+            elif status == TaskStatus.SKIPPED:
+                found[name] = output or f"[no output: task {name} was skipped by an operator]"
+            elif status == TaskStatus.DEGRADED:
+                code = (error or {}).get("code", "an error")
+                found[name] = f"[no output: optional task {name} failed ({code}); continue without it]"
+        return found
+
+    def skip_task(self, execution_id: str, task: str, output: str | None) -> None:
+        with self._tx() as s:
+            s.execute(
+                update(TaskRun)
+                .where(
+                    TaskRun.execution_id == execution_id,
+                    TaskRun.name == task,
+                    TaskRun.status.in_(task_predecessors(TaskStatus.SKIPPED)),
+                )
+                .values(status=TaskStatus.SKIPPED, output=output, finished_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            s.add(ExecutionLog(execution_id=execution_id, event="task.skipped", task=task, at=utcnow(),
+                               message="skipped by an operator" + (" with a stand-in output" if output else "")))  # fmt: skip
 
     # ----- compensation and dead letters -----
 
@@ -406,6 +437,13 @@ class Store:
                     .where(Execution.id == execution_id, Execution.status.in_(execution_predecessors(status)))
                     .values(status=status, error=error, finished_at=now, updated_at=now,
                             started_at=_coalesce(Execution.started_at, now))
+                    .execution_options(synchronize_session=False)
+                )  # fmt: skip
+                s.execute(
+                    update(TaskRun)
+                    .where(TaskRun.execution_id == execution_id,
+                           TaskRun.status.in_([TaskStatus.RUNNING, TaskStatus.RETRYING]))
+                    .values(status=TaskStatus.FAILED, finished_at=now)
                     .execution_options(synchronize_session=False)
                 )  # fmt: skip
                 chain = [
