@@ -55,6 +55,18 @@ class LLMSpec(_Strict):
         return "openai"
 
 
+class LLMOverride(_Strict):
+    """Fields of an agent's LLM to change when resuming a paused execution."""
+
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    base_url: str | None = Field(default=None, max_length=2000)
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    service: str | None = Field(default=None, max_length=100)
+
+    _url = field_validator("base_url")(LLMSpec._http_url.__func__)  # type: ignore[attr-defined]
+
+
 class RetryOverride(_Strict):
     maximum_attempts: int | None = Field(default=None, ge=1, le=100)
     initial_interval_s: float | None = Field(default=None, gt=0, le=3600)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from backend.breaker import BreakerState
 from backend.db.models import Crew, DeadLetter, ErrorEvent, Execution, ExecutionLog, TaskRun
 from backend.settings import Settings
-from backend.specs import CrewSpec
+from backend.specs import CrewSpec, LLMOverride
 
 T = TypeVar("T")
 
@@ -63,6 +63,21 @@ class ExecutionCreate(BaseModel):
         return self
 
 
+class ResumeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str | None = Field(default=None, max_length=200)
+    inputs_patch: dict[str, Any] = Field(default_factory=dict)
+    llm_override: LLMOverride | None = None
+
+
+class SkipBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(max_length=200)
+    output: str | None = Field(default=None, max_length=100_000)
+
+
 class TaskPublic(BaseModel):
     name: str
     agent: str
@@ -101,6 +116,7 @@ class ExecutionPublic(BaseModel):
     run_id: str | None
     temporal_ui_url: str
     tasks: list[TaskPublic]
+    gaps: list[str]  # tasks that left a gap: degraded (optional and failed) or skipped
     error: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None
@@ -118,6 +134,7 @@ class ExecutionPublic(BaseModel):
             run_id=e.run_id,
             temporal_ui_url=settings.ui_link(e.workflow_id, e.run_id),
             tasks=[TaskPublic.of(t, with_output=with_outputs) for t in e.tasks],
+            gaps=[t.name for t in e.tasks if t.status in ("degraded", "skipped")],
             error=e.error,
             created_at=_utc(e.created_at),
             started_at=_utc(e.started_at),

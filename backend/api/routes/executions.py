@@ -6,15 +6,28 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from backend.api.deps import ClientDep, ExecutionDep, GatewayDep, SettingsDep, StoreDep
 from backend.api.problems import ProblemError
-from backend.api.schemas import ErrorRecordPublic, ExecutionCreate, ExecutionPublic, LogEntryPublic, Page
+from backend.api.schemas import (
+    ErrorRecordPublic,
+    ExecutionCreate,
+    ExecutionPublic,
+    LogEntryPublic,
+    Page,
+    ResumeBody,
+    SkipBody,
+)
+from backend.db.models import Execution
 from backend.db.store import IdempotencyKeyReused
+from backend.exceptions.codes import REGISTRY
 from backend.executions import start_workflow
 from backend.specs import CrewSpec, missing_inputs
 from backend.status import TERMINAL_EXECUTION, ExecutionStatus
+from workflows.contracts import ResumeRequest, SkipRequest
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
 _STATUSES = "|".join(s.value for s in ExecutionStatus)
@@ -175,3 +188,59 @@ async def execution_errors(
     return Page[ErrorRecordPublic](
         items=[ErrorRecordPublic.of(e) for e in page.items], next_cursor=page.next_cursor
     )
+
+
+async def _intervene(
+    execution: Execution, client: Client, update: str, request: ResumeRequest | SkipRequest
+) -> None:
+    """Send a validated update: the workflow itself decides whether it is paused on that task."""
+    if execution.status in TERMINAL_EXECUTION:
+        raise ProblemError("EXECUTION_TERMINAL", f"execution is already {execution.status}")
+    handle = client.get_workflow_handle(execution.workflow_id)
+    try:
+        await handle.execute_update(update, request)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        code = (
+            cause.type
+            if isinstance(cause, ApplicationError) and cause.type in REGISTRY
+            else "EXECUTION_NOT_PAUSED"
+        )
+        raise ProblemError(code, str(cause.message if isinstance(cause, ApplicationError) else exc)) from exc
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise ProblemError("EXECUTION_NOT_PAUSED", "the execution's workflow is not running") from exc
+        raise ProblemError("TEMPORAL_UNAVAILABLE", "Temporal did not take the request",
+                           headers={"Retry-After": "5"}) from exc  # fmt: skip
+
+
+@router.post("/{execution_id}/resume", status_code=202, response_model=ExecutionPublic)
+async def resume_execution(
+    execution: ExecutionDep,
+    settings: SettingsDep,
+    client: ClientDep,
+    store: StoreDep,
+    body: ResumeBody | None = None,
+) -> ExecutionPublic:
+    """Retry the paused task, optionally with an inputs patch or an LLM override."""
+    body = body or ResumeBody()
+    override = body.llm_override.model_dump(exclude_none=True) if body.llm_override else None
+    await _intervene(execution, client, "resume_execution",
+                     ResumeRequest(task=body.task, inputs_patch=body.inputs_patch, llm_override=override))  # fmt: skip
+    await asyncio.to_thread(store.add_log, execution.id, "execution.resume_requested", "via API",
+                            data={"inputs_patch": sorted(body.inputs_patch), "llm_override": bool(override)})  # fmt: skip
+    refreshed = await asyncio.to_thread(store.get_execution, execution.id)
+    return ExecutionPublic.of(refreshed or execution, settings)
+
+
+@router.post("/{execution_id}/skip", status_code=202, response_model=ExecutionPublic)
+async def skip_task(
+    execution: ExecutionDep, settings: SettingsDep, client: ClientDep, store: StoreDep, body: SkipBody
+) -> ExecutionPublic:
+    """Mark the paused task skipped (with an optional stand-in output) and continue."""
+    if body.task not in {t.name for t in execution.tasks}:
+        raise ProblemError("TASK_UNKNOWN", f"the crew has no task {body.task!r}",
+                           errors=[{"loc": ["task"], "msg": "unknown task", "type": "unknown"}])  # fmt: skip
+    await _intervene(execution, client, "skip_task", SkipRequest(task=body.task, output=body.output))
+    refreshed = await asyncio.to_thread(store.get_execution, execution.id)
+    return ExecutionPublic.of(refreshed or execution, settings)
