@@ -29,7 +29,11 @@ from backend.exceptions.fingerprint import fingerprint
 from backend.exceptions.redaction import bound, redact, redact_message, redact_stack
 from backend.exceptions.retry_policy import CategoryPolicy, next_delay
 
-HISTORY_LIMIT = 20  # errors kept in heartbeat details: enough context, bounded history size
+HISTORY_LIMIT = 20
+# Provider-side trouble a different LLM may not have: when the budget for one of these is spent
+# (or, for quota, at once), the agent's next fallback LLM takes over.
+FALLBACK_CATEGORIES = frozenset({"rate_limit", "external_service", "timeout", "quota_exhausted", "network"})
+FALLBACK_DELAY_S = 0.1  # errors kept in heartbeat details: enough context, bounded history size
 UI_MESSAGE_CHARS = 160
 
 
@@ -37,19 +41,25 @@ UI_MESSAGE_CHARS = 160
 class AttemptState:
     """What one attempt of a task hands to the next, through heartbeat details."""
 
-    failures: dict[str, int] = field(default_factory=dict)  # per category
+    failures: dict[str, int] = field(default_factory=dict)  # per category, for the current LLM
     history: list[dict[str, Any]] = field(default_factory=list)
+    llm_index: int = 0  # 0: the agent's LLM; n: its n-th fallback
 
     @classmethod
     def from_details(cls, details: Sequence[Any]) -> AttemptState:
         for item in reversed(list(details)):
             if isinstance(item, dict) and "failures" in item:
                 failures = {str(k): int(v) for k, v in dict(item.get("failures") or {}).items()}
-                return cls(failures, list(item.get("history") or [])[-HISTORY_LIMIT:])
+                history = list(item.get("history") or [])[-HISTORY_LIMIT:]
+                return cls(failures, history, int(item.get("llm_index") or 0))
         return cls()
 
     def to_details(self) -> dict[str, Any]:
-        return {"failures": dict(self.failures), "history": self.history[-HISTORY_LIMIT:]}
+        return {
+            "failures": dict(self.failures),
+            "history": self.history[-HISTORY_LIMIT:],
+            "llm_index": self.llm_index,
+        }
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,10 @@ class ErrorBoundary:
         state: AttemptState,
         table: Mapping[str, CategoryPolicy],
         context: AttemptContext,
+        fallback: str | None = None,
     ) -> Failure:
+        """``fallback`` names the next LLM of the agent, if it has one left: when this LLM's
+        budget for a provider-side category is spent, the task moves on to it instead of failing."""
         found = classify(exc)
         category = found.category
         policy = table.get(category) or CategoryPolicy(maximum_attempts=1)
@@ -90,7 +103,13 @@ class ErrorBoundary:
         state.failures[category] = count
         retry = found.entry.retryable and policy.retryable and count < policy.maximum_attempts
         delay = next_delay(policy, count, self._rng, found.retry_after_s) if retry else None
+        switch = not retry and fallback is not None and category in FALLBACK_CATEGORIES
+        if switch:
+            state.llm_index += 1
+            state.failures.clear()  # the fallback starts with fresh budgets
+            retry, delay = True, FALLBACK_DELAY_S
         record = self._record(exc, found, context, count, policy.maximum_attempts, retry, delay)
+        record["fallback_to"] = fallback if switch else None
         state.history.append(
             {k: record[k] for k in ("attempt", "code", "category", "occurred_at", "next_retry_delay_s")}
         )

@@ -16,6 +16,7 @@ from activities.runner_contract import TaskRunner, TaskRunRequest
 from backend.breaker import CircuitBreaker, Permit
 from backend.db.store import Store
 from backend.exceptions import retry_policy
+from backend.exceptions.execution_errors import CircuitOpenError
 from backend.specs import LLMSpec
 from backend.status import ExecutionStatus, TaskStatus
 from workflows.contracts import (
@@ -111,19 +112,21 @@ class CrewActivities:
             data={"attempt": info.attempt, "attempt_started_at": info.started_time.isoformat()},
         )  # fmt: skip
         context = await self._db(self._store.context_for, inp.execution_id, inp.context)
-        request = TaskRunRequest(
-            agent=inp.agent, task=inp.task, inputs=inp.inputs,
-            context={n: context[n] for n in inp.context if n in context},
-        )  # fmt: skip
-        service = _service_of(inp.agent)
+        chain = _llm_chain(inp.agent)
         permit: Permit | None = None
+        llm = chain[min(state.llm_index, len(chain) - 1)]
         try:
-            # Fail fast while the service's breaker is open: the boundary turns CircuitOpenError
-            # into a wait until the next probe, spending the circuit_open budget, not this one's.
-            permit = await self._db(self._breaker.acquire, service)
+            # Fail fast while a service's breaker is open: take the first LLM of the chain (from
+            # the current one on) whose breaker lets the call through; if none does, the boundary
+            # turns CircuitOpenError into a wait until the next probe (the circuit_open budget).
+            permit, llm = await self._db(self._permit, chain, state.llm_index)
+            request = TaskRunRequest(
+                agent={**inp.agent, "llm": llm}, task=inp.task, inputs=inp.inputs,
+                context={n: context[n] for n in inp.context if n in context},
+            )  # fmt: skip
             outcome = await self._heartbeating(self._runner.run, request, state)
         except Exception as exc:
-            failure = await self._fail(exc, inp, state, info, bound)
+            failure = await self._fail(exc, inp, state, info, bound, llm, chain)
             if permit is not None:
                 await self._db(self._breaker.record, permit, failure.record["category"])
             raise failure.error from None
@@ -141,8 +144,25 @@ class CrewActivities:
         bound.info("task.completed", chars=len(row.output or ""))
         return _result(task, row.attempts, row.output or "", row.model)
 
+    def _permit(self, chain: list[dict[str, Any]], start: int) -> tuple[Permit, dict[str, Any]]:
+        first_refusal: CircuitOpenError | None = None
+        for llm in chain[start:] or chain[-1:]:
+            try:
+                return self._breaker.acquire(_service_name(llm)), llm
+            except CircuitOpenError as refused:
+                first_refusal = first_refusal or refused
+        assert first_refusal is not None
+        raise first_refusal
+
     async def _fail(
-        self, exc: Exception, inp: RunTaskInput, state: AttemptState, info: activity.Info, bound: Any
+        self,
+        exc: Exception,
+        inp: RunTaskInput,
+        state: AttemptState,
+        info: activity.Info,
+        bound: Any,
+        llm: dict[str, Any],
+        chain: list[dict[str, Any]],
     ) -> Failure:
         """Classify, record (error event + task error, one transaction), carry the counts over."""
         failure = self._boundary.failure(
@@ -150,9 +170,10 @@ class CrewActivities:
             state=state,
             table=retry_policy.from_json(inp.retry) if inp.retry else retry_policy.DEFAULT_POLICIES,
             context=AttemptContext(
-                task=inp.task["name"], agent=inp.agent["name"], service=_service_of(inp.agent),
+                task=inp.task["name"], agent=inp.agent["name"], service=_service_name(llm),
                 attempt=info.attempt, started_at=info.started_time,
             ),
+            fallback=chain[state.llm_index + 1]["model"] if state.llm_index + 1 < len(chain) else None,
         )  # fmt: skip
         record = failure.record
         # A failure an operator can fix leaves the task open (the workflow pauses and may resume
@@ -192,8 +213,13 @@ class CrewActivities:
             activity.heartbeat(state.to_details())
 
 
-def _service_of(agent: dict[str, Any]) -> str:
-    return LLMSpec.model_validate(agent["llm"]).service_name
+def _llm_chain(agent: dict[str, Any]) -> list[dict[str, Any]]:
+    """The agent's LLM, then its fallbacks in order."""
+    return [agent["llm"], *agent.get("fallback_llms", [])]
+
+
+def _service_name(llm: dict[str, Any]) -> str:
+    return LLMSpec.model_validate(llm).service_name
 
 
 def _result(task: str, attempts: int, output: str, model: str | None, reused: bool = False) -> TaskResult:

@@ -30,6 +30,7 @@ from backend.exceptions.retry_policy import CategoryPolicy, resolve
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 RECORD_KEYS = {
     "code",
+    "fallback_to",
     "category",
     "severity",
     "retryable",
@@ -490,3 +491,29 @@ def test_infinite_retry_after_of_a_crewrun_error_is_capped_by_the_delay() -> Non
     assert failure.final is False
     assert failure.error.next_retry_delay is not None
     assert timedelta(seconds=86_400) <= failure.error.next_retry_delay <= timedelta(seconds=86_400 * 1.2)
+
+
+def test_spent_provider_budget_switches_to_the_fallback_llm_with_fresh_budgets() -> None:
+    from backend.exceptions.execution_errors import ExternalServiceError, QuotaExhaustedError
+
+    boundary = ErrorBoundary(rng=random.Random(0))
+    state = AttemptState(failures={"external_service": 5, "network": 2})
+    switched = boundary.failure(ExternalServiceError("503"), state=state, table=resolve(), context=context(6),
+                                fallback="backup-model")  # fmt: skip
+    assert (switched.final, switched.error.non_retryable) == (False, False)
+    assert switched.error.next_retry_delay == timedelta(seconds=0.1)
+    assert switched.record["fallback_to"] == "backup-model"
+    assert (state.llm_index, state.failures) == (1, {})
+    assert AttemptState.from_details([state.to_details()]).llm_index == 1
+
+    # Quota has no retries of its own: with a fallback left it switches at once; without, final.
+    quota = boundary.failure(QuotaExhaustedError("billing"), state=AttemptState(), table=resolve(),
+                             context=context(1), fallback="backup-model")  # fmt: skip
+    assert quota.final is False and quota.record["fallback_to"] == "backup-model"
+    last = boundary.failure(QuotaExhaustedError("billing"), state=AttemptState(llm_index=1), table=resolve(),
+                            context=context(2), fallback=None)  # fmt: skip
+    assert last.final is True and last.record["fallback_to"] is None
+    # A content refusal is not the provider's trouble: no fallback.
+    refused = boundary.failure(ContextLengthError("long"), state=AttemptState(), table=resolve(),
+                               context=context(1), fallback="backup-model")  # fmt: skip
+    assert refused.final is True and refused.record["fallback_to"] is None

@@ -134,3 +134,33 @@ async def test_optional_task_failing_for_good_leaves_a_gap_and_the_crew_continue
         d for d in (await api.get("/api/v1/dead-letters")).json()["items"] if d["execution_id"] == done["id"]
     ]
     assert letters == []
+
+
+async def test_primary_llm_in_outage_falls_back_and_completes_with_no_failed_task(
+    api: httpx.AsyncClient, sim: SimulatorServer
+) -> None:
+    spec = research_spec(sim.base_url, name="fallback")
+    # The outage hits only the researcher's provider: give it a breaker of its own (all agents
+    # share the simulator's host, which would otherwise be one service for the breaker).
+    spec["agents"][0]["llm"]["service"] = "primary"
+    spec["agents"][0]["fallback_llms"] = [
+        {
+            "model": "backup-model",
+            "base_url": sim.base_url("researcher-backup"),
+            "service": "backup",
+            "timeout_s": 5,
+        }
+    ]
+    sim.script.start_outage(600, agent="researcher")
+    done = await wait_terminal(api, await start(api, spec))
+
+    assert done["status"] == "completed" and done["gaps"] == []
+    assert [t["status"] for t in done["tasks"]] == ["completed"] * 3
+    assert done["tasks"][0]["model"] == "backup-model"
+    assert done["tasks"][1]["model"] == "gpt-4o-mini"
+    assert len(sim.calls("researcher-backup")) == 1
+    # The primary got its external_service budget (or fewer, once its breaker opened), no more.
+    assert 1 <= len(sim.calls("researcher")) <= 6
+    errors = (await api.get(f"/api/v1/executions/{done['id']}/errors")).json()["items"]
+    assert {e["task"] for e in errors} == {"research"} and all(e["retryable"] for e in errors)
+    assert {e["code"] for e in errors} <= {"LLM_PROVIDER_OVERLOADED", "CIRCUIT_OPEN"}

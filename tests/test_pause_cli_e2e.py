@@ -28,13 +28,21 @@ def test_paused_execution_is_found_by_the_cli_and_resumed_by_its_signal(tmp_path
     stack.start()
     try:
         sim, api = stack.simulator_url, stack.api_url
-        httpx.post(f"{sim}/_sim/faults", json={"kind": "auth", "agent": "analyst", "count": None}).raise_for_status()
+        httpx.post(
+            f"{sim}/_sim/faults", json={"kind": "auth", "agent": "analyst", "count": None}
+        ).raise_for_status()
         spec = research_spec(lambda a: f"{sim}/agents/{a}/v1", name="cli-pause")
-        execution = httpx.post(f"{api}/api/v1/executions", json={"crew": spec, "inputs": {"topic": "x"}}).json()
+        execution = httpx.post(
+            f"{api}/api/v1/executions", json={"crew": spec, "inputs": {"topic": "x"}}
+        ).json()
 
         def listed() -> list[dict[str, str]]:
-            out = temporal(stack, "workflow", "list", "--query", 'CrewExecutionStatus="paused"', "--output", "json")
-            return [w for w in json.loads(out or "[]") if w["execution"]["workflowId"] == execution["workflow_id"]]
+            out = temporal(
+                stack, "workflow", "list", "--query", 'CrewExecutionStatus="paused"', "--output", "json"
+            )
+            return [
+                w for w in json.loads(out or "[]") if w["execution"]["workflowId"] == execution["workflow_id"]
+            ]
 
         found = wait_for(listed, 60, "the paused execution in `temporal workflow list`")
         assert len(found) == 1
