@@ -13,7 +13,7 @@ from temporalio.client import Client
 from backend.api.deps import TemporalGateway
 from backend.api.limits import BodySizeLimit
 from backend.api.problems import ProblemError, install_problem_handlers
-from backend.api.routes import circuit_breakers, crews, dead_letters, executions, operations
+from backend.api.routes import circuit_breakers, crews, dead_letters, errors, executions, operations
 from backend.breaker import CircuitBreaker, config_from
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Store
@@ -65,6 +65,7 @@ def create_app(
     app.include_router(operations.router)
     app.include_router(crews.router)
     app.include_router(executions.router)
+    app.include_router(errors.router)
     app.include_router(dead_letters.router)
     app.include_router(circuit_breakers.router)
     return app

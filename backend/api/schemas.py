@@ -252,6 +252,24 @@ class CircuitBreakerPublic(BaseModel):
         )  # fmt: skip
 
 
+class ErrorGroupPublic(BaseModel):
+    fingerprint: str
+    category: str
+    code: str
+    severity: str
+    count: int
+    executions: int
+    first_seen: datetime
+    last_seen: datetime
+    sample_message: str
+
+
+class TrendPointPublic(BaseModel):
+    bucket_start: datetime
+    category: str
+    count: int
+
+
 class HealthPublic(BaseModel):
     status: str
     database: str

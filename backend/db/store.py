@@ -135,7 +135,7 @@ class Store:
 
     def list_crews(self, *, limit: int, cursor: str | None) -> Page[Crew]:
         query = select(Crew)
-        return self._page(query, Crew.created_at, Crew.id, limit, cursor)
+        return self.page(query, Crew.created_at, Crew.id, limit, cursor)
 
     # ----- executions -----
 
@@ -223,7 +223,7 @@ class Store:
             query = query.where(Execution.status == status)
         if crew_id:
             query = query.where(Execution.crew_id == crew_id)
-        return self._page(query, Execution.created_at, Execution.id, limit, cursor)
+        return self.page(query, Execution.created_at, Execution.id, limit, cursor)
 
     def unstarted_executions(self, *, before: datetime, limit: int) -> list[Execution]:
         """Pending executions that never got a workflow run (see backend/reconciler.py)."""
@@ -506,7 +506,7 @@ class Store:
         query = select(DeadLetter)
         if status:
             query = query.where(DeadLetter.status == status)
-        return self._page(query, DeadLetter.created_at, DeadLetter.id, limit, cursor)
+        return self.page(query, DeadLetter.created_at, DeadLetter.id, limit, cursor)
 
     def failures_of(self, execution_id: str) -> list[ExecutionFailure]:
         with self._sessions() as s:
@@ -631,12 +631,12 @@ class Store:
         rows = rows[:limit]
         return Page(rows, _encode_cursor(rows[-1].id) if more else None)
 
-    def _page(
+    def page(
         self, query: Select[Any], created_col: Any, id_col: Any, limit: int, cursor: str | None
     ) -> Page[Any]:
         if cursor:
             parts = decode_cursor(cursor)
-            if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
+            if len(parts) != 2 or not isinstance(parts[0], str) or not isinstance(parts[1], str | int):
                 raise ValueError("invalid cursor")
             created = datetime.fromisoformat(parts[0])
             query = query.where(or_(created_col < created, and_(created_col == created, id_col < parts[1])))
@@ -648,7 +648,7 @@ class Store:
         if not more:
             return Page(rows, None)
         last = rows[-1]
-        return Page(rows, _encode_cursor(last.created_at, last.id))
+        return Page(rows, _encode_cursor(getattr(last, created_col.key), getattr(last, id_col.key)))
 
 
 def _coalesce(column: Any, value: Any) -> Any:
