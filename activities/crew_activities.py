@@ -4,6 +4,7 @@ construct them with a real SQLite store and the simulator instead of patching gl
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -17,8 +18,9 @@ from backend.breaker import CircuitBreaker, Permit
 from backend.db.store import Store
 from backend.exceptions import retry_policy
 from backend.exceptions.execution_errors import CircuitOpenError
+from backend.metrics import Metrics
 from backend.specs import LLMSpec
-from backend.status import ExecutionStatus, TaskStatus
+from backend.status import TERMINAL_EXECUTION, ExecutionStatus, TaskStatus
 from workflows.contracts import (
     COMPENSATE_ACTIVITY,
     OUTPUT_PREVIEW_CHARS,
@@ -45,9 +47,11 @@ class CrewActivities:
         executor: ThreadPoolExecutor,
         breaker: CircuitBreaker,
         boundary: ErrorBoundary | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._breaker = breaker
+        self._metrics = metrics or Metrics()
         self._runner = runner
         self._executor = executor
         self._boundary = boundary or ErrorBoundary()
@@ -61,6 +65,8 @@ class CrewActivities:
             self._store.transition_execution, update.execution_id, update.status, error=update.error
         )
         level = "error" if update.status == ExecutionStatus.FAILED else "info"
+        if result.changed and update.status in TERMINAL_EXECUTION:
+            self._metrics.executions_finished.labels(update.status).inc()
         if result.changed:  # a retried activity must not log the change twice
             await self._db(
                 self._store.add_log,
@@ -81,6 +87,9 @@ class CrewActivities:
             self._store.compensate, execution_id=inp.execution_id, workflow_id=info.workflow_id,
             run_id=info.workflow_run_id, status=inp.status, error=inp.error, reason=inp.reason,
         )  # fmt: skip
+        if result.created:
+            self._metrics.dead_letters.inc()
+            self._metrics.executions_finished.labels(inp.status).inc()
         log.info("execution.compensated", execution_id=inp.execution_id, status=inp.status,
                  dead_letter_id=result.dead_letter_id, created=result.created, attempt=info.attempt)  # fmt: skip
         return result.dead_letter_id
@@ -114,6 +123,7 @@ class CrewActivities:
         context = await self._db(self._store.context_for, inp.execution_id, inp.context)
         chain = _llm_chain(inp.agent)
         permit: Permit | None = None
+        started: float | None = None  # set when the provider call begins
         llm = chain[min(state.llm_index, len(chain) - 1)]
         try:
             # Fail fast while a service's breaker is open: take the first LLM of the chain (from
@@ -124,13 +134,16 @@ class CrewActivities:
                 agent={**inp.agent, "llm": llm}, task=inp.task, inputs=inp.inputs,
                 context={n: context[n] for n in inp.context if n in context},
             )  # fmt: skip
+            started = time.monotonic()
             outcome = await self._heartbeating(self._runner.run, request, state)
         except Exception as exc:
             failure = await self._fail(exc, inp, state, info, bound, llm, chain)
+            self._observe_failure(failure, started)
             if permit is not None:
                 await self._db(self._breaker.record, permit, failure.record["category"])
             raise failure.error from None
         await self._db(self._breaker.record, permit, None)
+        self._metrics.task_duration.labels("completed").observe(time.monotonic() - (started or 0))
         row = await self._db(
             self._store.complete_task, inp.execution_id, task,
             output=outcome.output, model=outcome.model, attempt=info.attempt,
@@ -143,6 +156,16 @@ class CrewActivities:
         )  # fmt: skip
         bound.info("task.completed", chars=len(row.output or ""))
         return _result(task, row.attempts, row.output or "", row.model)
+
+    def _observe_failure(self, failure: Failure, started: float | None) -> None:
+        record = failure.record
+        self._metrics.errors.labels(
+            record["category"], record["code"], record["severity"], record["service"]
+        ).inc()
+        if not failure.final:
+            self._metrics.retries.labels(record["category"]).inc()
+        if started is not None:
+            self._metrics.task_duration.labels("failed").observe(time.monotonic() - started)
 
     def _permit(self, chain: list[dict[str, Any]], start: int) -> tuple[Permit, dict[str, Any]]:
         first_refusal: CircuitOpenError | None = None

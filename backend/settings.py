@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     breaker_half_open_probes: int = Field(default=1, ge=1)
     breaker_count_rate_limits: bool = False
 
+    # Worker metrics (Prometheus): crewrun's own, and the Temporal SDK runtime's. 0 turns one off.
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    worker_sdk_metrics_port: int = Field(default=9465, ge=0, le=65535)
+
     # API
     max_request_bytes: int = Field(default=1_000_000, gt=0)
     max_inputs_bytes: int = Field(default=64_000, gt=0)

@@ -145,7 +145,16 @@ class Stack:
                 "CREWRUN_TEMPORAL_PORT / CREWRUN_TEMPORAL_UI_PORT / CREWRUN_API_PORT / CREWRUN_SIMULATOR_PORT."
             )
 
-    def _spawn(self, name: str, cmd: list[str]) -> Child:
+    def _worker_metric_ports(self, index: int) -> dict[str, str]:
+        """Each worker serves its metrics on ports of its own (crewrun's, the Temporal SDK's)."""
+        s = self.settings
+        own, sdk = s.worker_metrics_port, s.worker_sdk_metrics_port
+        return {
+            "CREWRUN_WORKER_METRICS_PORT": str(own + 2 * index if own else 0),
+            "CREWRUN_WORKER_SDK_METRICS_PORT": str(sdk + 2 * index if sdk else 0),
+        }
+
+    def _spawn(self, name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> Child:
         logs = self.settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{name}.log"
@@ -154,7 +163,7 @@ class Stack:
                 cmd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=self.child_env(),
+                env=self.child_env() | (extra_env or {}),
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
@@ -175,7 +184,8 @@ class Stack:
             )
         self._wait_for_port("temporal", self.settings.temporal_port, timeout_s)
         for i in range(self.workers):
-            self._spawn(f"worker-{i + 1}" if self.workers > 1 else "worker", [py, "-m", "worker"])
+            self._spawn(f"worker-{i + 1}" if self.workers > 1 else "worker", [py, "-m", "worker"],
+                        self._worker_metric_ports(i))  # fmt: skip
         self._spawn("api", [py, "-m", "backend.cli", "api"])
         self._wait_for_http("api", f"{self.api_url}/health", timeout_s)
         if self.with_simulator:

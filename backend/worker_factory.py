@@ -16,6 +16,7 @@ from activities.runner_contract import TaskRunner
 from backend.breaker import CircuitBreaker, config_from
 from backend.db.engine import make_engine, make_session_factory
 from backend.db.store import Store
+from backend.metrics import Metrics
 from backend.settings import Settings
 from workflows.crew_execution import CrewExecutionWorkflow
 
@@ -37,6 +38,7 @@ def build_worker(
     store: Store | None = None,
     runner: TaskRunner | None = None,
     breaker: CircuitBreaker | None = None,
+    metrics: Metrics | None = None,
     task_queue: str | None = None,
 ) -> tuple[Worker, ThreadPoolExecutor]:
     # CrewAI blocks: its calls run in this pool, sized like the activity slots, so a slow
@@ -48,6 +50,7 @@ def build_worker(
         runner=runner or default_runner(),
         executor=executor,
         breaker=breaker or CircuitBreaker(store.sessions, config_from(settings)),
+        metrics=metrics,
     )
     worker = Worker(
         client,

@@ -32,6 +32,8 @@ def stack_settings(tmp_path: Path, db_url: str) -> Settings:
         api_port=free_port(),
         simulator_port=free_port(),
         task_heartbeat_timeout_s=2,
+        worker_metrics_port=free_port(),
+        worker_sdk_metrics_port=free_port(),
     )
 
 

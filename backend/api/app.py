@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from temporalio.client import Client
 
 from backend.api.deps import TemporalGateway
@@ -17,6 +18,7 @@ from backend.api.routes import circuit_breakers, crews, dead_letters, errors, ex
 from backend.breaker import CircuitBreaker, config_from
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Store
+from backend.metrics import Metrics, SharedStateCollector
 from backend.reconciler import start_orphans
 from backend.settings import Settings, get_settings
 
@@ -25,9 +27,14 @@ RECONCILE_EVERY_S = 15.0
 
 
 def create_app(
-    settings: Settings | None = None, *, temporal_client: Client | None = None, reconcile: bool = True
+    settings: Settings | None = None,
+    *,
+    temporal_client: Client | None = None,
+    reconcile: bool = True,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
+    metrics = metrics or Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,12 +42,20 @@ def create_app(
         engine = make_engine(settings.database_url)
         app.state.store = Store(make_session_factory(engine))
         app.state.breaker = CircuitBreaker(app.state.store.sessions, config_from(settings))
+        store: Store = app.state.store
+        collector = SharedStateCollector(
+            lambda: [(b.service, b.state) for b in app.state.breaker.states()],
+            store.count_executions,
+            lambda: store.count_dead_letters("open"),
+        )
+        metrics.add_collector(collector)
         task = asyncio.create_task(_reconcile_forever(app)) if reconcile else None
         try:
             yield
         finally:
             if task:
                 task.cancel()
+            metrics.registry.unregister(collector)
             engine.dispose()
 
     async def _reconcile_forever(app: FastAPI) -> None:
@@ -59,9 +74,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     app.state.temporal = TemporalGateway(settings, temporal_client)
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")  # the template, not the id
+        metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
+        return response
+
     app.include_router(operations.router)
     app.include_router(crews.router)
     app.include_router(executions.router)

@@ -610,6 +610,20 @@ class Store:
         query = select(ExecutionLog).where(ExecutionLog.execution_id == execution_id)
         return self._page_by_id(query, ExecutionLog.id, limit, cursor)
 
+    # ----- counts for metrics -----
+
+    def count_executions(self, status: str) -> int:
+        with self._sessions() as s:
+            return int(
+                s.scalar(select(func.count()).select_from(Execution).where(Execution.status == status)) or 0
+            )
+
+    def count_dead_letters(self, status: str) -> int:
+        with self._sessions() as s:
+            return int(
+                s.scalar(select(func.count()).select_from(DeadLetter).where(DeadLetter.status == status)) or 0
+            )
+
     # ----- health -----
 
     def ping(self) -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from backend.api.deps import StoreDep
 from backend.api.schemas import ErrorCodePublic, HealthPublic
@@ -33,6 +34,13 @@ async def health(request: Request, store: StoreDep) -> JSONResponse:
     return JSONResponse(
         body.model_dump(), status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "5"}
     )
+
+
+@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+async def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text format: this API's counters and the shared state read from the DB."""
+    body = await asyncio.to_thread(request.app.state.metrics.exposition)
+    return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/v1/error-codes", response_model=list[ErrorCodePublic], tags=["errors"])
