@@ -4,6 +4,7 @@ construct them with a real SQLite store and the simulator instead of patching gl
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,7 @@ class CrewActivities:
 
     @activity.defn(name=RECORD_STATUS_ACTIVITY)
     async def record_execution_status(self, update: StatusUpdate) -> str | None:
+        _bind_execution(update.execution_id)
         result = await self._db(
             self._store.transition_execution, update.execution_id, update.status, error=update.error
         )
@@ -82,6 +84,7 @@ class CrewActivities:
     @activity.defn(name=COMPENSATE_ACTIVITY)
     async def compensate_execution(self, inp: CompensationInput) -> str:
         """Returns the dead letter's id. Idempotent by workflow id + run id."""
+        _bind_execution(inp.execution_id)
         info = activity.info()
         result = await self._db(
             self._store.compensate, execution_id=inp.execution_id, workflow_id=info.workflow_id,
@@ -96,17 +99,26 @@ class CrewActivities:
 
     @activity.defn(name=SKIP_TASK_ACTIVITY)
     async def skip_task(self, inp: SkipTaskInput) -> None:
+        _bind_execution(inp.execution_id)
         await self._db(self._store.skip_task, inp.execution_id, inp.task, inp.output)
         log.info("task.skipped", execution_id=inp.execution_id, task=inp.task)
 
     @activity.defn(name=RUN_TASK_ACTIVITY)
     async def run_crew_task(self, inp: RunTaskInput) -> TaskResult:
         info = activity.info()
-        task, agent = inp.task["name"], inp.agent["name"]
-        bound = log.bind(
+        # Every log line of this attempt, crewrun's, Temporal's and CrewAI's own (its thread runs
+        # in a copy of this context), carries where it comes from. Not reset on exit: each
+        # activity runs in an asyncio task of its own, and the SDK's "completing as failed" line
+        # comes after this coroutine ends.
+        structlog.contextvars.bind_contextvars(
             execution_id=inp.execution_id, workflow_id=info.workflow_id, run_id=info.workflow_run_id,
-            task=task, agent=agent, attempt=info.attempt,
+            task=inp.task["name"], agent=inp.agent["name"], attempt=info.attempt,
         )  # fmt: skip
+        return await self._run_crew_task(inp, info)
+
+    async def _run_crew_task(self, inp: RunTaskInput, info: activity.Info) -> TaskResult:
+        task = inp.task["name"]
+        bound = log
         # Per-category failure counts and the error history of earlier attempts.
         state = AttemptState.from_details(info.heartbeat_details)
         row = await self._db(self._store.start_task_attempt, inp.execution_id, task, info.attempt)
@@ -226,7 +238,7 @@ class CrewActivities:
         """Run the blocking CrewAI call in the task pool, heartbeating until it returns. Each
         heartbeat carries the attempt state, so a worker crash does not lose the counts."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, fn, request)
+        future = loop.run_in_executor(self._executor, contextvars.copy_context().run, fn, request)
         timeout = activity.info().heartbeat_timeout
         interval = max(0.2, timeout.total_seconds() / 3) if timeout else 10.0
         while True:
@@ -253,4 +265,11 @@ def _result(task: str, attempts: int, output: str, model: str | None, reused: bo
         output_chars=len(output),
         model=model,
         reused=reused,
+    )
+
+
+def _bind_execution(execution_id: str) -> None:
+    info = activity.info()
+    structlog.contextvars.bind_contextvars(
+        execution_id=execution_id, workflow_id=info.workflow_id, run_id=info.workflow_run_id
     )

@@ -22,8 +22,24 @@ def _redact_event(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, 
     return event
 
 
+def _temporal_context(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Temporal's workflow.logger / activity.logger put their context in record extras."""
+    record = event.get("_record")
+    workflow_info = getattr(record, "temporal_workflow", None)
+    if isinstance(workflow_info, dict):
+        event.setdefault("workflow_id", workflow_info.get("workflow_id"))
+        event.setdefault("run_id", workflow_info.get("run_id"))
+    activity_info = getattr(record, "temporal_activity", None)
+    if isinstance(activity_info, dict):
+        event.setdefault("workflow_id", activity_info.get("workflow_id"))
+        event.setdefault("run_id", activity_info.get("workflow_run_id"))
+        event.setdefault("attempt", activity_info.get("attempt"))
+    return event
+
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
+    _temporal_context,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +26,7 @@ from backend.settings import Settings, get_settings
 
 log = structlog.get_logger("crewrun.api")
 RECONCILE_EVERY_S = 15.0
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 
 def create_app(
@@ -80,10 +83,16 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
     @app.middleware("http")
-    async def count_requests(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")  # the template, not the id
-        metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
+    async def request_context(request: Request, call_next: Any) -> Response:
+        # Every log line of a request carries its id (the caller's X-Request-ID if it is sane).
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            response: Response = await call_next(request)
+            route = getattr(request.scope.get("route"), "path", "unmatched")  # the template, not the id
+            metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
+            log.info("api.request", method=request.method, route=route, status=response.status_code)
+        response.headers["X-Request-ID"] = request_id
         return response
 
     app.include_router(operations.router)
