@@ -13,8 +13,10 @@ from typing import Any, TypeVar
 import structlog
 from temporalio import activity
 
+from activities.alert_activities import raise_alert
 from activities.boundary import AttemptContext, AttemptState, ErrorBoundary, Failure
 from activities.runner_contract import TaskRunner, TaskRunRequest
+from backend.alerts import Alerter, AlertEvent
 from backend.breaker import CircuitBreaker, Permit
 from backend.db.store import Store
 from backend.exceptions import retry_policy
@@ -49,7 +51,11 @@ class CrewActivities:
         breaker: CircuitBreaker,
         boundary: ErrorBoundary | None = None,
         metrics: Metrics | None = None,
+        alerter: Alerter | None = None,
+        alert_max_interval_s: float = 30.0,
     ) -> None:
+        self._alerter = alerter
+        self._alert_max_interval_s = alert_max_interval_s
         self._store = store
         self._breaker = breaker
         self._metrics = metrics or Metrics()
@@ -69,6 +75,11 @@ class CrewActivities:
         level = "error" if update.status == ExecutionStatus.FAILED else "info"
         if result.changed and update.status in TERMINAL_EXECUTION:
             self._metrics.executions_finished.labels(update.status).inc()
+        if result.changed and update.status == ExecutionStatus.PAUSED:
+            code = (update.error or {}).get("code", "")
+            await self._alert(AlertEvent("paused", f"execution {update.execution_id} paused: {code}",
+                                         severity="high", execution_id=update.execution_id,
+                                         error=update.error))  # fmt: skip
         if result.changed:  # a retried activity must not log the change twice
             await self._db(
                 self._store.add_log,
@@ -93,6 +104,9 @@ class CrewActivities:
         if result.created:
             self._metrics.dead_letters.inc()
             self._metrics.executions_finished.labels(inp.status).inc()
+            await self._alert(AlertEvent("dead_letter", f"execution {inp.execution_id} {inp.status}: {inp.reason}",
+                                         severity="high", execution_id=inp.execution_id, error=inp.error,
+                                         data={"dead_letter_id": result.dead_letter_id}))  # fmt: skip
         log.info("execution.compensated", execution_id=inp.execution_id, status=inp.status,
                  dead_letter_id=result.dead_letter_id, created=result.created, attempt=info.attempt)  # fmt: skip
         return result.dead_letter_id
@@ -151,8 +165,12 @@ class CrewActivities:
         except Exception as exc:
             failure = await self._fail(exc, inp, state, info, bound, llm, chain)
             self._observe_failure(failure, started)
-            if permit is not None:
-                await self._db(self._breaker.record, permit, failure.record["category"])
+            opened = permit is not None and await self._db(
+                self._breaker.record, permit, failure.record["category"]
+            )
+            if opened and permit is not None:
+                await self._alert(AlertEvent("circuit_opened", f"circuit of {permit.service} opened",
+                                             severity="high", service=permit.service))  # fmt: skip
             raise failure.error from None
         await self._db(self._breaker.record, permit, None)
         self._metrics.task_duration.labels("completed").observe(time.monotonic() - (started or 0))
@@ -168,6 +186,9 @@ class CrewActivities:
         )  # fmt: skip
         bound.info("task.completed", chars=len(row.output or ""))
         return _result(task, row.attempts, row.output or "", row.model)
+
+    async def _alert(self, event: AlertEvent) -> None:
+        await raise_alert(self._alerter, event, self._alert_max_interval_s)
 
     def _observe_failure(self, failure: Failure, started: float | None) -> None:
         record = failure.record
@@ -228,6 +249,8 @@ class CrewActivities:
             "task.attempt_failed", code=record["code"], category=record["category"],
             severity=record["severity"], final=failure.final, next_retry_delay_s=record["next_retry_delay_s"],
         )  # fmt: skip
+        await self._alert(AlertEvent("error", f"[{record['code']}] task {record['task']} of {inp.crew_name}",
+                                     severity=record["severity"], execution_id=inp.execution_id, error=record))  # fmt: skip
         # Heartbeat details outlive this attempt: the next one continues these counts.
         activity.heartbeat(state.to_details())
         return failure

@@ -113,10 +113,11 @@ class CircuitBreaker:
                 service=service,
             )
 
-    def record(self, permit: Permit, category: str | None) -> None:
-        """The outcome of a permitted call: ``None`` for success, else the error's category."""
+    def record(self, permit: Permit, category: str | None) -> bool:
+        """The outcome of a permitted call: ``None`` for success, else the error's category.
+        Returns True when this outcome opened a closed breaker (a new incident)."""
         if not self.config.enabled:
-            return
+            return False
         now = self._clock()
         counted_failure = category is not None and self.config.counts(category)
         with self._locked(permit.service, now) as (s, row):
@@ -125,9 +126,9 @@ class CircuitBreaker:
                     self._open(s, row, f"probe failed ({category})", now)
                 else:  # the service answered: healthy enough to take traffic again
                     self._close(s, row, "probe succeeded", now)
-                return
+                return False
             if row.state != CLOSED or (category is not None and not counted_failure):
-                return  # a late outcome of a call admitted before the breaker opened; or neutral
+                return False  # a late outcome of a call admitted before the breaker opened; or neutral
             s.add(BreakerCall(service=permit.service, at=now, ok=not counted_failure))
             row.consecutive_failures = row.consecutive_failures + 1 if counted_failure else 0
             s.execute(
@@ -136,13 +137,16 @@ class CircuitBreaker:
                 )
             )
             if not counted_failure:
-                return
+                return False
             s.flush()
             calls, failures = self._window(s, permit.service, now)
             if row.consecutive_failures >= self.config.consecutive_failures:
                 self._open(s, row, f"{row.consecutive_failures} consecutive failures", now)
-            elif calls >= self.config.min_calls and failures / calls >= self.config.failure_rate:
+                return True
+            if calls >= self.config.min_calls and failures / calls >= self.config.failure_rate:
                 self._open(s, row, f"{failures}/{calls} calls failed within {self.config.window_s:g}s", now)
+                return True
+            return False
 
     # ----- operators -----
 

@@ -27,6 +27,7 @@ def tuning_from(settings: Settings) -> ActivityTuning:
         retry_overrides=settings.retry_overrides(),
         pause_categories=list(settings.pause_categories),
         pause_timeout_s=settings.pause_timeout_s,
+        alert_delivery_max_interval_s=settings.alert_delivery_max_interval_s,
     )
 
 

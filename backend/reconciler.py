@@ -9,11 +9,13 @@ from datetime import timedelta
 
 import structlog
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 
 from backend.db.models import utcnow
 from backend.db.store import Store
 from backend.executions import start_workflow
 from backend.settings import Settings
+from workflows.contracts import ALERT_WORKFLOW_NAME
 
 log = structlog.get_logger("crewrun.reconciler")
 
@@ -25,3 +27,16 @@ async def start_orphans(client: Client, settings: Settings, store: Store, *, old
         handle = await start_workflow(client, settings, store, execution)
         log.info("reconciler.started", execution_id=execution.id, run_id=handle.result_run_id)
     return len(orphans)
+
+
+async def redeliver_alerts(client: Client, settings: Settings, store: Store, *, older_than_s: float) -> int:
+    """Undelivered alerts whose delivery workflow never started (or gave up after a day) get one.
+    The workflow id is the alert's, so a delivery already under way is left alone."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    pending = await asyncio.to_thread(store.undelivered_alerts, before=cutoff, limit=100)
+    for alert_id in pending:
+        await client.start_workflow(
+            ALERT_WORKFLOW_NAME, args=[alert_id, settings.alert_delivery_max_interval_s], id=f"alert-{alert_id}",
+            task_queue=settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )  # fmt: skip
+    return len(pending)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backend.alerts import DEFAULT_RULES, AlertRule
 from backend.exceptions.redaction import set_env_secrets
 from backend.exceptions.retry_policy import resolve
 from backend.specs import RetryOverride
@@ -74,6 +75,12 @@ class Settings(BaseSettings):
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
     breaker_half_open_probes: int = Field(default=1, ge=1)
     breaker_count_rate_limits: bool = False
+
+    # Alerts: rules (JSON list, see backend/alerts.py) and sinks; the log sink is always on.
+    alert_rules: list[AlertRule] = Field(default_factory=lambda: list(DEFAULT_RULES))
+    alert_webhook_url: str = ""
+    alert_slack_webhook_url: str = ""
+    alert_delivery_max_interval_s: float = Field(default=30.0, gt=0)
 
     # Worker metrics (Prometheus): crewrun's own, and the Temporal SDK runtime's. 0 turns one off.
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)

@@ -11,13 +11,16 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.alert_activities import AlertActivities
 from activities.crew_activities import CrewActivities
 from activities.runner_contract import TaskRunner
+from backend.alerts import Alerter, sinks_from
 from backend.breaker import CircuitBreaker, config_from
 from backend.db.engine import make_engine, make_session_factory
 from backend.db.store import Store
 from backend.metrics import Metrics
 from backend.settings import Settings
+from workflows.alert_delivery import AlertDeliveryWorkflow
 from workflows.crew_execution import CrewExecutionWorkflow
 
 
@@ -45,22 +48,28 @@ def build_worker(
     # provider never stalls the event loop that serves workflow tasks and queries.
     executor = ThreadPoolExecutor(settings.worker_max_concurrent_tasks, thread_name_prefix="crew-task")
     store = store or build_store(settings)
+    metrics = metrics or Metrics()
+    alerter = Alerter(store, list(settings.alert_rules), sinks_from(settings))
     activities = CrewActivities(
         store=store,
         runner=runner or default_runner(),
         executor=executor,
         breaker=breaker or CircuitBreaker(store.sessions, config_from(settings)),
         metrics=metrics,
+        alerter=alerter,
+        alert_max_interval_s=settings.alert_delivery_max_interval_s,
     )
+    alert_activities = AlertActivities(alerter, metrics)
     worker = Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[CrewExecutionWorkflow],
+        workflows=[CrewExecutionWorkflow, AlertDeliveryWorkflow],
         activities=[
             activities.run_crew_task,
             activities.record_execution_status,
             activities.compensate_execution,
             activities.skip_task,
+            alert_activities.deliver_alert,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_tasks + 4,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),

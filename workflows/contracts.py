@@ -15,6 +15,8 @@ RUN_TASK_ACTIVITY = "run_crew_task"
 RECORD_STATUS_ACTIVITY = "record_execution_status"
 COMPENSATE_ACTIVITY = "compensate_execution"
 SKIP_TASK_ACTIVITY = "skip_task"
+ALERT_WORKFLOW_NAME = "AlertDelivery"
+DELIVER_ALERT_ACTIVITY = "deliver_alert"
 OUTPUT_PREVIEW_CHARS = 200
 
 
@@ -23,6 +25,7 @@ class ActivityTuning:
     """Deployment settings the workflow needs; passed in because workflow code reads no env."""
 
     heartbeat_timeout_s: float = 30.0
+    alert_delivery_max_interval_s: float = 30.0
     default_task_timeout_s: float = 600.0
     # Per-category retry overrides of the deployment (settings); crew and task specs override them.
     retry_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -13,15 +13,16 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from temporalio.client import Client
 
+from backend.alerts import Alerter, sinks_from
 from backend.api.deps import TemporalGateway
 from backend.api.limits import BodySizeLimit
 from backend.api.problems import ProblemError, install_problem_handlers
-from backend.api.routes import circuit_breakers, crews, dead_letters, errors, executions, operations
+from backend.api.routes import alerts, circuit_breakers, crews, dead_letters, errors, executions, operations
 from backend.breaker import CircuitBreaker, config_from
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Store
 from backend.metrics import Metrics, SharedStateCollector
-from backend.reconciler import start_orphans
+from backend.reconciler import redeliver_alerts, start_orphans
 from backend.settings import Settings, get_settings
 
 log = structlog.get_logger("crewrun.api")
@@ -46,6 +47,7 @@ def create_app(
         app.state.store = Store(make_session_factory(engine))
         app.state.breaker = CircuitBreaker(app.state.store.sessions, config_from(settings))
         store: Store = app.state.store
+        app.state.alerter = Alerter(store, list(settings.alert_rules), sinks_from(settings))
         collector = SharedStateCollector(
             lambda: [(b.service, b.state) for b in app.state.breaker.states()],
             store.count_executions,
@@ -67,6 +69,7 @@ def create_app(
             try:
                 client = await app.state.temporal.client()
                 await start_orphans(client, settings, app.state.store, older_than_s=RECONCILE_EVERY_S)
+                await redeliver_alerts(client, settings, app.state.store, older_than_s=RECONCILE_EVERY_S)
             except (ProblemError, Exception) as exc:  # keep reconciling; the next round retries
                 log.warning("reconciler.round_failed", error=type(exc).__name__)
 
@@ -101,4 +104,5 @@ def create_app(
     app.include_router(errors.router)
     app.include_router(dead_letters.router)
     app.include_router(circuit_breakers.router)
+    app.include_router(alerts.router)
     return app

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar, overload
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.breaker import BreakerState
-from backend.db.models import Crew, DeadLetter, ErrorEvent, Execution, ExecutionLog, TaskRun
+from backend.db.models import Alert, Crew, DeadLetter, ErrorEvent, Execution, ExecutionLog, TaskRun
 from backend.settings import Settings
 from backend.specs import CrewSpec, LLMOverride
 
@@ -268,6 +268,28 @@ class TrendPointPublic(BaseModel):
     bucket_start: datetime
     category: str
     count: int
+
+
+class AlertPublic(BaseModel):
+    id: str
+    rule: str
+    severity: str
+    title: str
+    detail: str
+    execution_id: str | None
+    created_at: datetime
+    delivered: bool
+    delivered_at: datetime | None
+    delivery_attempts: int
+    last_error: str | None
+
+    @classmethod
+    def of(cls, a: Alert) -> AlertPublic:
+        return cls(
+            id=a.id, rule=a.rule, severity=a.severity, title=a.title, detail=a.detail,
+            execution_id=a.execution_id, created_at=_utc(a.created_at), delivered=a.delivered,
+            delivered_at=_utc(a.delivered_at), delivery_attempts=a.delivery_attempts, last_error=a.last_error,
+        )  # fmt: skip
 
 
 class HealthPublic(BaseModel):

@@ -206,3 +206,35 @@ class DeadLetter(Base):
     replayed_execution_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Alert(Base):
+    """One alert per incident (after dedup and cooldown), with its delivery status."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_created", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(100))
+    severity: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(300))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    dedup_key: Mapped[str] = mapped_column(String(300))
+    execution_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    sinks: Mapped[list[Any]]  # sink names to deliver to
+    delivered_sinks: Mapped[list[Any]]  # sink names that accepted it (a retry skips them)
+    delivered: Mapped[bool] = mapped_column(default=False)
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AlertDedup(Base):
+    """The last time each dedup key fired: one atomic UPDATE decides who raises the alert."""
+
+    __tablename__ = "alert_dedup"
+
+    dedup_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

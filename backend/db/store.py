@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.faults import DbFaults
 from backend.db.models import (
+    Alert,
     Crew,
     DeadLetter,
     ErrorEvent,
@@ -609,6 +610,14 @@ class Store:
     def list_logs(self, execution_id: str, *, limit: int, cursor: str | None) -> Page[ExecutionLog]:
         query = select(ExecutionLog).where(ExecutionLog.execution_id == execution_id)
         return self._page_by_id(query, ExecutionLog.id, limit, cursor)
+
+    def undelivered_alerts(self, *, before: datetime, limit: int) -> list[str]:
+        with self._sessions() as s:
+            return list(
+                s.scalars(
+                    select(Alert.id).where(Alert.delivered.is_(False), Alert.created_at < before).limit(limit)
+                )
+            )
 
     # ----- counts for metrics -----
 
