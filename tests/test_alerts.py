@@ -131,3 +131,46 @@ async def test_critical_failure_repeated_20_times_is_one_alert_delivered_after_a
     assert receiver.refused >= 2  # retried through the outage
     (alert,) = (await api.get("/api/v1/alerts")).json()["items"]
     assert alert["delivered"] is True and alert["delivery_attempts"] >= 2 and alert["last_error"] is None
+
+
+def _error(
+    code: str = "NETWORK_CONNECT_FAILED", category: str = "network", severity: str = "medium"
+) -> dict[str, Any]:
+    return {"code": code, "category": category, "severity": severity, "service": "openai", "task": "t",
+            "agent": "a", "message": "boom"}  # fmt: skip
+
+
+def test_rate_rule_fires_once_when_the_window_fills(store: Any) -> None:
+    from backend.alerts import Alerter, AlertEvent, Sink
+    from tests.test_error_analytics import burst
+
+    alerter = Alerter(store, [AlertRule(name="limits", kind="rate", category="rate_limit", count=6, window_s=10**9)],
+                      [Sink("log", "log")])  # fmt: skip
+    event = AlertEvent("error", "rate limited", error=_error("LLM_RATE_LIMITED", "rate_limit", "low"))
+    burst(store, executions=1, per_execution=5)
+    assert alerter.raise_for(event) == []  # 5 < 6
+    burst(store, executions=1, per_execution=1)
+    assert len(alerter.raise_for(event)) == 1  # the 6th in the window
+    assert alerter.raise_for(event) == []  # same incident, within the cooldown
+    assert alerter.raise_for(AlertEvent("error", "net", error=_error())) == []  # other category
+
+
+def test_slack_and_webhook_sinks_each_get_the_alert_once(store: Any, receiver: WebhookReceiver) -> None:
+    from backend.alerts import Alerter, AlertEvent, Sink, SinkUnavailable
+
+    alerter = Alerter(store, [AlertRule(name="paused", kind="paused", cooldown_s=0)],
+                      [Sink("log", "log"), Sink("webhook", "webhook", receiver.url), Sink("slack", "slack", receiver.url)])  # fmt: skip
+    (alert_id,) = alerter.raise_for(AlertEvent("paused", "execution e1 paused: LLM_AUTH_FAILED", execution_id="e1",
+                                               error=_error("LLM_AUTH_FAILED", "authentication", "critical")))  # fmt: skip
+    receiver.down_until = time.monotonic() + 60
+    with httpx.Client(timeout=5) as client, pytest.raises(SinkUnavailable):
+        alerter.deliver(alert_id, client)
+    receiver.down_until = 0
+    with httpx.Client(timeout=5) as client:
+        assert alerter.deliver(alert_id, client) == ["webhook", "slack"]  # log accepted the first time
+        assert alerter.deliver(alert_id, client) == []  # delivered: nothing is sent twice
+    webhook, slack = receiver.accepted
+    assert webhook["id"] == alert_id and webhook["rule"] == "paused" and webhook["severity"] == "critical"
+    assert slack == {"text": "[CRITICAL] execution e1 paused: LLM_AUTH_FAILED\nboom"}
+    alert = alerter.get(alert_id)
+    assert alert is not None and alert.delivered and alert.delivery_attempts == 2
