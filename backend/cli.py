@@ -140,10 +140,16 @@ def api(
     import uvicorn
 
     from backend.api.app import create_app
+    from backend.api.security import is_loopback
     from backend.logging_setup import configure_logging
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    bind = host or settings.api_host
+    if not is_loopback(bind) and not settings.key_digests():
+        typer.secho(f"crewrun api: refusing to listen on {bind} without API keys "
+                    "(set CREWRUN_API_KEYS or CREWRUN_API_KEY_HASHES, or bind 127.0.0.1)", fg="red", err=True)  # fmt: skip
+        raise typer.Exit(2)
     uvicorn.run(
         create_app(settings),
         host=host or settings.api_host,

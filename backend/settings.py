@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.alerts import DEFAULT_RULES, AlertRule
@@ -86,12 +86,30 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
     worker_sdk_metrics_port: int = Field(default=9465, ge=0, le=65535)
 
+    # API security: with keys configured every route but /health needs a bearer key; without keys
+    # the API refuses to listen on anything but loopback. Plain keys are hashed when loaded.
+    api_keys: list[str] = Field(default_factory=list)
+    api_key_hashes: list[str] = Field(default_factory=list)
+    api_rate_limit_per_minute: int = Field(default=600, ge=0)  # 0: no limit
+
     # API
     max_request_bytes: int = Field(default=1_000_000, gt=0)
     max_inputs_bytes: int = Field(default=64_000, gt=0)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+
+    @field_validator("api_keys", "api_key_hashes", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    def key_digests(self) -> list[str]:
+        from backend.api.security import digest
+
+        return [*self.api_key_hashes, *(digest(k) for k in self.api_keys)]
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -16,8 +17,9 @@ from temporalio.client import Client
 from backend.alerts import Alerter, sinks_from
 from backend.api.deps import TemporalGateway
 from backend.api.limits import BodySizeLimit
-from backend.api.problems import ProblemError, install_problem_handlers
+from backend.api.problems import ProblemError, install_problem_handlers, problem_response
 from backend.api.routes import alerts, circuit_breakers, crews, dead_letters, errors, executions, operations
+from backend.api.security import OPEN_PATHS, KeyRing, RateLimiter
 from backend.breaker import CircuitBreaker, config_from
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Store
@@ -84,6 +86,26 @@ def create_app(
     app.state.temporal = TemporalGateway(settings, temporal_client)
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    keys = KeyRing(settings.key_digests())
+    limiter = RateLimiter(settings.api_rate_limit_per_minute)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        # Inside request_context (added later, so it runs first): refusals carry a request id too.
+        if request.url.path in OPEN_PATHS:
+            return await call_next(request)  # type: ignore[no-any-return]
+        if not keys.enabled:  # loopback only (see `crewrun api`): no callers to tell apart
+            return await call_next(request)  # type: ignore[no-any-return]
+        key = keys.identify(request.headers.get("authorization"))
+        if key is None:
+            return problem_response("UNAUTHORIZED", "a valid bearer API key is required", request,
+                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        wait = limiter.take(key)
+        if wait:
+            return problem_response("API_RATE_LIMITED", "too many requests for this key", request,
+                                    headers={"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
+        return await call_next(request)  # type: ignore[no-any-return]
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Any) -> Response:
