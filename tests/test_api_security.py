@@ -24,9 +24,9 @@ async def keyed_api(tmp_path: Path, db_url: str) -> AsyncIterator[httpx.AsyncCli
     settings = Settings(data_dir=tmp_path, database_url=db_url, api_keys=["dev-key-1"],
                         api_key_hashes=[digest("stored-key-2")], api_rate_limit_per_minute=5)  # fmt: skip
     app = create_app(settings, reconcile=False)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-            yield client
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+        yield c
 
 
 def bearer(key: str) -> dict[str, str]:
