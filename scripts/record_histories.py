@@ -1,0 +1,89 @@
+"""Record workflow histories for the replay test (tests/test_replay.py).
+
+    .venv/bin/python scripts/record_histories.py
+
+Runs a few representative executions (completed; transient retries; failed + compensated;
+paused then resumed; optional task degraded) on a local dev server with the real worker and
+simulator, and saves each history as JSON under tests/histories/. Re-record only on purpose: the
+point of the saved histories is that a workflow change that cannot replay them fails CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from temporalio.common import SearchAttributeKey
+from temporalio.testing import WorkflowEnvironment
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from backend.db.engine import make_engine, make_session_factory, upgrade_database  # noqa: E402
+from backend.db.store import Store  # noqa: E402
+from backend.executions import start_workflow  # noqa: E402
+from backend.settings import SEARCH_ATTRIBUTES, Settings  # noqa: E402
+from backend.simulator.script import FaultRule  # noqa: E402
+from backend.specs import CrewSpec  # noqa: E402
+from backend.worker_factory import build_worker  # noqa: E402
+from tests.support import SimulatorServer, research_spec, tool_path  # noqa: E402
+from workflows.contracts import ResumeRequest  # noqa: E402
+
+OUT = ROOT / "tests" / "histories"
+
+
+async def main() -> None:
+    sim = SimulatorServer().start()
+    tmp = Path(tempfile.mkdtemp())
+    url = f"sqlite:///{tmp / 'crewrun.db'}"
+    upgrade_database(url)
+    store = Store(make_session_factory(make_engine(url)))
+    fast = {c: {"initial_interval_s": 0.05, "maximum_interval_s": 0.2} for c in ("external_service", "rate_limit")}
+    settings = Settings(data_dir=tmp, database_url=url, task_queue=f"rec-{uuid.uuid4().hex[:6]}", retry=fast)
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=tool_path("temporal"),
+        search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES], ui=False,
+    )
+    worker, executor = build_worker(env.client, settings, store=store)
+
+    async def run(name: str, spec: dict, faults: list[FaultRule], resume: bool = False) -> None:
+        sim.reset()
+        sim.script.add_rules(faults)
+        validated = CrewSpec.model_validate(spec).model_dump(mode="json")
+        execution, _ = store.create_execution(crew_id=None, crew_name=validated["name"], spec=validated,
+                                              inputs={"topic": "tides"}, idempotency_key=None, request_hash=None)
+        handle = await start_workflow(env.client, settings, store, execution)
+        if resume:
+            while (await handle.query("status")) != "paused":
+                await asyncio.sleep(0.1)
+            sim.script.heal()
+            await handle.signal("resume", ResumeRequest())
+        try:
+            await handle.result()
+        except Exception:
+            pass  # failed executions are histories too
+        history = await handle.fetch_history()
+        (OUT / f"{name}.json").write_text(history.to_json())
+        print(f"recorded {name}: {len(history.events)} events")
+
+    async with worker:
+        await run("completed", research_spec(sim.base_url), [])
+        await run("transient_retries", research_spec(sim.base_url),
+                  [FaultRule(kind="server_error", agent="analyst", count=2)])
+        await run("failed_compensated", research_spec(sim.base_url),
+                  [FaultRule(kind="content_policy", agent="analyst", count=None)])
+        await run("paused_resumed", research_spec(sim.base_url),
+                  [FaultRule(kind="auth", agent="analyst", count=None)], resume=True)
+        optional = research_spec(sim.base_url)
+        optional["tasks"][1]["critical"] = False
+        await run("degraded", optional, [FaultRule(kind="content_policy", agent="analyst", count=None)])
+    executor.shutdown(wait=False)
+    await env.shutdown()
+    sim.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,30 @@
+"""Saved workflow histories must replay against the current workflow code: an incompatible change
+to CrewExecutionWorkflow (a reordered activity, a new step without a patch) fails here, in CI,
+before it ships and breaks executions in flight. Re-record with scripts/record_histories.py only
+on purpose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from workflows.alert_delivery import AlertDeliveryWorkflow
+from workflows.crew_execution import CrewExecutionWorkflow
+
+HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
+
+
+def test_the_histories_cover_the_main_paths() -> None:
+    assert {h.stem for h in HISTORIES} >= {
+        "completed", "transient_retries", "failed_compensated", "paused_resumed", "degraded"}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[h.stem for h in HISTORIES])
+async def test_saved_history_replays_on_the_current_workflow(path: Path) -> None:
+    history = WorkflowHistory.from_json(f"crew-execution-{path.stem}", path.read_text())
+    replayer = Replayer(workflows=[CrewExecutionWorkflow, AlertDeliveryWorkflow])
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
