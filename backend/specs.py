@@ -21,8 +21,34 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 _RETRY_CATEGORIES = tuple(sorted(OVERRIDABLE))
 
 
+MAX_DEPTH = 32
+
+
+def check_storable(value: Any, depth: int = 0) -> Any:
+    """Refuse what the database cannot store or a human would never send: NUL characters in text
+    (PostgreSQL rejects them) and absurdly deep nesting. Returns the value unchanged."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable(key, depth + 1)
+            check_storable(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_storable(item, depth + 1)
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        return check_storable(data)
 
 
 class LLMSpec(_Strict):

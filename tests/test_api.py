@@ -256,3 +256,27 @@ async def test_errors_route_lists_every_failed_attempt_oldest_first(
     assert first["fingerprint"] == errors["items"][1]["fingerprint"]
     assert first["cause_chain"][0]["type"] == "openai.InternalServerError"
     assert_problem(await api.get("/api/v1/executions/nope/errors"), 404, "EXECUTION_NOT_FOUND")
+
+
+async def test_poison_inputs_get_4xx_never_5xx(api: httpx.AsyncClient, sim: SimulatorServer) -> None:
+    spec = research_spec(sim.base_url, name="poison")
+    nul = await api.post("/api/v1/executions", json={"crew": spec, "inputs": {"topic": "a\x00b"}})
+    assert_problem(nul, 422, "REQUEST_INVALID")
+    deep: Any = "x"
+    for _ in range(40):
+        deep = {"k": deep}
+    assert_problem(await api.post("/api/v1/executions", json={"crew": spec, "inputs": {"topic": deep}}),
+                   422, "REQUEST_INVALID")  # fmt: skip
+    nul_spec = research_spec(sim.base_url, name="poison")
+    nul_spec["agents"][0]["goal"] = "goal\x00"
+    assert_problem(await api.post("/api/v1/crews", json=nul_spec), 422, "CREW_SPEC_INVALID")
+    assert_problem(await api.get("/api/v1/executions/a%00b"), 422, "REQUEST_INVALID")
+    assert_problem(await api.get("/api/v1/executions", params={"crew_id": "x\x00"}), 422, "REQUEST_INVALID")
+    big = b'{"crew_id": "' + b"x" * 10_000_000 + b'"}'
+    assert_problem(await api.post("/api/v1/executions", content=big, headers={"content-type": "application/json"}),
+                   413, "PAYLOAD_TOO_LARGE")  # fmt: skip
+    # Template injection in inputs is plain text: nothing is evaluated (tests/test_specs.py).
+    injected = await api.post("/api/v1/executions", json={"crew": spec, "inputs": {"topic": "{0.__class__}"}})
+    assert injected.status_code == 202
+    done = await wait_terminal(api, injected.json()["id"])
+    assert done["status"] == "completed" and "{0.__class__}" in done["tasks"][0]["output"]

@@ -25,7 +25,10 @@ async def keyed_api(tmp_path: Path, db_url: str) -> AsyncIterator[httpx.AsyncCli
                         api_key_hashes=[digest("stored-key-2")], api_rate_limit_per_minute=5)  # fmt: skip
     app = create_app(settings, reconcile=False)
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as c,
+    ):
         yield c
 
 

@@ -19,6 +19,7 @@ from backend.api.deps import TemporalGateway
 from backend.api.limits import BodySizeLimit
 from backend.api.problems import ProblemError, install_problem_handlers, problem_response
 from backend.api.routes import alerts, circuit_breakers, crews, dead_letters, errors, executions, operations
+from backend.api.schemas import problem_responses
 from backend.api.security import OPEN_PATHS, KeyRing, RateLimiter
 from backend.breaker import CircuitBreaker, config_from
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
@@ -29,6 +30,27 @@ from backend.settings import Settings, get_settings
 
 log = structlog.get_logger("crewrun.api")
 RECONCILE_EVERY_S = 15.0
+
+
+def _document_problems_as_problem_json(app: FastAPI) -> None:
+    """FastAPI files a response model under application/json; problems are application/problem+json."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if status[0] in "45" and "application/json" in content:
+                            content["application/problem+json"] = content.pop("application/json")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 
@@ -80,11 +102,15 @@ def create_app(
         version="0.1.0",
         description="Run CrewAI crews durably on Temporal, with production-grade error handling.",
         lifespan=lifespan,
+        # Every route may answer with problem details; documented so clients (and fuzzers) can
+        # check them against the schema.
+        responses=problem_responses(400, 401, 404, 405, 409, 413, 422, 429, 500, 503),
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.temporal = TemporalGateway(settings, temporal_client)
     install_problem_handlers(app)
+    _document_problems_as_problem_json(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
     keys = KeyRing(settings.key_digests())

@@ -14,6 +14,9 @@ from backend.db.store import Store
 from backend.settings import Settings
 from backend.temporal_client import connect
 
+# Ids are UUIDs (and test-friendly words): anything else is refused before a query runs.
+ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
+
 
 class TemporalGateway:
     """One Temporal client per API process, connected lazily so the API starts (and answers
@@ -62,14 +65,16 @@ ClientDep = Annotated[Client, Depends(get_client)]
 GatewayDep = Annotated[TemporalGateway, Depends(get_gateway)]
 
 
-async def get_execution(store: StoreDep, execution_id: Annotated[str, Path(max_length=64)]) -> Execution:
+async def get_execution(
+    store: StoreDep, execution_id: Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
+) -> Execution:
     found = await asyncio.to_thread(store.get_execution, execution_id)
     if found is None:
         raise ProblemError("EXECUTION_NOT_FOUND", f"no execution {execution_id!r}")
     return found
 
 
-async def get_crew(store: StoreDep, crew_id: Annotated[str, Path(max_length=64)]) -> Crew:
+async def get_crew(store: StoreDep, crew_id: Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]) -> Crew:
     found = await asyncio.to_thread(store.get_crew, crew_id)
     if found is None:
         raise ProblemError("CREW_NOT_FOUND", f"no crew {crew_id!r}")

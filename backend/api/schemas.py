@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from backend.breaker import BreakerState
 from backend.db.models import Alert, Crew, DeadLetter, ErrorEvent, Execution, ExecutionLog, TaskRun
 from backend.settings import Settings
-from backend.specs import CrewSpec, LLMOverride
+from backend.specs import CrewSpec, LLMOverride, check_storable
 
 T = TypeVar("T")
 
@@ -56,6 +56,8 @@ class ExecutionCreate(BaseModel):
     crew: CrewSpec | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
 
+    _storable = field_validator("crew_id", "inputs")(check_storable)
+
     @model_validator(mode="after")
     def _one_crew(self) -> ExecutionCreate:
         if (self.crew_id is None) == (self.crew is None):
@@ -70,12 +72,16 @@ class ResumeBody(BaseModel):
     inputs_patch: dict[str, Any] = Field(default_factory=dict)
     llm_override: LLMOverride | None = None
 
+    _storable = field_validator("task", "inputs_patch")(check_storable)
+
 
 class SkipBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: str = Field(max_length=200)
     output: str | None = Field(default=None, max_length=100_000)
+
+    _storable = field_validator("task", "output")(check_storable)
 
 
 class TaskPublic(BaseModel):
@@ -231,6 +237,8 @@ class ReplayRequest(BaseModel):
 
     inputs_patch: dict[str, Any] = Field(default_factory=dict)
 
+    _storable = field_validator("inputs_patch")(check_storable)
+
 
 class CircuitBreakerPublic(BaseModel):
     service: str
@@ -290,6 +298,26 @@ class AlertPublic(BaseModel):
             execution_id=a.execution_id, created_at=_utc(a.created_at), delivered=a.delivered,
             delivered_at=_utc(a.delivered_at), delivery_attempts=a.delivery_attempts, last_error=a.last_error,
         )  # fmt: skip
+
+
+class ProblemPublic(BaseModel):
+    """RFC 9457 problem details (every non-2xx answer)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {"model": ProblemPublic, "content": {"application/problem+json": {}},
+                 "description": "Problem details with a stable code"}
+        for status in statuses
+    }  # fmt: skip
 
 
 class HealthPublic(BaseModel):

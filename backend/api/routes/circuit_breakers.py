@@ -23,7 +23,7 @@ async def list_circuit_breakers(request: Request) -> list[CircuitBreakerPublic]:
 
 @router.post("/{service}/reset", response_model=CircuitBreakerPublic)
 async def reset_circuit_breaker(
-    request: Request, service: Annotated[str, Path(max_length=200)]
+    request: Request, service: Annotated[str, Path(max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 ) -> CircuitBreakerPublic:
     breaker = _breaker(request)
     if not await asyncio.to_thread(breaker.reset, service):

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from temporalio.service import RPCError
 
-from backend.api.deps import GatewayDep, SettingsDep, StoreDep
+from backend.api.deps import ID_PATTERN, GatewayDep, SettingsDep, StoreDep
 from backend.api.problems import ProblemError
 from backend.api.schemas import DeadLetterPublic, ExecutionPublic, Page, ReplayRequest
 from backend.db.models import DeadLetter
@@ -17,7 +17,7 @@ from backend.executions import start_workflow
 from backend.specs import CrewSpec, missing_inputs
 
 router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
-DeadLetterId = Annotated[str, Path(max_length=64)]
+DeadLetterId = Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
 
 
 async def _letter(store: StoreDep, dead_letter_id: str) -> DeadLetter:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from backend.api.deps import StoreDep
+from backend.api.deps import ID_PATTERN, StoreDep
 from backend.api.problems import ProblemError
 from backend.api.schemas import ErrorGroupPublic, ErrorRecordPublic, Page, TrendPointPublic
 from backend.db.analytics import ErrorAnalytics, ErrorFilter, default_since, interval_seconds
@@ -21,7 +21,7 @@ def error_filter(
     category: Annotated[str | None, Query(pattern=_CATEGORY)] = None,
     severity: Annotated[str | None, Query(pattern=_SEVERITY)] = None,
     code: Annotated[str | None, Query(pattern="^[A-Z][A-Z0-9_]{1,63}$")] = None,
-    crew_id: Annotated[str | None, Query(max_length=64)] = None,
+    crew_id: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> ErrorFilter:

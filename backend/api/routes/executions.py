@@ -10,7 +10,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from backend.api.deps import ClientDep, ExecutionDep, GatewayDep, SettingsDep, StoreDep
+from backend.api.deps import ID_PATTERN, ClientDep, ExecutionDep, GatewayDep, SettingsDep, StoreDep
 from backend.api.problems import ProblemError
 from backend.api.schemas import (
     ErrorRecordPublic,
@@ -116,7 +116,7 @@ async def list_executions(
     store: StoreDep,
     settings: SettingsDep,
     status: Annotated[str | None, Query(pattern=f"^({_STATUSES})$")] = None,
-    crew_id: Annotated[str | None, Query(max_length=64)] = None,
+    crew_id: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Page[ExecutionPublic]:
