@@ -1,0 +1,112 @@
+"""The ledger of ../shared/design/SCENARIOS.md as one reusable check: after a scenario, every
+accepted execution ended once, DB and Temporal agree, nothing was written twice, the counts
+balance, no canary leaked, and provider calls stayed within budget."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from backend.db.models import DeadLetter, ExecutionFailure, TaskRun
+from backend.db.store import Store
+
+TERMINAL = {"completed", "degraded", "failed", "cancelled"}
+CLOSED_AS = {
+    "completed": {WorkflowExecutionStatus.COMPLETED},
+    "degraded": {WorkflowExecutionStatus.COMPLETED},
+    "failed": {WorkflowExecutionStatus.FAILED},
+    "cancelled": {WorkflowExecutionStatus.CANCELED},
+}
+
+
+@dataclass
+class LedgerReport:
+    accepted: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    dead_letters: int = 0
+    final_records: int = 0
+    duplicates: int = 0
+    leaks: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        s = self.by_status
+        return (f"accepted {self.accepted}, completed {s['completed']}, degraded {s['degraded']}, failed {s['failed']}, "
+                f"cancelled {s['cancelled']}, dead letters {self.dead_letters}, duplicates {self.duplicates}, "
+                f"leaks {self.leaks}")  # fmt: skip
+
+
+async def check_ledger(
+    store: Store,
+    client: Client,
+    accepted: list[str],
+    *,
+    canaries: tuple[str, ...] = (),
+    texts: tuple[str, ...] = (),
+    max_calls_per_logical_call: int | None = None,
+    calls_per_task: dict[tuple[str, str], int] | None = None,
+) -> LedgerReport:
+    report = LedgerReport(accepted=len(accepted))
+    for execution_id in accepted:
+        row = store.get_execution(execution_id)
+        if row is None:
+            report.problems.append(f"{execution_id}: accepted but not in the DB")
+            continue
+        report.by_status[row.status] += 1
+        if row.status not in TERMINAL:
+            report.problems.append(f"{execution_id}: still {row.status}")
+            continue
+        described = await client.get_workflow_handle(row.workflow_id).describe()
+        if described.status not in CLOSED_AS[row.status]:
+            report.problems.append(f"{execution_id}: DB says {row.status}, Temporal says {described.status}")
+    with store.sessions() as s:
+        for model in (ExecutionFailure, DeadLetter):
+            rows = s.execute(
+                select(model.execution_id, func.count())
+                .where(model.execution_id.in_(accepted))
+                .group_by(model.execution_id)
+            ).all()
+            counts = dict(rows)
+            total = sum(counts.values())
+            if model is DeadLetter:
+                report.dead_letters = total
+            else:
+                report.final_records = total
+            report.duplicates += sum(n - 1 for n in counts.values() if n > 1)
+        ended_badly = [
+            e for e in accepted if (row := store.get_execution(e)) and row.status in ("failed", "cancelled")
+        ]
+        missing = [e for e in ended_badly if e not in dict(s.execute(
+            select(DeadLetter.execution_id, func.count()).where(DeadLetter.execution_id.in_(ended_badly))
+            .group_by(DeadLetter.execution_id)).all())]  # fmt: skip
+        report.problems += [f"{e}: ended badly without a dead letter" for e in missing]
+        outputs = s.execute(
+            select(TaskRun.execution_id, TaskRun.name, func.count()).where(TaskRun.execution_id.in_(accepted))
+            .group_by(TaskRun.execution_id, TaskRun.name)
+        ).all()  # fmt: skip
+        report.duplicates += sum(n - 1 for _, _, n in outputs if n > 1)
+    balance = sum(report.by_status[s] for s in TERMINAL)
+    if balance != report.accepted:
+        report.problems.append(f"counts do not balance: {balance} terminal of {report.accepted} accepted")
+    for text in texts:
+        report.leaks += sum(text.count(c) for c in canaries)
+    if max_calls_per_logical_call is not None and calls_per_task:
+        over = {k: n for k, n in calls_per_task.items() if n > max_calls_per_logical_call}
+        report.problems += [f"{k}: {n} provider calls" for k, n in over.items()]
+    return report
+
+
+def api_texts(api: httpx.Client, accepted: list[str]) -> list[str]:
+    return [api.get(f"/api/v1/executions/{e}").text for e in accepted] + [
+        api.get(f"/api/v1/executions/{e}/errors").text for e in accepted
+    ]
+
+
+def calls_by_logical_call(calls: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """Provider calls per (agent, task prompt): with distinct inputs per execution, one logical call."""
+    return dict(Counter((c["agent"], c["task_hint"]) for c in calls))
