@@ -307,11 +307,7 @@ class CrewExecutionWorkflow:
         error record and the dead letter in one transaction (idempotent per run; retried
         patiently so a database outage delays it, never loses it). After a cancellation the SDK
         still lets the workflow schedule activities, so it runs on that path too."""
-        self._status = status
-        updates = [STATUS_KEY.value_set(status)]
-        if error:
-            updates += [CATEGORY_KEY.value_set(error["category"]), CODE_KEY.value_set(error["code"])]
-        workflow.upsert_search_attributes(updates)
+        self._show_status(status, error)
         await workflow.execute_activity(
             COMPENSATE_ACTIVITY,
             CompensationInput(inp.execution_id, status, reason, error),
@@ -321,13 +317,17 @@ class CrewExecutionWorkflow:
     async def _set_status(
         self, inp: CrewExecutionInput, status: str, message: str, error: dict[str, Any] | None = None
     ) -> None:
-        self._status = status
-        updates = [STATUS_KEY.value_set(status)]
-        if error:
-            updates += [CATEGORY_KEY.value_set(error["category"]), CODE_KEY.value_set(error["code"])]
-        workflow.upsert_search_attributes(updates)
+        self._show_status(status, error)
         await workflow.execute_activity(
             RECORD_STATUS_ACTIVITY,
             StatusUpdate(inp.execution_id, status, message, error),
             **policies.STATUS_ACTIVITY_OPTIONS,
         )
+
+    def _show_status(self, status: str, error: dict[str, Any] | None) -> None:
+        """The status (and, on errors, category and code) as search attributes for the Web UI/CLI."""
+        self._status = status
+        updates = [STATUS_KEY.value_set(status)]
+        if error:
+            updates += [CATEGORY_KEY.value_set(error["category"]), CODE_KEY.value_set(error["code"])]
+        workflow.upsert_search_attributes(updates)
