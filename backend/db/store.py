@@ -326,7 +326,10 @@ class Store:
             row = s.scalars(
                 select(TaskRun).where(TaskRun.execution_id == execution_id, TaskRun.name == task)
             ).one()
-            return row
+        # After the commit: the point where a worker dying (or a dropped connection) leaves the
+        # output written but the attempt unreported; the next attempt must reuse it.
+        self._faults.check("complete_task.after_commit")
+        return row
 
     def record_attempt_failure(
         self,
