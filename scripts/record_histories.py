@@ -11,6 +11,7 @@ point of the saved histories is that a workflow change that cannot replay them f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 import uuid
@@ -41,11 +42,14 @@ async def main() -> None:
     url = f"sqlite:///{tmp / 'crewrun.db'}"
     upgrade_database(url)
     store = Store(make_session_factory(make_engine(url)))
-    fast = {c: {"initial_interval_s": 0.05, "maximum_interval_s": 0.2} for c in ("external_service", "rate_limit")}
+    fast = {
+        c: {"initial_interval_s": 0.05, "maximum_interval_s": 0.2} for c in ("external_service", "rate_limit")
+    }
     settings = Settings(data_dir=tmp, database_url=url, task_queue=f"rec-{uuid.uuid4().hex[:6]}", retry=fast)
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=tool_path("temporal"),
-        search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES], ui=False,
+        search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
+        ui=False,
     )
     worker, executor = build_worker(env.client, settings, store=store)
 
@@ -53,30 +57,44 @@ async def main() -> None:
         sim.reset()
         sim.script.add_rules(faults)
         validated = CrewSpec.model_validate(spec).model_dump(mode="json")
-        execution, _ = store.create_execution(crew_id=None, crew_name=validated["name"], spec=validated,
-                                              inputs={"topic": "tides"}, idempotency_key=None, request_hash=None)
+        execution, _ = store.create_execution(
+            crew_id=None,
+            crew_name=validated["name"],
+            spec=validated,
+            inputs={"topic": "tides"},
+            idempotency_key=None,
+            request_hash=None,
+        )
         handle = await start_workflow(env.client, settings, store, execution)
         if resume:
             while (await handle.query("status")) != "paused":
                 await asyncio.sleep(0.1)
             sim.script.heal()
             await handle.signal("resume", ResumeRequest())
-        try:
+        with contextlib.suppress(Exception):  # failed executions are histories too
             await handle.result()
-        except Exception:
-            pass  # failed executions are histories too
         history = await handle.fetch_history()
         (OUT / f"{name}.json").write_text(history.to_json())
         print(f"recorded {name}: {len(history.events)} events")
 
     async with worker:
         await run("completed", research_spec(sim.base_url), [])
-        await run("transient_retries", research_spec(sim.base_url),
-                  [FaultRule(kind="server_error", agent="analyst", count=2)])
-        await run("failed_compensated", research_spec(sim.base_url),
-                  [FaultRule(kind="content_policy", agent="analyst", count=None)])
-        await run("paused_resumed", research_spec(sim.base_url),
-                  [FaultRule(kind="auth", agent="analyst", count=None)], resume=True)
+        await run(
+            "transient_retries",
+            research_spec(sim.base_url),
+            [FaultRule(kind="server_error", agent="analyst", count=2)],
+        )
+        await run(
+            "failed_compensated",
+            research_spec(sim.base_url),
+            [FaultRule(kind="content_policy", agent="analyst", count=None)],
+        )
+        await run(
+            "paused_resumed",
+            research_spec(sim.base_url),
+            [FaultRule(kind="auth", agent="analyst", count=None)],
+            resume=True,
+        )
         optional = research_spec(sim.base_url)
         optional["tasks"][1]["critical"] = False
         await run("degraded", optional, [FaultRule(kind="content_policy", agent="analyst", count=None)])
