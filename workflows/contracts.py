@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-TASK_QUEUE = "crewrun"
 WORKFLOW_NAME = "CrewExecution"
 RUN_TASK_ACTIVITY = "run_crew_task"
 RECORD_STATUS_ACTIVITY = "record_execution_status"

@@ -36,6 +36,15 @@ class ProblemError(Exception):
         self.headers = headers or {}
 
 
+def invalid_cursor(exc: ValueError) -> ProblemError:
+    """422 for a pagination cursor the store did not make (every paginated route)."""
+    return ProblemError(
+        "REQUEST_INVALID",
+        "invalid cursor",
+        errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "cursor"}],
+    )
+
+
 def problem_response(
     code: str,
     detail: str,

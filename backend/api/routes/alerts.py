@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from backend.alerts import Alerter
-from backend.api.problems import ProblemError
+from backend.api.problems import invalid_cursor
 from backend.api.schemas import AlertPublic, Page
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -25,6 +25,5 @@ async def list_alerts(
     try:
         page = await asyncio.to_thread(alerter.list, since=since, limit=limit, cursor=cursor)
     except ValueError as exc:
-        raise ProblemError("REQUEST_INVALID", "invalid cursor",
-                           errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "cursor"}]) from exc  # fmt: skip
+        raise invalid_cursor(exc) from exc
     return Page[AlertPublic](items=[AlertPublic.of(a) for a in page.items], next_cursor=page.next_cursor)

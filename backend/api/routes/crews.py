@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from backend.api.deps import CrewDep, StoreDep
-from backend.api.problems import ProblemError
+from backend.api.problems import ProblemError, invalid_cursor
 from backend.api.schemas import CrewPublic, Page
 from backend.db.store import CrewNameTaken
 from backend.specs import CrewSpec
@@ -32,11 +32,7 @@ async def list_crews(
     try:
         page = await asyncio.to_thread(store.list_crews, limit=limit, cursor=cursor)
     except ValueError as exc:
-        raise ProblemError(
-            "REQUEST_INVALID",
-            "invalid cursor",
-            errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "cursor"}],
-        ) from exc
+        raise invalid_cursor(exc) from exc
     return Page[CrewPublic](items=[CrewPublic.of(c) for c in page.items], next_cursor=page.next_cursor)
 
 

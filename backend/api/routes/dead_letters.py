@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from temporalio.service import RPCError
 
 from backend.api.deps import ID_PATTERN, GatewayDep, SettingsDep, StoreDep
-from backend.api.problems import ProblemError
+from backend.api.problems import ProblemError, invalid_cursor
 from backend.api.schemas import DeadLetterPublic, ExecutionPublic, Page, ReplayRequest
 from backend.db.models import DeadLetter
 from backend.db.store import DeadLetterNotOpen
@@ -37,8 +37,7 @@ async def list_dead_letters(
     try:
         page = await asyncio.to_thread(store.list_dead_letters, status=status, limit=limit, cursor=cursor)
     except ValueError as exc:
-        raise ProblemError("REQUEST_INVALID", "invalid cursor",
-                           errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "cursor"}]) from exc  # fmt: skip
+        raise invalid_cursor(exc) from exc
     return Page[DeadLetterPublic](
         items=[DeadLetterPublic.of(d) for d in page.items], next_cursor=page.next_cursor
     )

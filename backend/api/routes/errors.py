@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from backend.api.deps import ID_PATTERN, StoreDep
-from backend.api.problems import ProblemError
+from backend.api.problems import ProblemError, invalid_cursor
 from backend.api.schemas import ErrorGroupPublic, ErrorRecordPublic, Page, TrendPointPublic
 from backend.db.analytics import ErrorAnalytics, ErrorFilter, default_since, interval_seconds
 from backend.exceptions.codes import Category, Severity
@@ -48,7 +48,7 @@ async def list_errors(
     try:
         page = await asyncio.to_thread(ErrorAnalytics(store).errors, where, limit=limit, cursor=cursor)
     except ValueError as exc:
-        raise _bad("cursor", "invalid cursor") from exc
+        raise invalid_cursor(exc) from exc
     return Page[ErrorRecordPublic](
         items=[ErrorRecordPublic.of(e) for e in page.items], next_cursor=page.next_cursor
     )

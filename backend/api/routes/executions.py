@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from backend.api.deps import ID_PATTERN, ClientDep, ExecutionDep, GatewayDep, SettingsDep, StoreDep
-from backend.api.problems import ProblemError
+from backend.api.problems import ProblemError, invalid_cursor
 from backend.api.schemas import (
     ErrorRecordPublic,
     ExecutionCreate,
@@ -31,14 +31,6 @@ from workflows.contracts import ResumeRequest, SkipRequest
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
 _STATUSES = "|".join(s.value for s in ExecutionStatus)
-
-
-def _invalid_cursor(exc: ValueError) -> ProblemError:
-    return ProblemError(
-        "REQUEST_INVALID",
-        "invalid cursor",
-        errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "cursor"}],
-    )
 
 
 def _request_hash(body: ExecutionCreate) -> str:
@@ -125,7 +117,7 @@ async def list_executions(
             store.list_executions, status=status, crew_id=crew_id, limit=limit, cursor=cursor
         )
     except ValueError as exc:
-        raise _invalid_cursor(exc) from exc
+        raise invalid_cursor(exc) from exc
     return Page[ExecutionPublic](
         items=[ExecutionPublic.of(e, settings, with_outputs=False) for e in page.items],
         next_cursor=page.next_cursor,
@@ -167,7 +159,7 @@ async def execution_logs(
     try:
         page = await asyncio.to_thread(store.list_logs, execution.id, limit=limit, cursor=cursor)
     except ValueError as exc:
-        raise _invalid_cursor(exc) from exc
+        raise invalid_cursor(exc) from exc
     return Page[LogEntryPublic](
         items=[LogEntryPublic.of(x) for x in page.items], next_cursor=page.next_cursor
     )
@@ -184,7 +176,7 @@ async def execution_errors(
     try:
         page = await asyncio.to_thread(store.list_error_events, execution.id, limit=limit, cursor=cursor)
     except ValueError as exc:
-        raise _invalid_cursor(exc) from exc
+        raise invalid_cursor(exc) from exc
     return Page[ErrorRecordPublic](
         items=[ErrorRecordPublic.of(e) for e in page.items], next_cursor=page.next_cursor
     )
