@@ -1,0 +1,61 @@
+"""Worker process of variant (b): `python -m bench.bare_worker <address> <task queue>`.
+
+A separate process like crewrun's own worker, with the same task pool size, so (b) and (c) differ
+only in what crewrun adds around each task, not in process layout or thread count."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from backend.settings import Settings
+from bench.bare_workflow import BARE_TASK_ACTIVITY, TRIVIAL_ACTIVITY, BareCrewWorkflow, TrivialWorkflow
+
+
+def crew_task_activity(pool: ThreadPoolExecutor) -> Any:
+    from activities.crew_runner import CrewAITaskRunner
+    from activities.runner_contract import TaskRunRequest
+
+    runner = CrewAITaskRunner()
+
+    @activity.defn(name=BARE_TASK_ACTIVITY)
+    async def run_crew_task(
+        agent: dict[str, Any], task: dict[str, Any], inputs: dict[str, Any], context: dict[str, str]
+    ) -> str:
+        request = TaskRunRequest(agent=agent, task=task, inputs=inputs, context=context)
+        # CrewAI is synchronous: a thread of the pool, as crewrun's activity does it.
+        outcome = await asyncio.get_running_loop().run_in_executor(pool, runner.run, request)
+        return outcome.output
+
+    return run_crew_task
+
+
+@activity.defn(name=TRIVIAL_ACTIVITY)
+async def noop(i: int) -> int:
+    return i
+
+
+async def main(address: str, task_queue: str) -> None:
+    slots = Settings().worker_max_concurrent_tasks  # crewrun's default task pool size
+    pool = ThreadPoolExecutor(slots)
+    client = await Client.connect(address)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    worker = Worker(client, task_queue=task_queue, workflows=[BareCrewWorkflow, TrivialWorkflow],
+                    activities=[crew_task_activity(pool), noop], max_concurrent_activities=slots)  # fmt: skip
+    async with worker:
+        print("bare worker polling", flush=True)
+        await stop.wait()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
