@@ -1,4 +1,6 @@
-"""Worker process of variant (b): `python -m bench.bare_worker <address> <task queue>`.
+"""Worker process of variant (b): `python -m bench.bare_worker <address> <task queue> [--trivial]`.
+
+``--trivial`` serves only the trivial workflow (persistence benchmark) and skips importing CrewAI.
 
 A separate process like crewrun's own worker, with the same task pool size, so (b) and (c) differ
 only in what crewrun adds around each task, not in process layout or thread count."""
@@ -12,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client
 from temporalio.worker import Worker
 
 from backend.settings import Settings
 from bench.bare_workflow import BARE_TASK_ACTIVITY, TRIVIAL_ACTIVITY, BareCrewWorkflow, TrivialWorkflow
+from bench.procs import connect
 
 
 def crew_task_activity(pool: ThreadPoolExecutor) -> Any:
@@ -42,15 +44,16 @@ async def noop(i: int) -> int:
     return i
 
 
-async def main(address: str, task_queue: str) -> None:
+async def main(address: str, task_queue: str, trivial: bool) -> None:
     slots = Settings().worker_max_concurrent_tasks  # crewrun's default task pool size
     pool = ThreadPoolExecutor(slots)
-    client = await Client.connect(address)
+    client = await connect(address)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    activities = [noop] if trivial else [noop, crew_task_activity(pool)]
     worker = Worker(client, task_queue=task_queue, workflows=[BareCrewWorkflow, TrivialWorkflow],
-                    activities=[crew_task_activity(pool), noop], max_concurrent_activities=slots)  # fmt: skip
+                    activities=activities, max_concurrent_activities=slots)  # fmt: skip
     async with worker:
         print("bare worker polling", flush=True)
         await stop.wait()
@@ -58,4 +61,4 @@ async def main(address: str, task_queue: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], "--trivial" in sys.argv[3:]))

@@ -22,7 +22,7 @@ from temporalio.client import Client
 from backend.stack import Stack
 from bench.bare_workflow import BARE_CREW_WORKFLOW
 from bench.crew import research_spec, run_in_process, task_requests
-from bench.procs import progress, python_child
+from bench.procs import connect, progress, python_child
 from bench.stats import Figure, interleaved, ms, p50, p99, ratio_figure, table
 
 VARIANTS = ("a", "b", "c")
@@ -149,7 +149,7 @@ async def measure(
     spec = research_spec(sim, f"bench-overhead-{uuid.uuid4().hex[:6]}")
     crew_id = register_crew(stack.api_url, spec)
     address = f"127.0.0.1:{stack.settings.temporal_port}"
-    client = await Client.connect(address)
+    client = await connect(address)
     result = OverheadResult(executions, concurrency, reps)
     with python_child(["-m", "bench.bare_worker", address, BARE_QUEUE], work / "bare-worker.log"):
         runners: dict[str, Callable[[], Awaitable[Batch]]] = {

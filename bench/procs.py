@@ -7,6 +7,7 @@ machine. Ports are always free ones picked by the OS.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -148,3 +150,17 @@ def healthy(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+async def connect(address: str, timeout_s: float = 60) -> Any:
+    """A Temporal client, waiting for a dev server whose frontend is still coming up."""
+    from temporalio.client import Client
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await Client.connect(address)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
