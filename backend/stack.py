@@ -87,6 +87,8 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    cmd: list[str] = field(default_factory=list)  # what restart_child runs again
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -167,7 +169,7 @@ class Stack:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        child = Child(name, process, log_path)
+        child = Child(name, process, log_path, cmd, extra_env or {})
         self.children.append(child)
         return child
 
@@ -220,6 +222,27 @@ class Stack:
 
     def child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)
+
+    def restart_child(
+        self, name: str, sig: signal.Signals = signal.SIGTERM, *, down_s: float = 0, timeout_s: float = 30
+    ) -> Child:
+        """Stop one child with ``sig``, wait for it to exit, leave it down for ``down_s``, start it
+        again with the same command (same data directory, same ports). For fault tests: the other
+        children keep running."""
+        old = self.child(name)
+        if old.process.poll() is None:
+            old.process.send_signal(sig)
+            old.process.wait(timeout_s)
+        time.sleep(down_s)
+        index = self.children.index(old)
+        self.children.remove(old)
+        new = self._spawn(name, old.cmd, old.extra_env)
+        # Keep the start order: stop() relies on it to stop Temporal last.
+        self.children.remove(new)
+        self.children.insert(index, new)
+        if name == "temporal":
+            self._wait_for_port(name, self.settings.temporal_port, timeout_s)
+        return new
 
     def wait(self) -> str:
         """Block until a child dies; returns its name (the caller then stops the rest)."""
