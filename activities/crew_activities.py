@@ -104,9 +104,12 @@ class CrewActivities:
         if result.created:
             self._metrics.dead_letters.inc()
             self._metrics.executions_finished.labels(inp.status).inc()
-            await self._alert(AlertEvent("dead_letter", f"execution {inp.execution_id} {inp.status}: {inp.reason}",
-                                         severity="high", execution_id=inp.execution_id, error=inp.error,
-                                         data={"dead_letter_id": result.dead_letter_id}))  # fmt: skip
+        # Also when an earlier attempt committed the record and died (an ambiguous commit) before
+        # raising the alert: the incident (the dead letter) makes a second offer a no-op.
+        await self._alert(AlertEvent("dead_letter", f"execution {inp.execution_id} {inp.status}: {inp.reason}",
+                                     severity="high", execution_id=inp.execution_id, error=inp.error,
+                                     data={"dead_letter_id": result.dead_letter_id},
+                                     incident=result.dead_letter_id))  # fmt: skip
         log.info("execution.compensated", execution_id=inp.execution_id, status=inp.status,
                  dead_letter_id=result.dead_letter_id, created=result.created, attempt=info.attempt)  # fmt: skip
         return result.dead_letter_id

@@ -28,6 +28,8 @@ from backend.db.store import Page, Store
 from backend.exceptions.redaction import redact_data
 
 log = structlog.get_logger("crewrun.alerts")
+# Namespace of alert ids derived from an incident name (uuid5): the same incident, the same id.
+INCIDENTS = uuid.UUID("6f1c1f3e-8a51-4d1e-9b7c-2f0a5c3e9d41")
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
 
@@ -62,6 +64,9 @@ class AlertEvent:
     error: dict[str, Any] | None = None  # the error record, for error events
     service: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    # Names the incident when the caller may offer it again (an activity retried after an
+    # ambiguous commit): each rule then raises at most one alert for it, ever.
+    incident: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,13 @@ class Alerter:
         created = []
         for rule in self.rules:
             key = self._matches(rule, event)
-            if key is not None and self._first_in_cooldown(key, rule.cooldown_s):
-                created.append(self._create(rule, key, event))
+            if key is None:
+                continue
+            alert_id = str(uuid.uuid5(INCIDENTS, f"{rule.name}:{event.incident}")) if event.incident else None
+            if alert_id is not None and self.get(alert_id) is not None:
+                created.append(alert_id)  # raised before: the caller makes sure it is delivered
+            elif self._first_in_cooldown(key, rule.cooldown_s):
+                created.append(self._create(rule, key, event, alert_id))
         return created
 
     def _matches(self, rule: AlertRule, event: AlertEvent) -> str | None:
@@ -150,10 +160,22 @@ class Alerter:
         except IntegrityError:
             return False  # the key fired within its cooldown (or a concurrent caller won)
 
-    def _create(self, rule: AlertRule, key: str, event: AlertEvent) -> str:
-        alert_id = str(uuid.uuid4())
+    def _create(self, rule: AlertRule, key: str, event: AlertEvent, alert_id: str | None) -> str:
+        alert_id = alert_id or str(uuid.uuid4())
         error = event.error or {}
         detail = error.get("message") or event.data.get("detail") or ""
+        try:
+            self._insert(alert_id, rule, key, event, error, detail)
+        except IntegrityError:
+            if self.get(alert_id) is None:
+                raise
+            return alert_id  # a concurrent offer of the same incident created it
+        log.warning("alert.raised", alert_id=alert_id, rule=rule.name, dedup_key=key, title=event.title)
+        return alert_id
+
+    def _insert(
+        self, alert_id: str, rule: AlertRule, key: str, event: AlertEvent, error: dict[str, Any], detail: str
+    ) -> None:
         with self._sessions() as s, s.begin():
             s.add(
                 Alert(
@@ -166,8 +188,6 @@ class Alerter:
                     delivery_attempts=0, created_at=utcnow(),
                 )
             )  # fmt: skip
-        log.warning("alert.raised", alert_id=alert_id, rule=rule.name, dedup_key=key, title=event.title)
-        return alert_id
 
     # ----- delivering (called by the delivery activity, retried by Temporal) -----
 

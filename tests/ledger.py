@@ -4,15 +4,16 @@ balance, no canary leaked, and provider calls stayed within budget."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 
-from backend.db.models import DeadLetter, ExecutionFailure, TaskRun
+from backend.db.models import Alert, DeadLetter, ExecutionFailure, TaskRun
 from backend.db.store import Store
 
 TERMINAL = {"completed", "degraded", "failed", "cancelled"}
@@ -30,6 +31,7 @@ class LedgerReport:
     by_status: Counter[str] = field(default_factory=Counter)
     dead_letters: int = 0
     final_records: int = 0
+    dead_letter_alerts: int = 0
     duplicates: int = 0
     leaks: int = 0
     problems: list[str] = field(default_factory=list)
@@ -37,8 +39,24 @@ class LedgerReport:
     def line(self) -> str:
         s = self.by_status
         return (f"accepted {self.accepted}, completed {s['completed']}, degraded {s['degraded']}, failed {s['failed']}, "
-                f"cancelled {s['cancelled']}, dead letters {self.dead_letters}, duplicates {self.duplicates}, "
-                f"leaks {self.leaks}")  # fmt: skip
+                f"cancelled {s['cancelled']}, final records {self.final_records}, dead letters {self.dead_letters}, "
+                f"dead-letter alerts {self.dead_letter_alerts}, duplicates {self.duplicates}, leaks {self.leaks}")  # fmt: skip
+
+
+async def closed_workflow(
+    client: Client, workflow_id: str, timeout_s: float = 15
+) -> WorkflowExecutionDescription:
+    """The workflow once closed: the DB turns terminal in the compensation or final status activity,
+    a moment before the workflow itself completes."""
+    handle = client.get_workflow_handle(workflow_id)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    described = await handle.describe()
+    while (
+        described.status == WorkflowExecutionStatus.RUNNING and asyncio.get_running_loop().time() < deadline
+    ):
+        await asyncio.sleep(0.2)
+        described = await handle.describe()
+    return described
 
 
 async def check_ledger(
@@ -50,6 +68,7 @@ async def check_ledger(
     texts: tuple[str, ...] = (),
     max_calls_per_logical_call: int | None = None,
     calls_per_task: dict[tuple[str, str], int] | None = None,
+    expect_dead_letter_alerts: bool = True,
 ) -> LedgerReport:
     report = LedgerReport(accepted=len(accepted))
     for execution_id in accepted:
@@ -61,7 +80,7 @@ async def check_ledger(
         if row.status not in TERMINAL:
             report.problems.append(f"{execution_id}: still {row.status}")
             continue
-        described = await client.get_workflow_handle(row.workflow_id).describe()
+        described = await closed_workflow(client, row.workflow_id)
         if described.status not in CLOSED_AS[row.status]:
             report.problems.append(f"{execution_id}: DB says {row.status}, Temporal says {described.status}")
     with store.sessions() as s:
@@ -85,6 +104,17 @@ async def check_ledger(
             select(DeadLetter.execution_id, func.count()).where(DeadLetter.execution_id.in_(ended_badly))
             .group_by(DeadLetter.execution_id)).all())]  # fmt: skip
         report.problems += [f"{e}: ended badly without a dead letter" for e in missing]
+        # One alert per alert-worthy event: every dead letter raises exactly one (rule kind
+        # dead_letter, on by default), whatever retries the compensation went through.
+        alerted = dict(s.execute(
+            select(Alert.execution_id, func.count()).where(Alert.rule == "dead-letter", Alert.execution_id.in_(accepted))
+            .group_by(Alert.execution_id)).all())  # fmt: skip
+        report.dead_letter_alerts = sum(alerted.values())
+        report.duplicates += sum(n - 1 for n in alerted.values() if n > 1)
+        if expect_dead_letter_alerts:
+            report.problems += [
+                f"{e}: dead letter without its alert" for e in ended_badly if e not in alerted
+            ]
         outputs = s.execute(
             select(TaskRun.execution_id, TaskRun.name, func.count()).where(TaskRun.execution_id.in_(accepted))
             .group_by(TaskRun.execution_id, TaskRun.name)

@@ -148,16 +148,25 @@ class CrewExecutionWorkflow:
                 type=error["category"],
                 non_retryable=True,
             ) from None
-        except (ApplicationError, asyncio.CancelledError):
+        except ApplicationError:
             raise
-        except Exception as bug:
-            # A bug in workflow code (or an input it cannot handle) fails the execution with a
-            # code and a record, instead of retrying the workflow task forever.
-            error = failures.workflow_code_error(bug)
-            await self._end_badly(inp, ExecutionStatus.FAILED, "workflow code error", error)
-            raise ApplicationError(
-                error["message"], error, type=error["category"], non_retryable=True
-            ) from bug
+        except BaseException as err:
+            if not (isinstance(err, asyncio.CancelledError) or is_cancelled_exception(err)):
+                if not isinstance(err, Exception):
+                    raise
+                # A bug in workflow code (or an input it cannot handle) fails the execution with
+                # a code and a record, instead of retrying the workflow task forever.
+                error = failures.workflow_code_error(err)
+                await self._end_badly(inp, ExecutionStatus.FAILED, "workflow code error", error)
+                raise ApplicationError(
+                    error["message"], error, type=error["category"], non_retryable=True
+                ) from err
+            # Wherever the cancellation landed (a task attempt, a status record, a pause), the
+            # execution ends cancelled with its compensation record, once.
+            await self._end_badly(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            raise asyncio.CancelledError() from err
 
     async def _run(self, inp: CrewExecutionInput) -> CrewExecutionResult:
         spec = inp.spec
@@ -181,11 +190,11 @@ class CrewExecutionWorkflow:
                 try:
                     result = await self._run_task(inp, task, agents[task["agent"]], inputs, progress, context)
                 except asyncio.CancelledError:
-                    await self._cancelled(inp, progress)
+                    progress.status = TaskStatus.FAILED
                     raise
                 except ActivityError as err:
                     if is_cancelled_exception(err):
-                        await self._cancelled(inp, progress)
+                        progress.status = TaskStatus.FAILED
                         raise asyncio.CancelledError() from err
                     error = failures.activity_error_record(err, task["name"], task["agent"])
                     progress.error = error
@@ -232,7 +241,15 @@ class CrewExecutionWorkflow:
 
         final = ExecutionStatus.DEGRADED if gaps else ExecutionStatus.COMPLETED
         message = f"execution {final}" + (f"; gaps: {', '.join(gaps)}" if gaps else "")
-        await self._set_status(inp, final, message, None)
+        try:
+            await self._set_status(inp, final, message, None)
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not (isinstance(err, asyncio.CancelledError) or is_cancelled_exception(err)):
+                raise
+            # Every task had finished when the cancellation arrived: too late to cancel anything.
+            # The outcome is recorded (a new activity; the cancellation was delivered once) and
+            # the execution completes, so the DB and Temporal agree on it.
+            await self._set_status(inp, final, message, None)
         return CrewExecutionResult(inp.execution_id, self._status, self._tasks, gaps=gaps)
 
     async def _run_task(
@@ -295,10 +312,6 @@ class CrewExecutionWorkflow:
             SkipTaskInput(inp.execution_id, request.task, request.output),
             **policies.STATUS_ACTIVITY_OPTIONS,
         )
-
-    async def _cancelled(self, inp: CrewExecutionInput, progress: TaskProgress) -> None:
-        progress.status = TaskStatus.FAILED
-        await self._end_badly(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
 
     async def _end_badly(
         self, inp: CrewExecutionInput, status: str, reason: str, error: dict[str, Any] | None
