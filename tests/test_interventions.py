@@ -164,3 +164,23 @@ async def test_primary_llm_in_outage_falls_back_and_completes_with_no_failed_tas
     errors = (await api.get(f"/api/v1/executions/{done['id']}/errors")).json()["items"]
     assert {e["task"] for e in errors} == {"research"} and all(e["retryable"] for e in errors)
     assert {e["code"] for e in errors} <= {"LLM_PROVIDER_OVERLOADED", "CIRCUIT_OPEN"}
+
+
+async def test_cancelling_a_paused_execution_ends_it_cancelled_with_one_dead_letter(
+    api: httpx.AsyncClient, sim: SimulatorServer
+) -> None:
+    sim.script.add_rules([FaultRule(kind="auth", agent="analyst", count=None)])
+    execution_id = await start(api, research_spec(sim.base_url, name="cancel-paused"))
+    await wait_status(api, execution_id, "paused")
+    # The cancellation lands in the pause (no task attempt is running): still compensated.
+    assert (await api.post(f"/api/v1/executions/{execution_id}/cancel")).status_code == 202
+    done = await wait_terminal(api, execution_id)
+
+    assert done["status"] == "cancelled"
+    letters = [
+        d
+        for d in (await api.get("/api/v1/dead-letters")).json()["items"]
+        if d["execution_id"] == execution_id
+    ]
+    assert len(letters) == 1 and letters[0]["reason"] == "execution cancelled"
+    assert [t["name"] for t in letters[0]["completed_tasks"]] == ["research"]
