@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test demo lint clean
+.PHONY: install run test demo lint clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ COVERAGE := --cov=backend.exceptions --cov=activities.boundary --cov=workflows.p
 
 test: install
 	$(PY) -m pytest $(COVERAGE) $(PYTEST_ARGS)
+
+# Benchmarks (bench/): writes BENCHMARKS.md at the repo root; about 15 minutes on 2 cores.
+# CREWRUN_BENCH_QUICK=1 for tiny sizes while developing.
+bench: install
+	$(PY) -m bench.run
 
 lint: install
 	$(VENV)/bin/ruff check .

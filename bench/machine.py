@@ -34,7 +34,7 @@ def machine() -> dict[str, str]:
 
 
 def load_average() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def versions(pg_url: str) -> dict[str, str]:

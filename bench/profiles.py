@@ -50,7 +50,8 @@ def sampled(pids: dict[str, int], out_dir: Path, seconds: int = 600) -> Iterator
         for name, pid in pids.items():
             outputs[name] = out_dir / f"py-spy-{name}.txt"
             procs.append(subprocess.Popen([tool, "record", "--pid", str(pid), "--duration", str(seconds), "--rate",
-                                           "200", "--format", "raw", "--output", str(outputs[name]), "--nonblocking"],
+                                           "200", "--format", "raw", "--full-filenames", "--output", str(outputs[name]),
+                                           "--nonblocking"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
         time.sleep(1.0)  # py-spy attaches
     try:
@@ -77,9 +78,15 @@ def _package(frame: str) -> str:
     return "other"
 
 
-def summarise(collapsed: Path, top: int = 8) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
-    """(samples, samples by package of the innermost frame, inclusive samples of crewrun's own
-    functions)."""
+def _function(frame: str) -> str:
+    """``name (…/backend/db/store.py:123)`` → ``Store.x (store.py)``: lines of one function merged."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit('/', 1)[-1].split(':')[0]})"
+
+
+def summarise(collapsed: Path, top: int = 10) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+    """(samples, samples by package of the innermost frame, samples by the innermost crewrun
+    function on the stack: which of crewrun's own functions led to that CPU being spent)."""
     by_package: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
@@ -93,13 +100,8 @@ def summarise(collapsed: Path, top: int = 8) -> tuple[int, list[tuple[str, int]]
         total += n
         frames = stack.split(";")
         by_package[_package(frames[-1])] += n
-        seen = set()
-        for frame in frames:
-            if _package(frame) == "crewrun":
-                name = frame.split(" (")[0] + " (" + frame.rsplit("/", 1)[-1]
-                if name not in seen:
-                    seen.add(name)
-                    own[name] += n
+        mine = [f for f in frames if _package(f) == "crewrun"]
+        own[_function(mine[-1]) if mine else "(no crewrun frame: SDK/runtime threads)"] += n
     return total, by_package.most_common(top), own.most_common(top)
 
 
@@ -108,7 +110,7 @@ def markdown_profile(title: str, collapsed: Path) -> str:
     if not total:
         return f"{title}: no py-spy samples (py-spy missing or not permitted to attach)."
     pk = table(["innermost frame in", "share of samples"], [[p, f"{n / total:.0%}"] for p, n in packages])
-    fn = table(["crewrun function (inclusive)", "share of samples"],
+    fn = table(["innermost crewrun function on the stack", "share of samples"],
                [[f"`{name}`", f"{n / total:.0%}"] for name, n in own])  # fmt: skip
     return f"{title}: {total} on-CPU samples (py-spy, 200 Hz, all threads).\n\n{pk}\n\n{fn}"
 

@@ -198,7 +198,7 @@ def write_report(sections: list[tuple[str, str]], targets: list[Target], info: d
         "nothing is typed in by hand. Regenerate with `make bench`.",
         "## Machine",
         table(["", ""], [[k, v] for k, v in info["machine"].items()]
-              + [["load average (1/5/15 min) at start / end", f"{info['load_start']} / {info['load_end']}"]]),
+              + [["load average (1, 5, 15 min)", f"at start {info['load_start']}; at end {info['load_end']}"]]),
         "The machine is shared (other test suites may run at the same time): the load average above says "
         "how busy it was; interleaving keeps the ratios fair even when absolute figures drift.",
         "## Versions",
