@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from backend.api.app import create_app
 from backend.db.engine import make_engine, make_session_factory
@@ -18,6 +18,7 @@ from backend.db.store import Store
 from backend.settings import Settings
 from backend.simulator.script import FaultRule
 from backend.worker_factory import build_worker
+from tests.ledger import closed_workflow
 from tests.support import SimulatorServer, research_spec
 from tests.test_api import assert_problem, wait_terminal
 
@@ -83,7 +84,7 @@ async def test_permanent_failure_yields_one_final_record_and_one_dead_letter_wit
 
 
 async def test_compensation_retried_after_an_ambiguous_commit_writes_nothing_twice(
-    dlq_api: tuple[httpx.AsyncClient, Store], sim: SimulatorServer, faults: DbFaults
+    dlq_api: tuple[httpx.AsyncClient, Store], sim: SimulatorServer, faults: DbFaults, temporal_client: Client
 ) -> None:
     api, store = dlq_api
     # The commit succeeds, then the caller sees a dropped connection: Temporal retries the activity.
@@ -95,6 +96,9 @@ async def test_compensation_retried_after_an_ambiguous_commit_writes_nothing_twi
     assert len(await dead_letters_of(api, done["id"])) == 1
     logs = (await api.get(f"/api/v1/executions/{done['id']}/logs", params={"limit": 500})).json()["items"]
     assert [entry["event"] for entry in logs].count("execution.failed") == 1
+    # The retried compensation returned (a no-op), so the workflow closed as failed.
+    closed = await closed_workflow(temporal_client, done["workflow_id"])
+    assert closed.status == WorkflowExecutionStatus.FAILED
 
 
 async def test_replay_runs_only_the_failed_task_and_the_ones_after_it(
