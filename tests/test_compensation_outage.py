@@ -1,8 +1,9 @@
-"""The compensation record survives a real PostgreSQL outage: the server is stopped while the
-compensation activity runs and started again; the record is written exactly once afterwards."""
+"""S10: the compensation record survives a real PostgreSQL outage: the server is stopped while the
+compensation activity runs and started again; every record is written exactly once afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +19,11 @@ from backend.settings import Settings
 from backend.simulator.script import FaultRule
 from backend.specs import CrewSpec
 from backend.worker_factory import build_worker
+from tests.ledger import check_ledger
 from tests.pg_instance import PrivatePostgres
 from tests.support import SimulatorServer, research_spec
+
+CONCURRENT = 20
 
 
 @pytest.fixture
@@ -52,27 +56,34 @@ class OutageDuringCompensation(Store):
 async def test_compensation_written_once_after_postgres_comes_back(
     postgres: PrivatePostgres, temporal_client: Client, settings: Settings, sim: SimulatorServer
 ) -> None:
+    # S10 with 20 concurrent executions: all fail at task 2, and the server goes down as the first
+    # compensation begins, while the others are still running, retrying or compensating.
     upgrade_database(postgres.url)
     store = OutageDuringCompensation(postgres, make_session_factory(make_engine(postgres.url)))
-    pg_settings = settings.model_copy(update={"database_url": postgres.url})
-    sim.script.add_rules([FaultRule(kind="content_policy", agent="analyst", count=1)])
+    pg_settings = settings.model_copy(
+        update={"database_url": postgres.url, "worker_max_concurrent_tasks": CONCURRENT}
+    )
+    sim.script.add_rules([FaultRule(kind="content_policy", agent="analyst", count=None)])
     spec = CrewSpec.model_validate(research_spec(sim.base_url)).model_dump(mode="json")
-    execution, _ = store.create_execution(crew_id=None, crew_name="research", spec=spec, inputs={"topic": "x"},
-                                          idempotency_key=None, request_hash=None)  # fmt: skip
+    executions = [
+        store.create_execution(crew_id=None, crew_name="research", spec=spec, inputs={"topic": f"t{i}"},
+                               idempotency_key=None, request_hash=None)[0]
+        for i in range(CONCURRENT)
+    ]  # fmt: skip
     worker, executor = build_worker(temporal_client, pg_settings, store=store)
     async with worker:
-        handle = await start_workflow(temporal_client, pg_settings, store, execution)
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+        handles = [await start_workflow(temporal_client, pg_settings, store, e) for e in executions]
+        outcomes = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
     executor.shutdown(wait=False)
     assert store.restarter is not None
     store.restarter.join(10)
 
-    print(f"\ncompensation attempts across the PostgreSQL outage: {store.calls}")
-    assert store.calls >= 2  # the outage made at least one attempt fail
-    failures = store.failures_of(execution.id)
-    assert len(failures) == 1 and failures[0].error["code"] == "LLM_CONTENT_REFUSED"
-    letters = store.list_dead_letters(status=None, limit=10, cursor=None).items
-    assert [d.execution_id for d in letters] == [execution.id]
-    row = store.get_execution(execution.id)
-    assert row is not None and row.status == "failed"
+    print(f"\ncompensation attempts across the PostgreSQL outage: {store.calls} for {CONCURRENT} executions")
+    assert all(isinstance(o, WorkflowFailureError) for o in outcomes), outcomes
+    assert store.calls > CONCURRENT  # the outage made at least one attempt fail
+    ids = [e.id for e in executions]
+    report = await check_ledger(store, temporal_client, ids)
+    print(f"S10: {report.line()}")
+    assert report.problems == [] and report.duplicates == 0
+    assert report.by_status["failed"] == report.final_records == report.dead_letters == CONCURRENT
+    assert {f.error["code"] for e in ids for f in store.failures_of(e)} == {"LLM_CONTENT_REFUSED"}
