@@ -24,7 +24,7 @@ from backend.stack import Stack
 from bench.bare_workflow import BARE_CREW_WORKFLOW
 from bench.crew import research_spec, run_in_process, task_requests
 from bench.procs import connect, progress, python_child
-from bench.profiles import cpu_seconds, markdown_profile, sampled
+from bench.profiles import cpu_seconds, markdown_profile, sampled, summarise
 from bench.stats import Figure, interleaved, ms, p50, p99, ratio_figure, table
 
 VARIANTS = ("a", "b", "c")
@@ -37,6 +37,7 @@ BARE_QUEUE = "bench-bare"
 class Batch:
     latencies_s: list[float]
     wall_s: float
+    workflow_ids: list[str] = field(default_factory=list)
 
     @property
     def throughput(self) -> float:
@@ -55,6 +56,7 @@ class OverheadResult:
     # and py-spy profiles of the Python processes
     cpu_per_execution: dict[str, dict[str, float]] = field(default_factory=dict)
     profiles: dict[str, Path] = field(default_factory=dict)
+    history: dict[str, dict[str, int]] = field(default_factory=dict)  # variant -> counts
 
     def ratio(self, top: str, bottom: str) -> Figure:
         return ratio_figure(self.p50_ms[top], self.p50_ms[bottom])
@@ -90,15 +92,18 @@ async def _bounded(n: int, concurrency: int, one: Callable[[int], Awaitable[floa
 async def run_b(client: Client, spec: dict[str, Any], n: int, concurrency: int) -> Batch:
     steps = [{"agent": a, "task": t, "context": c} for a, t, c in task_requests(spec)]
 
+    ids: list[str] = []
+
     async def one(i: int) -> float:
         started = time.perf_counter()
-        await client.execute_workflow(BARE_CREW_WORKFLOW, args=[steps, {"topic": f"b-{i}"}],
-                                      id=f"bench-bare-{uuid.uuid4()}", task_queue=BARE_QUEUE)  # fmt: skip
+        ids.append(f"bench-bare-{uuid.uuid4()}")
+        await client.execute_workflow(BARE_CREW_WORKFLOW, args=[steps, {"topic": f"b-{i}"}], id=ids[-1],
+                                      task_queue=BARE_QUEUE)  # fmt: skip
         return time.perf_counter() - started
 
     started = time.perf_counter()
     latencies = await _bounded(n, concurrency, one)
-    return Batch(latencies, time.perf_counter() - started)
+    return Batch(latencies, time.perf_counter() - started, ids)
 
 
 async def run_c(api_url: str, crew_id: str, n: int, concurrency: int) -> Batch:
@@ -106,6 +111,7 @@ async def run_c(api_url: str, crew_id: str, n: int, concurrency: int) -> Batch:
     wall clock as ours), so the poll interval does not count. One poller for all executions keeps
     the API's polling load small and constant."""
     done: dict[str, asyncio.Future[float]] = {}
+    workflow_ids: list[str] = []
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as api:
         stop = asyncio.Event()
 
@@ -127,6 +133,7 @@ async def run_c(api_url: str, crew_id: str, n: int, concurrency: int) -> Batch:
             sent = time.time()
             r = await api.post("/api/v1/executions", json={"crew_id": crew_id, "inputs": {"topic": f"c-{i}"}})
             r.raise_for_status()
+            workflow_ids.append(r.json()["workflow_id"])
             fut = done.setdefault(r.json()["id"], asyncio.get_running_loop().create_future())
             return await asyncio.wait_for(fut, 120) - sent
 
@@ -138,7 +145,22 @@ async def run_c(api_url: str, crew_id: str, n: int, concurrency: int) -> Batch:
             stop.set()
             await polling
         finished = max(f.result() for f in done.values())
-    return Batch(latencies, finished - first)
+    return Batch(latencies, finished - first, workflow_ids)
+
+
+async def history_of(client: Client, workflow_id: str) -> dict[str, int]:
+    """Events and activities in one execution's Temporal history: each activity is a round trip
+    through the server (schedule, start, complete) and a workflow task after it."""
+    counts: dict[str, int] = {"history events": 0}
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        counts["history events"] += 1
+        attributes = event.activity_task_scheduled_event_attributes
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            name = f"activity {attributes.activity_type.name}"
+            counts[name] = counts.get(name, 0) + 1
+        if event.HasField("workflow_task_completed_event_attributes"):
+            counts["workflow tasks"] = counts.get("workflow tasks", 0) + 1
+    return counts
 
 
 def register_crew(api_url: str, spec: dict[str, Any]) -> str:
@@ -186,7 +208,8 @@ async def measure(
             pids = processes | spied
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             with sampled(spied, work) as outputs:
-                await run()
+                batch = await run()
+            result.history[variant] = await history_of(client, batch.workflow_ids[-1])
             result.cpu_per_execution[variant] = {
                 name: (cpu_seconds(pid) - before[name]) / executions for name, pid in pids.items()
             }
@@ -231,6 +254,27 @@ def markdown(r: OverheadResult) -> str:
     )
 
 
+def _ssl_note(profiles: dict[str, Path]) -> str:
+    """A slow path found by these profiles, outside crewrun's error handling: it is in (a), (b) and
+    (c) alike, so it does not move c/b, but it is most of a worker's CPU."""
+    shares = {}
+    for name, path in profiles.items():
+        s = summarise(path)
+        ssl = sum(n for k, n in s.by_leaf.items() if k.startswith("create_default_context"))
+        if s.total:
+            shares[name] = ssl / s.total
+    if not any(v > 0.10 for v in shares.values()):
+        return ""
+    measured = ", ".join(f"{v:.0%} of the {k}'s samples" for k, v in shares.items() if v > 0.10)
+    return (
+        f"**A slow path common to (a), (b) and (c):** `ssl.create_default_context` takes {measured}. "
+        "`CrewAITaskRunner.run` builds a new `crewai.LLM` per task, which builds a new OpenAI client and a "
+        "new AsyncOpenAI client, each with a fresh SSL context that loads the whole CA bundle, also for a "
+        "plain-http endpoint. Caching the LLM (or one shared httpx client) per (model, base_url, key, timeout) "
+        "in the runner would remove it; it is the largest single CPU cost of a task against a fast provider."
+    )
+
+
 def markdown_diagnosis(r: OverheadResult) -> str:
     """CPU per execution by process for (b) and (c), and where crewrun's worker and API spend it."""
     names = sorted({n for per in r.cpu_per_execution.values() for n in per})
@@ -246,6 +290,15 @@ def markdown_diagnosis(r: OverheadResult) -> str:
         "latency at this concurrency follows the CPU.",
         table(["process", "(b) bare workflow", "(c) crewrun"], rows),
     ]
+    keys = sorted({k for h in r.history.values() for k in h})
+    parts += [
+        "Temporal history of one execution of each (the last of the profiled batch):",
+        table(
+            ["", "(b) bare workflow", "(c) crewrun"],
+            [[k] + [str(r.history.get(v, {}).get(k, 0)) for v in ("b", "c")] for k in keys],
+        ),  # fmt: skip
+    ]
     for name, path in r.profiles.items():
         parts.append(markdown_profile(f"py-spy, {name}", path))
+    parts += [n for n in (_ssl_note(r.profiles),) if n]
     return "\n\n".join(parts)

@@ -14,14 +14,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.stats import table
 
 _TICK = os.sysconf("SC_CLK_TCK")
-PACKAGES = ("sqlalchemy", "temporalio", "crewai", "litellm", "openai", "httpx", "httpcore", "pydantic",
-            "structlog", "fastapi", "starlette", "uvicorn", "anyio", "psycopg", "prometheus_client", "instructor",
-            "tiktoken", "jinja2", "json", "asyncio", "threading", "concurrent", "logging", "sqlite3", "re")  # fmt: skip
 OWN = ("backend/", "activities/", "workflows/", "worker.py", "bench/")
 
 
@@ -68,13 +66,14 @@ def sampled(pids: dict[str, int], out_dir: Path, seconds: int = 600) -> Iterator
 
 
 def _package(frame: str) -> str:
-    # frame: "function (path/to/file.py:123)"
-    path = frame.rsplit("(", 1)[-1]
-    if any(marker in path for marker in OWN) and "site-packages" not in path:
+    """The top-level package or standard-library module a frame ``name (path:line)`` belongs to."""
+    path = frame.rsplit(" (", 1)[-1].rsplit(":", 1)[0]
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    if any(marker in path for marker in OWN):
         return "crewrun"
-    for name in PACKAGES:
-        if f"/{name}/" in path or f"/{name}.py" in path:
-            return name
+    if "/lib/python3" in path:
+        return "stdlib " + path.split("/lib/python3", 1)[1].split("/", 2)[1].removesuffix(".py")
     return "other"
 
 
@@ -84,35 +83,51 @@ def _function(frame: str) -> str:
     return f"{name} ({where.rsplit('/', 1)[-1].split(':')[0]})"
 
 
-def summarise(collapsed: Path, top: int = 10) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
-    """(samples, samples by package of the innermost frame, samples by the innermost crewrun
-    function on the stack: which of crewrun's own functions led to that CPU being spent)."""
-    by_package: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    total = 0
+@dataclass
+class Summary:
+    total: int = 0
+    by_package: Counter[str] = field(default_factory=Counter)  # of the innermost frame
+    by_leaf: Counter[str] = field(default_factory=Counter)  # innermost function
+    by_own: Counter[str] = field(default_factory=Counter)  # innermost crewrun function on the stack
+
+
+def summarise(collapsed: Path) -> Summary:
+    """py-spy's collapsed stacks, attributed three ways: which package the CPU was in, which
+    function, and which of crewrun's own functions led there."""
+    out = Summary()
     if not collapsed.exists():
-        return 0, [], []
+        return out
     for line in collapsed.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         n = int(count_text)
-        total += n
+        out.total += n
         frames = stack.split(";")
-        by_package[_package(frames[-1])] += n
+        out.by_package[_package(frames[-1])] += n
+        out.by_leaf[_function(frames[-1])] += n
         mine = [f for f in frames if _package(f) == "crewrun"]
-        own[_function(mine[-1]) if mine else "(no crewrun frame: SDK/runtime threads)"] += n
-    return total, by_package.most_common(top), own.most_common(top)
+        out.by_own[_function(mine[-1]) if mine else "(no crewrun frame on the stack)"] += n
+    return out
 
 
 def markdown_profile(title: str, collapsed: Path) -> str:
-    total, packages, own = summarise(collapsed)
-    if not total:
+    s = summarise(collapsed)
+    if not s.total:
         return f"{title}: no py-spy samples (py-spy missing or not permitted to attach)."
-    pk = table(["innermost frame in", "share of samples"], [[p, f"{n / total:.0%}"] for p, n in packages])
-    fn = table(["innermost crewrun function on the stack", "share of samples"],
-               [[f"`{name}`", f"{n / total:.0%}"] for name, n in own])  # fmt: skip
-    return f"{title}: {total} on-CPU samples (py-spy, 200 Hz, all threads).\n\n{pk}\n\n{fn}"
+
+    def share(counter: Counter[str], header: str, top: int = 8) -> str:
+        return table(
+            [header, "share"], [[f"`{k}`", f"{n / s.total:.0%}"] for k, n in counter.most_common(top)]
+        )
+
+    return "\n\n".join([
+        f"{title}: {s.total} samples (py-spy, 200 Hz, all threads, non-idle). Stdlib `concurrent` "
+        "(`_worker`) and `selectors` samples are threads and the event loop waiting for work.",
+        share(s.by_package, "innermost frame's package"),
+        share(s.by_leaf, "innermost function", 6),
+        share(s.by_own, "innermost crewrun function on the stack"),
+    ])  # fmt: skip
 
 
 def redaction_breakdown(text: str, repeat: int = 300) -> list[tuple[str, float]]:

@@ -270,7 +270,8 @@ async def main() -> None:
         progress("1, 3, 4: on the embedded stack")
         sections += await stack_sections(work, targets)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("CREWRUN_BENCH_KEEP") != "1":  # keep logs and profiles for a post-mortem
+            shutil.rmtree(work, ignore_errors=True)
     took = time.monotonic() - started
     info = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
