@@ -130,11 +130,9 @@ async def stack_sections(work: Path, targets: list[Target]) -> list[tuple[str, s
             targets.append(Target("overhead c/b (crewrun vs bare workflow, latency p50)", cb.fmt("{:.2f}"),
                                   "≤ 1.15", cb.median <= 1.15))  # fmt: skip
             text = overhead.markdown(o)
-            if cb.median > 1.15:
-                text += (
-                    "\n\n**c/b misses its target. Where the time goes:**\n\n" + overhead.markdown_diagnosis(o)
-                )
-                text += "\n\n" + OVERHEAD_EXPLANATION
+            verdict = "c/b misses its target" if cb.median > 1.15 else "c/b meets its target"
+            text += f"\n\n**{verdict}. Where the time goes:**\n\n" + overhead.markdown_diagnosis(o)
+            text += "\n\n" + OVERHEAD_EXPLANATION
             sections.append(("1. Orchestration overhead", text))
 
             rec = recovery.measure(a, reps=REPS, pauses_per_rep=2 if QUICK else 5)
@@ -158,16 +156,18 @@ async def stack_sections(work: Path, targets: list[Target]) -> list[tuple[str, s
 
 
 OVERHEAD_EXPLANATION = (
-    "How to read it: per crew task, (b) runs one activity; (c) runs the task activity plus the status-record "
-    "activities around it, and inside the task activity several short SQLite transactions (attempt start, "
-    "log line, context read, breaker permit and its call record, output commit), each a thread hop "
-    "(`asyncio.to_thread`) and a SQLAlchemy session; the API adds the execution insert before the start. "
-    "The tables show which of these dominate on this run. What would cut it: fold the per-attempt writes into "
-    "one transaction (attempt start + log + context read in one session; output commit + breaker record in "
-    "another), skip the breaker's per-call row on success while the breaker is closed (count in memory, "
-    "flush periodically), and let the workflow record `running`/`completed` from the task activities' own "
-    "transactions instead of separate status activities. Each removes a Temporal activity round trip or a "
-    "SQLite commit per task; none changes what is recorded."
+    "How to read it: (c) adds, per execution, the status-record activities (`record_execution_status`: "
+    "running, then the final status), each a Temporal activity round trip plus a workflow task, run in "
+    "sequence with the crew's tasks (the history table counts them); inside every task activity it adds "
+    "several short backend-DB transactions (attempt start, log line, context read, breaker permit and its "
+    "call record, output commit), each a thread hop (`asyncio.to_thread`) and a SQLAlchemy session; the "
+    "API adds the execution insert before the start. Compare the CPU totals with the latency ratio: where "
+    "the extra CPU is small, the extra latency is those sequential round trips, not computation. What would "
+    "cut it: fold the per-attempt DB writes into one transaction at the start and one at the end of a "
+    "task; record the breaker's success in the same transaction as the output (or in memory while the "
+    "breaker is closed); and write `running` from the first task activity's own transaction instead of "
+    "a separate status activity. Each removes an activity round trip or a commit; none changes what is "
+    "recorded."
 )
 
 
