@@ -85,14 +85,16 @@ def environment(**values: str) -> Iterator[None]:
 @contextlib.contextmanager
 def running_stack(settings: Settings, **env: str) -> Iterator[Stack]:
     """The real embedded stack (`crewrun up` minus the demo): Temporal dev server on a SQLite file
-    with WAL, the simulator, one worker process, the API process."""
-    with environment(**env):
-        stack = Stack(settings)
-        try:
+    with WAL, the simulator, one worker process, the API process. ``env`` reaches the children
+    started now and only those: it is restored before the block runs, so a worker spawned later
+    for another stack does not inherit it."""
+    stack = Stack(settings)
+    try:
+        with environment(**env):
             stack.start(timeout_s=120)
-            yield stack
-        finally:
-            stack.stop()
+        yield stack
+    finally:
+        stack.stop()
 
 
 def dev_server_command(port: int, db_file: Path | None, pragmas: bool) -> list[str]:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from backend.logging_setup import configure_logging
 from bench import analytics, faults, overhead, persistence, recovery
 from bench.machine import load_average, machine, versions
 from bench.procs import environment, progress, running_stack, stack_settings
@@ -124,7 +125,7 @@ async def stack_sections(work: Path, targets: list[Target]) -> list[tuple[str, s
         progress("starting embedded stacks A (defaults) and B (breaker off)")
         with running_stack(settings_a) as a, running_stack(settings_b, CREWRUN_BREAKER_ENABLED="false") as b:
             progress("stacks up")
-            o = await overhead.measure(a, work, executions=4 if QUICK else 12, concurrency=2 if QUICK else 4,
+            o = await overhead.measure(a, work, executions=4 if QUICK else 20, concurrency=2 if QUICK else 4,
                                        reps=REPS)  # fmt: skip
             cb = o.ratio("c", "b")
             targets.append(Target("overhead c/b (crewrun vs bare workflow, latency p50)", cb.fmt("{:.2f}"),
@@ -135,7 +136,7 @@ async def stack_sections(work: Path, targets: list[Target]) -> list[tuple[str, s
             text += "\n\n" + OVERHEAD_EXPLANATION
             sections.append(("1. Orchestration overhead", text))
 
-            rec = recovery.measure(a, reps=REPS, pauses_per_rep=2 if QUICK else 5)
+            rec = recovery.measure(a, reps=REPS, pauses_per_rep=2 if QUICK else 8)
             sections.append(("3. Recovery", recovery.markdown(rec)))
 
             fr = faults.FaultResult(reps=REPS, executions_per_case=1 if QUICK else 2,
@@ -242,6 +243,8 @@ def analytics_text(results: list[analytics.DbResult], sizes: dict[str, int], tar
 
 
 async def main() -> None:
+    # The in-process API app (analytics) logs every request; keep the progress lines readable.
+    configure_logging("console", "WARNING")
     started = time.monotonic()
     load_start = load_average()
     work = Path(tempfile.mkdtemp(prefix="crewrun-bench-"))
@@ -255,7 +258,7 @@ async def main() -> None:
         progress("5. error analytics")
         sizes = {
             "requests": 5 if QUICK else 20,
-            "full_requests": 2 if QUICK else 3,
+            "full_requests": 2 if QUICK else 5,
             "writes": 50 if QUICK else 200,
         }
         results = await analytics.measure(work, sqlite_events=10_000 if QUICK else 100_000,
@@ -264,7 +267,7 @@ async def main() -> None:
 
         progress("2. Temporal persistence modes")
         p = await persistence.measure(work, activities=5, reps=REPS,
-                                      workflows={1: 3, 10: 10, 50: 50} if QUICK else {1: 6, 10: 20, 50: 50})  # fmt: skip
+                                      workflows={1: 3, 10: 10, 50: 50} if QUICK else {1: 10, 10: 30, 50: 100})  # fmt: skip
         sections.append(("2. Temporal persistence modes", persistence.markdown(p)))
 
         progress("1, 3, 4: on the embedded stack")
