@@ -31,7 +31,9 @@ from bench.stats import Figure, table
 # fault rule for the researcher (the first task) → the category it must be classified as
 AMPLIFICATION_CASES: dict[str, tuple[dict[str, Any], str]] = {
     "503 Service Unavailable": ({"kind": "server_error", "status": 503}, "external_service"),
-    "429 with Retry-After 0.1 s": ({"kind": "rate_limit", "retry_after_s": 0.1}, "rate_limit"),
+    # The simulator sends retry-after-ms: 100 and retry-after: 1 (whole seconds); crewrun waits for
+    # the longest header, so each retry waits about 1 s.
+    "429 (retry-after-ms 100, retry-after 1 s)": ({"kind": "rate_limit", "retry_after_s": 0.1}, "rate_limit"),
     "connection reset": ({"kind": "reset"}, "network"),
     "malformed 200 body": ({"kind": "malformed"}, "llm_output"),
 }
