@@ -1,6 +1,6 @@
 """Where the time goes, for the write-up of missed targets: py-spy samples of running processes
 (all threads, native frames off) summarised by package and by crewrun function, CPU seconds per
-process from /proc, and a per-pattern breakdown of redaction (pyinstrument cannot look inside a
+process from /proc, and a per-pattern breakdown of redaction (a Python profiler cannot look inside a
 regex; timing each pattern alone can)."""
 
 from __future__ import annotations
