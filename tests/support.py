@@ -76,6 +76,30 @@ class SimulatorServer:
         return self.script.calls_as_dicts(agent)
 
 
+class ServedApp:
+    """An ASGI app on a real loopback port, served by uvicorn in a thread (with its own loop)."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the app did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *_: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+
+
 def research_spec(base_url_for: Any, name: str = "research", **llm: Any) -> dict[str, Any]:
     """A three-task crew whose agents each talk to their own simulator path."""
     agents = ["researcher", "analyst", "writer"]

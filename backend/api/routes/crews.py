@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from backend.api.deps import CrewDep, StoreDep
+from backend.api.links import CREW_LINKS, responds
 from backend.api.problems import ProblemError, invalid_cursor
 from backend.api.schemas import CrewPublic, Page
 from backend.db.store import CrewNameTaken
@@ -14,7 +15,13 @@ from backend.specs import CrewSpec
 router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
 
 
-@router.post("", status_code=201, response_model=CrewPublic)
+@router.post(
+    "",
+    status_code=201,
+    response_model=CrewPublic,
+    operation_id="createCrew",
+    responses=responds(201, CREW_LINKS),
+)
 async def create_crew(spec: CrewSpec, store: StoreDep) -> CrewPublic:
     try:
         crew = await asyncio.to_thread(store.create_crew, spec.name, spec.model_dump(mode="json"))
@@ -36,6 +43,6 @@ async def list_crews(
     return Page[CrewPublic](items=[CrewPublic.of(c) for c in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{crew_id}", response_model=CrewPublic)
+@router.get("/{crew_id}", response_model=CrewPublic, operation_id="getCrew")
 async def get_crew(crew: CrewDep) -> CrewPublic:
     return CrewPublic.of(crew)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query
 from temporalio.service import RPCError
 
 from backend.api.deps import ID_PATTERN, GatewayDep, SettingsDep, StoreDep
+from backend.api.links import EXECUTION_LINKS, responds
 from backend.api.problems import ProblemError, invalid_cursor
 from backend.api.schemas import DeadLetterPublic, ExecutionPublic, Page, ReplayRequest
 from backend.db.models import DeadLetter
@@ -43,12 +44,18 @@ async def list_dead_letters(
     )
 
 
-@router.get("/{dead_letter_id}", response_model=DeadLetterPublic)
+@router.get("/{dead_letter_id}", response_model=DeadLetterPublic, operation_id="getDeadLetter")
 async def get_dead_letter(store: StoreDep, dead_letter_id: DeadLetterId) -> DeadLetterPublic:
     return DeadLetterPublic.of(await _letter(store, dead_letter_id))
 
 
-@router.post("/{dead_letter_id}/replay", status_code=202, response_model=ExecutionPublic)
+@router.post(
+    "/{dead_letter_id}/replay",
+    status_code=202,
+    response_model=ExecutionPublic,
+    operation_id="replayDeadLetter",
+    responses=responds(202, EXECUTION_LINKS),
+)
 async def replay_dead_letter(
     store: StoreDep,
     settings: SettingsDep,
@@ -77,7 +84,7 @@ async def replay_dead_letter(
     return ExecutionPublic.of(refreshed or execution, settings)
 
 
-@router.post("/{dead_letter_id}/discard", response_model=DeadLetterPublic)
+@router.post("/{dead_letter_id}/discard", response_model=DeadLetterPublic, operation_id="discardDeadLetter")
 async def discard_dead_letter(store: StoreDep, dead_letter_id: DeadLetterId) -> DeadLetterPublic:
     await _letter(store, dead_letter_id)
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -11,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from backend.api.deps import ID_PATTERN, ClientDep, ExecutionDep, GatewayDep, SettingsDep, StoreDep
+from backend.api.links import EXECUTION_LINKS, responds
 from backend.api.problems import ProblemError, invalid_cursor
 from backend.api.schemas import (
     ErrorRecordPublic,
@@ -42,7 +44,11 @@ def _request_hash(body: ExecutionCreate) -> str:
     "",
     status_code=202,
     response_model=ExecutionPublic,
-    responses={200: {"model": ExecutionPublic, "description": "Idempotent replay"}},
+    operation_id="createExecution",
+    responses={
+        200: {"model": ExecutionPublic, "description": "Idempotent replay", "links": EXECUTION_LINKS},
+        **responds(202, EXECUTION_LINKS),
+    },
 )
 async def create_execution(
     body: ExecutionCreate,
@@ -124,12 +130,14 @@ async def list_executions(
     )
 
 
-@router.get("/{execution_id}", response_model=ExecutionPublic)
+@router.get("/{execution_id}", response_model=ExecutionPublic, operation_id="getExecution")
 async def get_execution(execution: ExecutionDep, settings: SettingsDep) -> ExecutionPublic:
     return ExecutionPublic.of(execution, settings)
 
 
-@router.post("/{execution_id}/cancel", status_code=202, response_model=ExecutionPublic)
+@router.post(
+    "/{execution_id}/cancel", status_code=202, response_model=ExecutionPublic, operation_id="cancelExecution"
+)
 async def cancel_execution(
     execution: ExecutionDep, store: StoreDep, settings: SettingsDep, client: ClientDep
 ) -> ExecutionPublic:
@@ -149,7 +157,7 @@ async def cancel_execution(
     return ExecutionPublic.of(refreshed or execution, settings)
 
 
-@router.get("/{execution_id}/logs", response_model=Page[LogEntryPublic])
+@router.get("/{execution_id}/logs", response_model=Page[LogEntryPublic], operation_id="executionLogs")
 async def execution_logs(
     execution: ExecutionDep,
     store: StoreDep,
@@ -165,7 +173,7 @@ async def execution_logs(
     )
 
 
-@router.get("/{execution_id}/errors", response_model=Page[ErrorRecordPublic])
+@router.get("/{execution_id}/errors", response_model=Page[ErrorRecordPublic], operation_id="executionErrors")
 async def execution_errors(
     execution: ExecutionDep,
     store: StoreDep,
@@ -182,15 +190,23 @@ async def execution_errors(
     )
 
 
+UPDATE_TIMEOUT = timedelta(seconds=5)
+
+
 async def _intervene(
     execution: Execution, client: Client, update: str, request: ResumeRequest | SkipRequest
 ) -> None:
     """Send a validated update: the workflow itself decides whether it is paused on that task."""
     if execution.status in TERMINAL_EXECUTION:
         raise ProblemError("EXECUTION_TERMINAL", f"execution is already {execution.status}")
+    if execution.status != ExecutionStatus.PAUSED:
+        # The workflow records the pause after it starts waiting, so a DB that does not say
+        # paused means it is not: refused here, without an update no worker may be there to take.
+        raise ProblemError("EXECUTION_NOT_PAUSED", f"execution is {execution.status}, not paused")
     handle = client.get_workflow_handle(execution.workflow_id)
     try:
-        await handle.execute_update(update, request)
+        # A worker must run the update's validator; with none polling, give up instead of hanging.
+        await handle.execute_update(update, request, rpc_timeout=UPDATE_TIMEOUT)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         code = (
@@ -202,11 +218,13 @@ async def _intervene(
     except RPCError as exc:
         if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
             raise ProblemError("EXECUTION_NOT_PAUSED", "the execution's workflow is not running") from exc
-        raise ProblemError("TEMPORAL_UNAVAILABLE", "Temporal did not take the request",
+        raise ProblemError("TEMPORAL_UNAVAILABLE", "Temporal or its workers did not take the request in time",
                            headers={"Retry-After": "5"}) from exc  # fmt: skip
 
 
-@router.post("/{execution_id}/resume", status_code=202, response_model=ExecutionPublic)
+@router.post(
+    "/{execution_id}/resume", status_code=202, response_model=ExecutionPublic, operation_id="resumeExecution"
+)
 async def resume_execution(
     execution: ExecutionDep,
     settings: SettingsDep,
@@ -225,7 +243,7 @@ async def resume_execution(
     return ExecutionPublic.of(refreshed or execution, settings)
 
 
-@router.post("/{execution_id}/skip", status_code=202, response_model=ExecutionPublic)
+@router.post("/{execution_id}/skip", status_code=202, response_model=ExecutionPublic, operation_id="skipTask")
 async def skip_task(
     execution: ExecutionDep, settings: SettingsDep, client: ClientDep, store: StoreDep, body: SkipBody
 ) -> ExecutionPublic:
