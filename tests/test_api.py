@@ -8,7 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import Client
 
+from backend.db.store import Store
+from tests.ledger import check_ledger
 from tests.support import SimulatorServer, research_spec
 
 
@@ -61,24 +64,40 @@ async def test_crew_lifecycle_and_execution_end_to_end(api: httpx.AsyncClient, s
 
 
 async def test_idempotency_key_returns_the_same_execution(
-    api: httpx.AsyncClient, sim: SimulatorServer
+    api: httpx.AsyncClient, sim: SimulatorServer, store: Store, temporal_client: Client
 ) -> None:
+    # S5: the same key twice in a row, then 20 times concurrently (with a fresh key too).
     body = {"crew": research_spec(sim.base_url, name="idem"), "inputs": {"topic": "bees"}}
     headers = {"Idempotency-Key": "order-42"}
     first = await api.post("/api/v1/executions", json=body, headers=headers)
+    again = await api.post("/api/v1/executions", json=body, headers=headers)
     concurrent = await asyncio.gather(
-        *(api.post("/api/v1/executions", json=body, headers=headers) for _ in range(10))
+        *(api.post("/api/v1/executions", json=body, headers=headers) for _ in range(20))
     )
-    assert first.status_code == 202
+    assert first.status_code == 202 and again.status_code == 200
     assert {r.status_code for r in concurrent} == {200}
-    assert {r.json()["id"] for r in concurrent} == {first.json()["id"]}
+    assert {r.json()["id"] for r in [again, *concurrent]} == {first.json()["id"]}
+    fresh = {**body, "inputs": {"topic": "ants"}}
+    racing = await asyncio.gather(
+        *(
+            api.post("/api/v1/executions", json=fresh, headers={"Idempotency-Key": "order-43"})
+            for _ in range(20)
+        )
+    )
+    assert sorted(r.status_code for r in racing) == [200] * 19 + [202]
+    assert len({r.json()["id"] for r in racing}) == 1
     other = copy.deepcopy(body)
     other["inputs"]["topic"] = "wasps"
     assert_problem(
         await api.post("/api/v1/executions", json=other, headers=headers), 409, "IDEMPOTENCY_KEY_REUSED"
     )
-    await wait_terminal(api, first.json()["id"])
-    assert len(sim.calls("researcher")) == 1  # one workflow ran, once
+    ids = [first.json()["id"], racing[0].json()["id"]]
+    for execution_id in ids:
+        await wait_terminal(api, execution_id)
+    assert len(sim.calls("researcher")) == 2  # one workflow per key ran, once
+    report = await check_ledger(store, temporal_client, ids)
+    print(f"\nS5: {report.line()}")
+    assert report.problems == [] and report.by_status["completed"] == 2 and report.duplicates == 0
 
 
 async def test_cancel_running_execution_records_cancelled(
