@@ -299,3 +299,21 @@ async def test_poison_inputs_get_4xx_never_5xx(api: httpx.AsyncClient, sim: Simu
     assert injected.status_code == 202
     done = await wait_terminal(api, injected.json()["id"])
     assert done["status"] == "completed" and "{0.__class__}" in done["tasks"][0]["output"]
+
+
+async def test_poison_bodies_invalid_utf8_huge_lists_and_unsized_streams(api: httpx.AsyncClient) -> None:
+    invalid = await api.post(
+        "/api/v1/crews", content=b'{"name": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
+    assert_problem(invalid, 400, "REQUEST_MALFORMED")
+    huge_list = {"crew_id": "c", "inputs": {"topic": list(range(200_000))}}
+    assert huge_list and (await api.post("/api/v1/executions", json=huge_list)).status_code in (413, 422)
+
+    async def ten_megabytes() -> Any:  # no Content-Length: the limit holds while streaming
+        for _ in range(10):
+            yield b" " * 1_000_000
+
+    streamed = await api.post(
+        "/api/v1/crews", content=ten_megabytes(), headers={"content-type": "application/json"}
+    )
+    assert_problem(streamed, 413, "PAYLOAD_TOO_LARGE")

@@ -3,6 +3,7 @@ whether it declares its length or streams chunks."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,19 +25,31 @@ class BodySizeLimit:
             await self._reject(scope, send)
             return
         seen = 0
+        too_large = rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    too_large = True
                     raise _TooLarge
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
+        async def guarded_send(message: Message) -> None:
+            # FastAPI turns any error while reading the body into its own 400: the stream that
+            # went over the limit gets the 413 instead, whatever the app made of it.
+            nonlocal rejected
+            if not too_large:
+                await send(message)
+            elif not rejected:
+                rejected = True
+                await self._reject(scope, send)
+
+        with contextlib.suppress(_TooLarge):
+            await self.app(scope, limited_receive, guarded_send)
+        if too_large and not rejected:
             await self._reject(scope, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
