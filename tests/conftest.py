@@ -3,6 +3,8 @@ loopback, and a fresh migrated database per test (SQLite, or the local PostgreSQ
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from backend.api.app import create_app
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Store
+from backend.logging_setup import build_handler, configure_logging
 from backend.settings import SEARCH_ATTRIBUTES, Settings
 from backend.worker_factory import build_worker
 from tests.support import SimulatorServer, tool_path
@@ -121,6 +124,17 @@ def settings(tmp_path: Path, db_url: str, temporal_env: WorkflowEnvironment) -> 
         # time-skipping server (test_retry_temporal.py).
         retry=FAST_RETRY,
     )
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Log lines as the services write them (structlog through the stdlib, JSON, redacted)."""
+    configure_logging("json")
+    buffer = io.StringIO()
+    handler = build_handler(True, buffer)
+    logging.getLogger().addHandler(handler)
+    yield buffer
+    logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture

@@ -5,16 +5,18 @@ balance, no canary leaked, and provider calls stayed within budget."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, inspect, select, text
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 
 from backend.db.models import Alert, DeadLetter, ExecutionFailure, TaskRun
-from backend.db.store import Store
+from backend.db.store import Store, workflow_id_for
+from tests.support import tool_path
 
 TERMINAL = {"completed", "degraded", "failed", "cancelled"}
 CLOSED_AS = {
@@ -65,7 +67,7 @@ async def check_ledger(
     accepted: list[str],
     *,
     canaries: tuple[str, ...] = (),
-    texts: tuple[str, ...] = (),
+    places: dict[str, str] | None = None,
     max_calls_per_logical_call: int | None = None,
     calls_per_task: dict[tuple[str, str], int] | None = None,
     expect_dead_letter_alerts: bool = True,
@@ -123,18 +125,57 @@ async def check_ledger(
     balance = sum(report.by_status[s] for s in TERMINAL)
     if balance != report.accepted:
         report.problems.append(f"counts do not balance: {balance} terminal of {report.accepted} accepted")
-    for text in texts:
-        report.leaks += sum(text.count(c) for c in canaries)
+    for place, content in (places or {}).items():
+        for canary in canaries:
+            if found := content.count(canary):
+                report.leaks += found
+                report.problems.append(f"{canary} leaked into {place} ({found}x)")
     if max_calls_per_logical_call is not None and calls_per_task:
         over = {k: n for k, n in calls_per_task.items() if n > max_calls_per_logical_call}
         report.problems += [f"{k}: {n} provider calls" for k, n in over.items()]
     return report
 
 
-def api_texts(api: httpx.Client, accepted: list[str]) -> list[str]:
-    return [api.get(f"/api/v1/executions/{e}").text for e in accepted] + [
-        api.get(f"/api/v1/executions/{e}/errors").text for e in accepted
-    ]
+async def places_a_secret_could_reach(
+    api: httpx.AsyncClient, client: Client, db_url: str, accepted: list[str], logs: str = ""
+) -> dict[str, str]:
+    """Everything crewrun wrote about these executions, by place: every DB row (alerts included),
+    the API's answers, the metrics, the log lines and the Temporal histories (read with the real
+    CLI, as an operator would)."""
+    responses = []
+    for e in accepted:
+        for path in (
+            f"/api/v1/executions/{e}",
+            f"/api/v1/executions/{e}/errors",
+            f"/api/v1/executions/{e}/logs",
+        ):
+            responses.append((await api.get(path)).text)
+    for path in ("/api/v1/executions", "/api/v1/alerts", "/api/v1/dead-letters", "/api/v1/errors"):
+        responses.append((await api.get(path, params={"limit": 100})).text)
+    histories = []
+    for e in accepted:
+        histories.append(subprocess.run(
+            [tool_path("temporal"), "workflow", "show", "--workflow-id", workflow_id_for(e), "--output", "json",
+             "--address", client.service_client.config.target_host, "--namespace", client.namespace],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout)  # fmt: skip
+    return {
+        "db": _all_rows(db_url),
+        "api": "\n".join(responses),
+        "metrics": (await api.get("/metrics")).text,
+        "history": "\n".join(histories),
+        "logs": logs,
+    }
+
+
+def _all_rows(db_url: str) -> str:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        dump = [
+            repr(list(conn.execute(text(f'SELECT * FROM "{t}"')))) for t in inspect(engine).get_table_names()
+        ]
+    engine.dispose()
+    return "\n".join(dump)
 
 
 def calls_by_logical_call(calls: list[dict[str, Any]]) -> dict[tuple[str, str], int]:

@@ -4,6 +4,7 @@ server with a real worker and the simulator on loopback, each checked by the led
 from __future__ import annotations
 
 import asyncio
+import io
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,10 +24,13 @@ from backend.settings import Settings
 from backend.simulator.script import FaultRule
 from backend.specs import CrewSpec
 from backend.worker_factory import build_worker
-from tests.ledger import LedgerReport, calls_by_logical_call, check_ledger
+from tests.ledger import LedgerReport, calls_by_logical_call, check_ledger, places_a_secret_could_reach
 from tests.support import SimulatorServer, research_spec
+from tests.test_secrets import BODY_SECRET, CANARIES, KEY, QUERY_SECRET
 
 CONCURRENT = 20
+CANARY_401 = (f"Incorrect API key provided: {{api_key}}. Debug: Bearer {BODY_SECRET} "
+              f"at https://llm.example/v1?api_key={QUERY_SECRET}&x=1")  # fmt: skip
 
 
 @pytest.fixture
@@ -155,9 +159,9 @@ async def start_concurrently(api: httpx.AsyncClient, spec: dict[str, Any], n: in
 
 
 async def ledger_of(store: Store, client: Client, sim: SimulatorServer, ids: list[str], name: str,
-                    max_calls: int | None = None) -> LedgerReport:  # fmt: skip
+                    max_calls: int | None = None, **secrets: Any) -> LedgerReport:  # fmt: skip
     report = await check_ledger(store, client, ids, max_calls_per_logical_call=max_calls,
-                                calls_per_task=calls_by_logical_call(sim.calls()))  # fmt: skip
+                                calls_per_task=calls_by_logical_call(sim.calls()), **secrets)  # fmt: skip
     print(f"\n{name}: {report.line()}; {len(sim.calls())} provider calls")
     assert report.problems == [] and report.duplicates == 0
     return report
@@ -204,17 +208,27 @@ async def test_s6_transient_faults_on_half_the_calls_finish_within_budget_honour
 
 
 async def test_s7_permanent_faults_are_not_retried_pause_or_end_in_one_record_dead_letter_and_alert(
-    scenario_api: httpx.AsyncClient, temporal_client: Client, faulty_store: Store, sim: SimulatorServer
+    scenario_api: httpx.AsyncClient,
+    temporal_client: Client,
+    faulty_store: Store,
+    sim: SimulatorServer,
+    settings: Settings,
+    captured_logs: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api = scenario_api
+    # S13 too: the provider key is a canary, and the 401 body echoes it with two more.
+    monkeypatch.setenv("CANARY_PROVIDER_KEY", KEY)
     # Exact counts, whichever executions the calls belong to: 5 refusals at task 1, 5 prompts too long
     # at task 2, 5 bad keys at task 3 (an operator can fix those: they pause).
     sim.script.add_rules([
         FaultRule(kind="content_policy", agent="researcher", count=5),
         FaultRule(kind="context_length", agent="analyst", count=5),
-        FaultRule(kind="auth", agent="writer", count=5),
+        FaultRule(kind="auth", agent="writer", count=5, message=CANARY_401),
     ])  # fmt: skip
-    ids = await start_concurrently(api, research_spec(sim.base_url, name="s7"))
+    ids = await start_concurrently(
+        api, research_spec(sim.base_url, name="s7", api_key_env="CANARY_PROVIDER_KEY")
+    )
 
     deadline = asyncio.get_running_loop().time() + 120
     while asyncio.get_running_loop().time() < deadline:
@@ -230,7 +244,11 @@ async def test_s7_permanent_faults_are_not_retried_pause_or_end_in_one_record_de
     assert {r.status_code for r in resumed} == {202}
     await wait_all_terminal(faulty_store, ids)
 
-    report = await ledger_of(faulty_store, temporal_client, sim, ids, "S7")
+    places = await places_a_secret_could_reach(api, temporal_client, settings.database_url, ids,
+                                               captured_logs.getvalue())  # fmt: skip
+    assert all("LLM_AUTH_FAILED" in places[p] for p in ("db", "api", "history", "logs"))  # not vacuous
+    report = await ledger_of(faulty_store, temporal_client, sim, ids, "S7", canaries=CANARIES, places=places)
+    assert report.leaks == 0
     assert report.by_status["failed"] == 10 and report.by_status["completed"] == 10
     assert report.final_records == report.dead_letters == report.dead_letter_alerts == 10
     assert {r.status for r in (faulty_store.get_execution(e) for e in paused) if r} == {"completed"}
