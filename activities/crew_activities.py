@@ -75,11 +75,14 @@ class CrewActivities:
         level = "error" if update.status == ExecutionStatus.FAILED else "info"
         if result.changed and update.status in TERMINAL_EXECUTION:
             self._metrics.executions_finished.labels(update.status).inc()
-        if result.changed and update.status == ExecutionStatus.PAUSED:
+        if update.status == ExecutionStatus.PAUSED:
+            # Also on a retry whose first attempt committed the pause and died before alerting;
+            # this activity (one per pause) names the incident, so a retry raises nothing twice.
+            info = activity.info()
             code = (update.error or {}).get("code", "")
             await self._alert(AlertEvent("paused", f"execution {update.execution_id} paused: {code}",
-                                         severity="high", execution_id=update.execution_id,
-                                         error=update.error))  # fmt: skip
+                                         severity="high", execution_id=update.execution_id, error=update.error,
+                                         incident=f"{info.workflow_run_id}:{info.activity_id}"))  # fmt: skip
         if result.changed:  # a retried activity must not log the change twice
             await self._db(
                 self._store.add_log,

@@ -332,3 +332,34 @@ async def test_s15_executions_cancelled_mid_run_end_cancelled_once_with_compensa
     assert report.by_status["cancelled"] == CONCURRENT
     assert report.final_records == report.dead_letters == report.dead_letter_alerts == CONCURRENT
     assert len(sim.calls("writer")) == 0  # nothing ran after the cancellation
+
+
+async def test_s11_ambiguous_commits_of_pauses_raise_each_pause_alert_once(
+    scenario_api: httpx.AsyncClient,
+    temporal_client: Client,
+    faulty_store: Store,
+    faults: DbFaults,
+    sim: SimulatorServer,
+) -> None:
+    # Every execution pauses on a bad key at task 1; half the pause records commit and then
+    # report a dropped connection, so Temporal retries the status activity.
+    faults.arm(
+        "transition.paused.after_commit", OperationalError("COMMIT", {}, ConnectionResetError()), times=10
+    )
+    sim.script.add_rules([FaultRule(kind="auth", agent="researcher", count=CONCURRENT)])
+    ids = await start_concurrently(scenario_api, research_spec(sim.base_url, name="s11p"))
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
+        alerts = (await scenario_api.get("/api/v1/alerts", params={"limit": 100})).json()["items"]
+        paused = [a for a in alerts if a["rule"] == "execution-paused"]
+        if len(paused) >= CONCURRENT and faults.fired.count("transition.paused.after_commit") == 10:
+            break
+        await asyncio.sleep(0.2)
+    assert faults.fired == ["transition.paused.after_commit"] * 10
+    assert sorted(a["execution_id"] for a in paused) == sorted(ids)  # one alert per pause, none lost
+    resumed = await asyncio.gather(*(scenario_api.post(f"/api/v1/executions/{e}/resume") for e in ids))
+    assert {r.status_code for r in resumed} == {202}
+    await wait_all_terminal(faulty_store, ids)
+
+    report = await ledger_of(faulty_store, temporal_client, sim, ids, "S11 (pauses)")
+    assert report.by_status["completed"] == CONCURRENT

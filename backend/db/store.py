@@ -275,7 +275,9 @@ class Store:
                 .execution_options(synchronize_session=False)
             )
             current = s.scalar(select(Execution.status).where(Execution.id == execution_id))
-            return Transition(current, bool(result.rowcount))  # type: ignore[attr-defined]
+            changed = bool(result.rowcount)  # type: ignore[attr-defined]
+        self._faults.check(f"transition.{status}.after_commit")
+        return Transition(current, changed)
 
     # ----- task runs -----
 
