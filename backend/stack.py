@@ -61,7 +61,7 @@ def temporal_command(settings: Settings) -> list[str]:
         "start-dev",
         "--db-filename",
         str(settings.data_dir / "temporal.db"),
-        # 2.4x the throughput of the default journal on this kind of machine (see ARCHITECTURE.md).
+        # 1.6-2.3x the throughput of the default journal at 10-50 concurrent workflows (BENCHMARKS.md, section 2).
         "--sqlite-pragma",
         "journal_mode=wal",
         "--sqlite-pragma",
