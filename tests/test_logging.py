@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from backend.logging_setup import build_handler, configure_logging
 from backend.settings import Settings
 from backend.simulator.script import FaultRule
 from tests.support import SimulatorServer, research_spec
@@ -26,18 +23,8 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"pause_categories": []})
 
 
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    configure_logging("json")
-    buffer = io.StringIO()
-    handler = build_handler(True, buffer)
-    logging.getLogger().addHandler(handler)
-    yield buffer
-    logging.getLogger().removeHandler(handler)
-
-
 async def test_every_line_of_a_failing_execution_carries_its_context_and_no_secret(
-    api: httpx.AsyncClient, sim: SimulatorServer, log_lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+    api: httpx.AsyncClient, sim: SimulatorServer, captured_logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LOG_CANARY_KEY", CANARY)
     sim.script.add_rules([
@@ -51,7 +38,7 @@ async def test_every_line_of_a_failing_execution_carries_its_context_and_no_secr
     done = await wait_terminal(api, started.json()["id"])
     assert done["status"] == "failed"
 
-    text = log_lines.getvalue()
+    text = captured_logs.getvalue()
     assert CANARY not in text
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     mine = [line for line in lines if line.get("execution_id") == done["id"]]

@@ -150,23 +150,22 @@ class CrewExecutionWorkflow:
             ) from None
         except ApplicationError:
             raise
-        except BaseException as err:
-            if not (isinstance(err, asyncio.CancelledError) or is_cancelled_exception(err)):
-                if not isinstance(err, Exception):
-                    raise
-                # A bug in workflow code (or an input it cannot handle) fails the execution with
-                # a code and a record, instead of retrying the workflow task forever.
-                error = failures.workflow_code_error(err)
-                await self._end_badly(inp, ExecutionStatus.FAILED, "workflow code error", error)
-                raise ApplicationError(
-                    error["message"], error, type=error["category"], non_retryable=True
-                ) from err
+        except asyncio.CancelledError:
             # Wherever the cancellation landed (a task attempt, a status record, a pause), the
             # execution ends cancelled with its compensation record, once.
             await self._end_badly(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
-            if isinstance(err, asyncio.CancelledError):
-                raise
-            raise asyncio.CancelledError() from err
+            raise
+        except Exception as err:
+            if is_cancelled_exception(err):  # an activity cancelled along with the workflow
+                await self._end_badly(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
+                raise asyncio.CancelledError() from err
+            # A bug in workflow code (or an input it cannot handle) fails the execution with a
+            # code and a record, instead of retrying the workflow task forever.
+            error = failures.workflow_code_error(err)
+            await self._end_badly(inp, ExecutionStatus.FAILED, "workflow code error", error)
+            raise ApplicationError(
+                error["message"], error, type=error["category"], non_retryable=True
+            ) from err
 
     async def _run(self, inp: CrewExecutionInput) -> CrewExecutionResult:
         spec = inp.spec
@@ -244,7 +243,7 @@ class CrewExecutionWorkflow:
         try:
             await self._set_status(inp, final, message, None)
         except (asyncio.CancelledError, ActivityError) as err:
-            if not (isinstance(err, asyncio.CancelledError) or is_cancelled_exception(err)):
+            if not is_cancelled_exception(err):
                 raise
             # Every task had finished when the cancellation arrived: too late to cancel anything.
             # The outcome is recorded (a new activity; the cancellation was delivered once) and
