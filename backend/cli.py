@@ -21,6 +21,7 @@ from typing import Annotated
 import httpx
 import typer
 
+from backend.ports import free_port
 from backend.settings import Settings, get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run CrewAI crews durably on Temporal.")
@@ -95,10 +96,10 @@ def demo_cmd(
         settings = Settings(
             data_dir=data_dir,
             database_url="",
-            temporal_port=_free_port(),
-            temporal_ui_port=_free_port(),
-            api_port=_free_port(),
-            simulator_port=_free_port(),
+            temporal_port=free_port(),
+            temporal_ui_port=free_port(),
+            api_port=free_port(),
+            simulator_port=free_port(),
         )
         ok = _run_stack(settings, demo=True, keep_running=False)
     else:
@@ -111,14 +112,6 @@ def demo_cmd(
         )
     if not ok:
         raise typer.Exit(1)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @app.command()

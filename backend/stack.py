@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from backend.db.engine import upgrade_database
+from backend.ports import port_is_free
 from backend.settings import SEARCH_ATTRIBUTES, Settings
 
 _PR_SET_PDEATHSIG = 1
@@ -35,16 +35,6 @@ def _die_with_parent() -> None:
     # Linux: if `crewrun up` itself is killed, the children get SIGTERM instead of lingering.
     with contextlib.suppress(OSError):  # not Linux: children outlive a killed parent
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def temporal_binary() -> str:

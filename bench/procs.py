@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from backend.ports import free_port
 from backend.settings import SEARCH_ATTRIBUTES, Settings
 from backend.stack import Stack, temporal_binary
 
@@ -31,12 +32,6 @@ def progress(message: str) -> None:
     """One line per step with the elapsed time: the whole run must stay under 20 minutes."""
     elapsed = time.monotonic() - _T0
     print(f"[bench {int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout_s: float = 60, process: subprocess.Popen[bytes] | None = None) -> None:

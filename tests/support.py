@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -13,6 +12,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from backend.ports import free_port  # noqa: F401  (re-exported for the tests)
 from backend.simulator.app import create_simulator_app
 
 BIN = Path(sys.executable).parent
@@ -26,12 +26,6 @@ def tool_path(name: str) -> str:
     which = shutil.which(name)
     assert which, f"{name} not installed: run `make install`"
     return which
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SimulatorServer:

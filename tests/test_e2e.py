@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from backend.settings import Settings
-from backend.stack import PortInUse, Stack, port_is_free
+from backend.ports import port_is_free
+from backend.stack import PortInUse, Stack
 from tests.support import free_port, research_spec
 
 pytestmark = pytest.mark.e2e
