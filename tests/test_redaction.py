@@ -6,6 +6,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend.exceptions import redaction
 from backend.exceptions.redaction import (
@@ -438,3 +440,73 @@ def test_prefixed_secret_names_are_redacted(text: str, expected: str) -> None:
 )
 def test_other_authorization_schemes_are_redacted_but_prose_is_not(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+# ---------------------------------------------------------------- names and URLs found since
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("run --api-key=abcdef123 now", "run --api-key=[REDACTED] now"),
+        ("_key=abcdefg1", "_key=[REDACTED]"),
+        ("MY__KEY=abcdef123", "MY__KEY=[REDACTED]"),
+        ("clé_key=abcdefgh", "clé_key=[REDACTED]"),
+        ("1http://user:pw12@host", "1http://user:[REDACTED]@host"),
+        ("Bearer abcdefgh and BASIC qwertyui", "Bearer [REDACTED] and BASIC [REDACTED]"),
+        ("xbearer abcdefgh", "xbearer abcdefgh"),  # a longer word, not the scheme
+        ("task-sk-abcdefghij", "task-[REDACTED]"),
+        ("mask-abcdefghij", "mask-abcdefghij"),
+        (
+            "the GHP token ghp_ABCDEFGHIJKLMNOP and xoxb-123456789012",
+            "the GHP token [REDACTED] and [REDACTED]",
+        ),
+    ],
+)
+def test_shapes_that_the_first_patterns_missed_or_must_keep(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+# ---------------------------------------------------------------- the fast path is exact
+#
+# redact() matches case-insensitive shapes case-sensitively against _fold(text) and skips a rule
+# whose literals are absent. Both are optimisations: the result must equal the rules' own
+# patterns run with re.IGNORECASE on the original text, with no skipping.
+
+
+def test_fold_maps_exactly_the_characters_ignorecase_matches_to_ascii_letters() -> None:
+    letter = re.compile("[a-z]", re.I)
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        ch = chr(code)
+        folded = redaction._fold(ch)
+        assert len(folded) == 1, f"U+{code:04X} folds to {folded!r}"
+        if letter.fullmatch(ch):
+            assert "a" <= folded <= "z" and re.fullmatch(folded, ch, re.I), f"U+{code:04X}"
+        elif folded != ch:  # other letters may change case; nothing else may become ASCII or change kind
+            assert not folded.isascii() and folded.isalpha() == ch.isalpha(), f"U+{code:04X}"
+
+
+def _reference_redact(text: str) -> str:
+    for rule in redaction._RULES:
+        flags = re.IGNORECASE if rule.folded else 0
+        text = redaction._mark(text, re.compile(rule.pattern.pattern, flags).finditer(text))
+    return text
+
+
+_FRAGMENTS = [
+    "key", "KEY", "Key", "api_key", "API-KEY", "--api-key", "x-api-key", "secret_access_key", "ToKen",
+    "passwd", "PASSWORD", "pwd", "Signature", "sig", "authorization", "AUTHORIZATION", "monkey",
+    "bearer", "Basic", "token", "digest", "sk-", "SK-", "ghp_", "xoxb-", "AKIA", "https://", "user",
+    ":", "=", ": ", " = ", "'", '"', "@", "/", "&", ",", ";", "}", "]", " ", "\n", "_", "-",
+    "abcdefgh", "ABCDEF12", "1234", "[REDACTED]", "[redacted]", "é", "—",
+    "\u0130", "\u0131", "\u017f", "\u212a",  # İ ı ſ K: the letters IGNORECASE also matches
+    "k\u212aey", "\u017fecret", "passw\u0131rd", "AUTHOR\u0130ZAT\u0130ON", "bearer ", "ba\u017fic ",
+]  # fmt: skip
+
+
+@settings(max_examples=1500, derandomize=True, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=40).map("".join))
+def test_redact_equals_the_ignorecase_patterns_without_shortcuts(text: str) -> None:
+    assert redact(text) == _reference_redact(text)

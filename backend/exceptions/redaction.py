@@ -10,7 +10,8 @@ echoing a key back in an error body is the usual leak).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 MARK = "[REDACTED]"
@@ -18,36 +19,83 @@ MAX_MESSAGE_CHARS = 2000
 MAX_STACK_CHARS = 8000
 _MIN_SECRET_LEN = 8  # shorter env values ("1", "true") would shred ordinary text
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # URL credentials: scheme://user:password@host
-    # (the scheme starts where no scheme character precedes it: linear on long runs)
-    (
-        re.compile(r"(?P<pre>(?<![a-z0-9+.\-])[a-z][a-z0-9+.\-]*+://[^/\s:@]*+:)[^@\s/]++(?=@)", re.I),
-        r"\g<pre>" + MARK,
-    ),
+
+# Case-insensitive shapes are matched case-sensitively against the text folded to lower case
+# (see _fold): the same matches as re.IGNORECASE, about 8x faster in CPython's `re`. Every rule
+# names the part to replace as its group "secret" and lists literals (``needs``), one of which
+# every match contains, so a plain substring search skips the rule on text it cannot match.
+@dataclass(frozen=True)
+class _Rule:
+    pattern: re.Pattern[str]
+    needs: tuple[str, ...]
+    folded: bool = True  # matched against _fold(text); needs are lower case
+
+
+_KEY_WORDS = (
+    r"(?:api[_-]?key|key|access[_-]?token|refresh[_-]?token|token|secret|client[_-]?secret|"
+    r"secret[_-]?access[_-]?key|password|passwd|pwd|authorization|sig|signature)"
+)
+
+_RULES: tuple[_Rule, ...] = (
+    # A pattern that starts with a literal lets `re` jump from one occurrence of it to the next; a
+    # word boundary before it is therefore checked by a look-behind after it: b(?<=\bb) is \bb.
+    #
+    # URL credentials: scheme://user:password@host (whatever the scheme)
+    _Rule(re.compile(r"://[^/\s:@]*+:(?P<secret>[^@\s/]++)(?=@)"), ("://",)),
     # Authorization: Bearer xyz / Basic xyz
-    (re.compile(r"(?P<pre>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=\-]{6,}", re.I), r"\g<pre>" + MARK),
+    _Rule(re.compile(r"b(?<=\bb)(?:earer|asic)\s+(?P<secret>[a-z0-9._~+/=\-]{6,})"), ("bearer", "basic")),
     # Other schemes only after "Authorization": "token" alone is an ordinary word in LLM errors.
-    (
-        re.compile(r"(?P<pre>\bauthorization[\"']?\s*[:=]\s*[\"']?(?:token|digest)\s+)[^\s\"',;}]{6,}", re.I),
-        r"\g<pre>" + MARK,
-    ),
-    # key=value in query strings, headers, JSON and Python reprs
-    (
+    _Rule(
         re.compile(
-            # Any word_ / word- prefix too: aws_secret_access_key=, OPENAI_API_KEY=, private-key:
-            # (lookbehind + possessive prefix: linear time on long "a-a-a-..." runs, no backtracking)
-            r"(?P<pre>[\"']?(?<![a-z0-9_-])(?:[a-z0-9]+[_-])*+(?:api[_-]?key|key|access[_-]?token|refresh[_-]?token|"
-            r"token|secret|client[_-]?secret|secret[_-]?access[_-]?key|password|passwd|pwd|authorization|"
-            r"sig|signature)[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])(?!(?:bearer|basic|token|digest)\s)[^\s\"'&,;}\]]{4,}",
-            re.I,
+            r"a(?<=\ba)uthorization[\"']?\s*+[:=]\s*+[\"']?(?:token|digest)\s+(?P<secret>[^\s\"',;}]{6,})"
         ),
-        r"\g<pre>" + MARK,
+        ("authorization",),
+    ),
+    # key=value in query strings, headers, JSON, Python reprs and command lines. The key word may
+    # end a longer name (OPENAI_API_KEY=, aws_secret_access_key=, --api-key=, x-api-key:) but not
+    # a longer word (monkey=).
+    _Rule(
+        re.compile(
+            r"(?<![a-z0-9])" + _KEY_WORDS + r"[\"']?\s*+[:=]\s*+[\"']?(?!\[redacted\])"
+            r"(?!(?:bearer|basic|token|digest)\s)(?P<secret>[^\s\"'&,;}\]]{4,})"
+        ),
+        ("key", "token", "secret", "passw", "pwd", "authorization", "sig"),
     ),
     # provider key shapes anywhere (OpenAI sk-, sk-proj-, Anthropic sk-ant-, generic tokens)
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), MARK),
-    (re.compile(r"\b(?:ghp|gho|xox[abp]|AKIA)[A-Za-z0-9_\-]{12,}"), MARK),
+    _Rule(re.compile(r"(?P<secret>s(?<=\bs)k-[A-Za-z0-9_\-]{8,})"), ("sk-",), folded=False),
+    _Rule(
+        re.compile(r"(?P<secret>(?:g(?<=\bg)h[po]|x(?<=\bx)ox[abp]|A(?<=\bA)KIA)[A-Za-z0-9_\-]{12,})"),
+        ("gh", "xox", "AKIA"),
+        folded=False,
+    ),
 )
+
+# re.IGNORECASE matches an ASCII letter with its other case and, besides, with four more
+# (Python's re documentation): KELVIN SIGN, which lower() maps to k, and these three, which it
+# does not (and U+0130 it would turn into two characters). Mapped first, _fold(text) is as long
+# as text, so spans found in the folded text are spans of the original.
+_FOLD_SPECIAL = (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"))
+
+
+def _fold(text: str) -> str:
+    if not text.isascii():
+        for special, plain in _FOLD_SPECIAL:
+            text = text.replace(special, plain)
+    return text.lower()
+
+
+def _mark(text: str, matches: Iterator[re.Match[str]]) -> str:
+    parts: list[str] = []
+    last = 0
+    for match in matches:
+        start, end = match.span("secret")
+        parts += (text[last:start], MARK)
+        last = end
+    if not parts:
+        return text
+    parts.append(text[last:])
+    return "".join(parts)
+
 
 _SECRET_ENV_NAME = re.compile(r"(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.I)
 _env_secrets: tuple[str, ...] = ()
@@ -71,8 +119,17 @@ def redact(text: str) -> str:
     for secret in _env_secrets:
         if secret in text:
             text = text.replace(secret, MARK)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    folded = ""
+    for rule in _RULES:
+        if rule.folded:
+            folded = folded or _fold(text)
+            haystack = folded
+        else:
+            haystack = text
+        if any(need in haystack for need in rule.needs):
+            marked = _mark(text, rule.pattern.finditer(haystack))
+            if marked is not text:
+                text, folded = marked, ""
     return text
 
 
