@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from backend.settings import Settings
 from backend.ports import port_is_free
+from backend.settings import Settings
 from backend.stack import PortInUse, Stack
 from tests.support import free_port, research_spec
 
