@@ -8,6 +8,7 @@ ignoring Retry-After, and hide those calls from history).
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 # Before crewai is imported: no telemetry, no version check.
@@ -80,7 +81,28 @@ class CrewAITaskRunner:
             # CrewAI ends a context-length overflow with SystemExit (respect_context_window=False);
             # the provider's error is its __context__, kept as the cause for classification.
             raise ContextLengthError(str(exc)) from (exc.__context__ or exc.__cause__)
+        finally:
+            close_clients(llm)
         output = str(result.raw)
         if not output.strip():
             raise LLMOutputError("the agent returned an empty answer")
         return TaskRunOutcome(output=output, model=llm_spec["model"])
+
+
+def close_clients(llm: object) -> None:
+    """Close the provider SDK clients CrewAI built for this LLM (every native provider keeps them
+    in ``_client`` and ``_async_client``; both are built eagerly, the async one is never used here).
+
+    Left to the garbage collector, the async clients of openai and anthropic close themselves with
+    ``asyncio.get_running_loop().create_task(self.aclose())`` in ``__del__``, on whichever thread
+    happens to collect them. When that thread is running a workflow activation, the task lands in
+    the workflow's sandboxed event loop and imports modules there: CI saw Temporal's deadlock
+    detector fire (TMPRL1101) and the workflow task never complete again. A closed client's
+    ``__del__`` does nothing. This runs in the activity's own thread, where no loop is running.
+    """
+    close = getattr(getattr(llm, "_client", None), "close", None)
+    if callable(close):
+        close()
+    aclose = getattr(getattr(llm, "_async_client", None), "close", None)
+    if callable(aclose):
+        asyncio.run(aclose())
