@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, insert, text
 
 from backend.api.app import create_app
 from backend.db.analytics import ErrorAnalytics, ErrorFilter, default_since
@@ -90,7 +90,7 @@ def load_sqlite(engine: Engine, events: int, seed: int = 1) -> None:
     rng = random.Random(seed)
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        conn.execute(Execution.__table__.insert(), _executions_rows(now))
+        conn.execute(insert(Execution), _executions_rows(now))
     chunk: list[dict[str, Any]] = []
     for g in range(events):
         f = int(rng.random() ** 2 * FINGERPRINTS)  # a few loud problems, a long tail of rare ones
@@ -108,11 +108,11 @@ def load_sqlite(engine: Engine, events: int, seed: int = 1) -> None:
         })  # fmt: skip
         if len(chunk) == 10_000:
             with engine.begin() as conn:
-                conn.execute(ErrorEvent.__table__.insert(), chunk)
+                conn.execute(insert(ErrorEvent), chunk)
             chunk = []
     if chunk:
         with engine.begin() as conn:
-            conn.execute(ErrorEvent.__table__.insert(), chunk)
+            conn.execute(insert(ErrorEvent), chunk)
 
 
 def load_postgres(engine: Engine, events: int) -> None:
@@ -121,7 +121,7 @@ def load_postgres(engine: Engine, events: int) -> None:
     severities = ", ".join(f"'{s}'" for _, _, s in CODES)
     services = ", ".join(f"'{s}'" for s in SERVICES)
     with engine.begin() as conn:
-        conn.execute(Execution.__table__.insert(), _executions_rows(datetime.now(UTC)))
+        conn.execute(insert(Execution), _executions_rows(datetime.now(UTC)))
         conn.execute(text("SELECT setseed(0.1)"))
         # f: fingerprint index, skewed like the SQLite load; every column derived from it agrees.
         conn.execute(text(f"""
