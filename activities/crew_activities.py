@@ -18,7 +18,7 @@ from activities.boundary import AttemptContext, AttemptState, ErrorBoundary, Fai
 from activities.runner_contract import TaskRunner, TaskRunRequest
 from backend.alerts import Alerter, AlertEvent
 from backend.breaker import CircuitBreaker, Permit
-from backend.db.store import Store
+from backend.db.store import LogLine, Store
 from backend.exceptions import retry_policy
 from backend.exceptions.execution_errors import CircuitOpenError
 from backend.metrics import Metrics
@@ -69,10 +69,12 @@ class CrewActivities:
     @activity.defn(name=RECORD_STATUS_ACTIVITY)
     async def record_execution_status(self, update: StatusUpdate) -> str | None:
         _bind_execution(update.execution_id)
-        result = await self._db(
-            self._store.transition_execution, update.execution_id, update.status, error=update.error
-        )
         level = "error" if update.status == ExecutionStatus.FAILED else "info"
+        line = LogLine(f"execution.{update.status}", update.message, level,
+                       {"error": update.error} if update.error else None)  # fmt: skip
+        result = await self._db(
+            self._store.transition_execution, update.execution_id, update.status, error=update.error, log=line
+        )
         if result.changed and update.status in TERMINAL_EXECUTION:
             self._metrics.executions_finished.labels(update.status).inc()
         if update.status == ExecutionStatus.PAUSED:
@@ -83,15 +85,6 @@ class CrewActivities:
             await self._alert(AlertEvent("paused", f"execution {update.execution_id} paused: {code}",
                                          severity="high", execution_id=update.execution_id, error=update.error,
                                          incident=f"{info.workflow_run_id}:{info.activity_id}"))  # fmt: skip
-        if result.changed:  # a retried activity must not log the change twice
-            await self._db(
-                self._store.add_log,
-                update.execution_id,
-                f"execution.{update.status}",
-                update.message,
-                level=level,
-                data={"error": update.error} if update.error else None,
-            )
         log.info("execution.status", execution_id=update.execution_id, status=result.status)
         return result.status
 

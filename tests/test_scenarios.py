@@ -363,3 +363,7 @@ async def test_s11_ambiguous_commits_of_pauses_raise_each_pause_alert_once(
 
     report = await ledger_of(faulty_store, temporal_client, sim, ids, "S11 (pauses)")
     assert report.by_status["completed"] == CONCURRENT
+    # The pause's log line commits with the pause: neither lost nor doubled by the retries.
+    paused_lines = {e: [x.event for x in faulty_store.list_logs(e, limit=500, cursor=None).items].count(
+        "execution.paused") for e in ids}  # fmt: skip
+    assert set(paused_lines.values()) == {1}, paused_lines

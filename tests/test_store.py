@@ -5,9 +5,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from backend.db.engine import make_engine, make_session_factory
-from backend.db.store import CrewNameTaken, IdempotencyKeyReused, Store, decode_cursor
+from backend.db.faults import DbFaults
+from backend.db.store import CrewNameTaken, IdempotencyKeyReused, LogLine, Store, decode_cursor
 from backend.status import ExecutionStatus as E
 from backend.status import TaskStatus as T
 
@@ -153,3 +155,25 @@ def test_unstarted_executions_are_found_for_the_reconciler(db: Store) -> None:
     db.set_run_id(started, "run-1")
     found = db.unstarted_executions(before=utcnow() + timedelta(seconds=1), limit=10)
     assert [e.id for e in found] == [orphan]
+
+
+def test_a_transition_writes_its_log_line_once_even_when_the_commit_is_not_reported(any_db_url: str) -> None:
+    faults = DbFaults()
+    db = Store(make_session_factory(make_engine(any_db_url)), faults=faults)
+    eid = _execution(db)
+    faults.arm("transition.paused.after_commit", OperationalError("COMMIT", {}, ConnectionResetError()))
+    line = LogLine(
+        "execution.paused", "waiting for an operator", "info", {"error": {"code": "LLM_AUTH_FAILED"}}
+    )
+    with pytest.raises(OperationalError):
+        db.transition_execution(eid, E.PAUSED, log=line)  # committed, then "the connection dropped"
+    retried = db.transition_execution(eid, E.PAUSED, log=line)  # what the retried activity does
+    assert (retried.status, retried.changed) == (E.PAUSED, False)
+    logs = db.list_logs(eid, limit=10, cursor=None).items
+    assert [(x.event, x.message, x.level, x.data) for x in logs] == [
+        ("execution.accepted", "crew c: 2 tasks", "info", None),
+        ("execution.paused", "waiting for an operator", "info", {"error": {"code": "LLM_AUTH_FAILED"}}),
+    ]
+    # A transition the rules refuse writes no line either.
+    assert not db.transition_execution(eid, E.PENDING, log=LogLine("execution.pending")).changed
+    assert len(db.list_logs(eid, limit=10, cursor=None).items) == 2

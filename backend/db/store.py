@@ -82,6 +82,16 @@ class Transition:
     changed: bool
 
 
+@dataclass(frozen=True)
+class LogLine:
+    """An execution log line written together with the change it describes."""
+
+    event: str
+    message: str = ""
+    level: str = "info"
+    data: dict[str, Any] | None = None
+
+
 def workflow_id_for(execution_id: str) -> str:
     """Business key: one workflow per execution, so a duplicate start cannot run it twice."""
     return f"crew-execution-{execution_id}"
@@ -251,10 +261,17 @@ class Store:
             )
 
     def transition_execution(
-        self, execution_id: str, status: str, *, error: dict[str, Any] | None = None
+        self,
+        execution_id: str,
+        status: str,
+        *,
+        error: dict[str, Any] | None = None,
+        log: LogLine | None = None,
     ) -> Transition:
         """Move an execution to ``status`` if allowed; says what it has afterwards and whether
-        this call changed it (a retried write reports ``changed=False``)."""
+        this call changed it (a retried write reports ``changed=False``). ``log`` is written in the
+        same transaction, only by the call that changes the status: once, even when a commit
+        succeeds and its caller never learns it (the retry finds the status already there)."""
         now = utcnow()
         values: dict[str, Any] = {"status": status, "updated_at": now}
         if status != ExecutionStatus.PENDING:
@@ -276,6 +293,9 @@ class Store:
             )
             current = s.scalar(select(Execution.status).where(Execution.id == execution_id))
             changed = bool(result.rowcount)  # type: ignore[attr-defined]
+            if changed and log is not None:
+                s.add(ExecutionLog(execution_id=execution_id, event=log.event, message=log.message,
+                                   level=log.level, data=log.data, at=now))  # fmt: skip
         self._faults.check(f"transition.{status}.after_commit")
         return Transition(current, changed)
 
