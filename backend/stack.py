@@ -51,7 +51,8 @@ def temporal_command(settings: Settings) -> list[str]:
         "start-dev",
         "--db-filename",
         str(settings.data_dir / "temporal.db"),
-        # 1.6-2.3x the throughput of the default journal at 10-50 concurrent workflows (BENCHMARKS.md, section 2).
+        # About twice the throughput of the default journal at 10-50 concurrent workflows; BENCHMARKS.md,
+        # section 2, has the ratios of the last run.
         "--sqlite-pragma",
         "journal_mode=wal",
         "--sqlite-pragma",
