@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from backend.ports import free_port  # noqa: F401  (re-exported for the tests)
+from backend.ports import free_port
 from backend.simulator.app import create_simulator_app
 
 BIN = Path(sys.executable).parent

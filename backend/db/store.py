@@ -90,6 +90,11 @@ class LogLine:
     message: str = ""
     level: str = "info"
     data: dict[str, Any] | None = None
+    task: str | None = None
+
+    def row(self, execution_id: str, at: datetime) -> ExecutionLog:
+        return ExecutionLog(execution_id=execution_id, event=self.event, message=self.message,
+                            level=self.level, task=self.task, data=self.data, at=at)  # fmt: skip
 
 
 def workflow_id_for(execution_id: str) -> str:
@@ -294,8 +299,7 @@ class Store:
             current = s.scalar(select(Execution.status).where(Execution.id == execution_id))
             changed = bool(result.rowcount)  # type: ignore[attr-defined]
             if changed and log is not None:
-                s.add(ExecutionLog(execution_id=execution_id, event=log.event, message=log.message,
-                                   level=log.level, data=log.data, at=now))  # fmt: skip
+                s.add(log.row(execution_id, now))
         self._faults.check(f"transition.{status}.after_commit")
         return Transition(current, changed)
 
@@ -620,17 +624,7 @@ class Store:
         data: dict[str, Any] | None = None,
     ) -> None:
         with self._tx() as s:
-            s.add(
-                ExecutionLog(
-                    execution_id=execution_id,
-                    event=event,
-                    message=message,
-                    level=level,
-                    task=task,
-                    data=data,
-                    at=utcnow(),
-                )
-            )
+            s.add(LogLine(event, message, level, data, task).row(execution_id, utcnow()))
 
     def list_logs(self, execution_id: str, *, limit: int, cursor: str | None) -> Page[ExecutionLog]:
         query = select(ExecutionLog).where(ExecutionLog.execution_id == execution_id)
