@@ -1,6 +1,7 @@
 """``crewrun``: the command line (typer).
 
-crewrun up [--demo]        the embedded stack, until Ctrl-C
+crewrun up [--demo]        the embedded stack, supervised, until Ctrl-C
+crewrun status             every process of the running stack: pid, uptime, restarts
 crewrun demo [--fresh]     the demo against a running stack, or a fresh one of its own
 crewrun worker | api       one service in the foreground
 crewrun simulator          the LLM simulator (a test and demo tool)
@@ -32,55 +33,102 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _run_stack(settings: Settings, *, demo: bool, keep_running: bool, workers: int = 1) -> bool:
-    from backend.stack import PortInUse, Stack
+    import threading
 
-    stack = Stack(settings, workers=workers)
+    from backend.stack import PortInUse, Stack
+    from backend.supervisor import Supervisor
+
+    stack = Stack(settings, workers=workers, postgres=settings.embedded_postgres)
     # Both explicitly: a shell starts background jobs with SIGINT ignored, and Ctrl-C must still work.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
-    ok = True
+    outcome = {"ok": True}
     try:
         try:
             stack.start()
         except PortInUse as exc:
             typer.secho(f"crewrun up: {exc}", fg="red", err=True)
             raise typer.Exit(2) from exc
+        database = "embedded PostgreSQL, data: " if stack.postgres else ""
         typer.echo(
             f"Temporal     127.0.0.1:{settings.temporal_port}  (data: {settings.data_dir}/temporal.db)"
         )
         typer.echo(f"Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}")
         typer.echo(f"API          {stack.api_url}  (docs: {stack.api_url}/docs)")
         typer.echo(f"Simulator    {stack.simulator_url}  (a test/demo LLM)")
-        typer.echo(f"Logs         {settings.data_dir}/logs/")
+        if stack.postgres:
+            typer.echo(f"Database     {database}{settings.data_dir}/pg/  ({settings.database_url})")
+        typer.echo(f"Logs         {settings.data_dir}/logs/   (crewrun status: every process)")
+        demo_thread: threading.Thread | None = None
         if demo:
             from backend.demo import run_demo
 
-            ok = run_demo(stack.api_url, stack.simulator_url, echo=typer.echo)
-        if keep_running:
+            def demo_run() -> None:
+                outcome["ok"] = run_demo(stack.api_url, stack.simulator_url, echo=typer.echo)
+                if keep_running:
+                    typer.echo("stack is up; Ctrl-C stops it")
+
+            demo_thread = threading.Thread(target=demo_run, name="crewrun-demo", daemon=True)
+            demo_thread.start()
+        elif keep_running:
             typer.echo("stack is up; Ctrl-C stops it")
-            died = stack.wait()
-            typer.secho(
-                f"{died} exited; stopping the stack (see {settings.data_dir}/logs/{died}.log)",
-                fg="red",
-                err=True,
-            )
-            ok = False
+        # The supervisor runs here, on the thread that started the children (see Supervisor.run),
+        # while the demo talks to the stack from its own thread.
+        supervisor = Supervisor(stack, say=lambda message: typer.secho(message, fg="yellow", err=True))
+        if keep_running:
+            supervisor.run()
+        else:
+            supervisor.run(until=lambda: demo_thread is None or not demo_thread.is_alive())
     except KeyboardInterrupt:
         typer.echo("stopping...")
     finally:
         stack.stop()
-    return ok
+    return outcome["ok"]
 
 
 @app.command()
 def up(
     demo: Annotated[bool, typer.Option(help="Run the demo once the stack is up")] = False,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Worker processes")] = 1,
+    postgres: Annotated[
+        bool, typer.Option(help="Backend DB on an embedded PostgreSQL under <data dir>/pg/")
+    ] = False,
 ) -> None:
-    """Start Temporal (SQLite, WAL), the simulator, a worker and the API; keep them up until Ctrl-C."""
+    """Start Temporal (SQLite, WAL), the simulator, workers and the API, and keep them up (a child
+    that dies is restarted) until Ctrl-C."""
     settings = get_settings()
+    if postgres:
+        settings.embedded_postgres = True
     if not _run_stack(settings, demo=demo, keep_running=True, workers=workers):
         raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="The raw status as JSON")] = False,
+) -> None:
+    """Every process of the running `crewrun up` in this data directory: pid, uptime, restarts."""
+    from datetime import UTC, datetime
+
+    from backend.supervisor import read_status
+
+    settings = get_settings()
+    found = read_status(settings.data_dir)
+    if found is None:
+        typer.secho(f"no crewrun up is running with data directory {settings.data_dir}", fg="red", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    now = datetime.now(UTC)
+    typer.echo(f"supervisor pid {found['supervisor_pid']}")
+    typer.echo(f"{'process':12} {'state':11} {'pid':>8} {'uptime':>9} {'restarts':>8}  last exit")
+    for child in found["children"]:
+        up_s = (now - datetime.fromisoformat(child["started_at"])).total_seconds()
+        uptime = f"{up_s:.0f} s" if child["state"] == "running" else "-"
+        pid = str(child["pid"] or "-")
+        typer.echo(f"{child['name']:12} {child['state']:11} {pid:>8} {uptime:>9} {child['restarts']:>8}  "
+                   f"{child['last_exit'] or ''}")  # fmt: skip
 
 
 @app.command("demo")

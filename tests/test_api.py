@@ -12,26 +12,7 @@ from temporalio.client import Client
 
 from backend.db.store import Store
 from tests.ledger import check_ledger
-from tests.support import SimulatorServer, research_spec
-
-
-async def wait_terminal(api: httpx.AsyncClient, execution_id: str, timeout_s: float = 30) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        body = (await api.get(f"/api/v1/executions/{execution_id}")).json()
-        if body["status"] in ("completed", "degraded", "failed", "cancelled"):
-            return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"execution {execution_id} not terminal: {body['status']}")
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["code"] == code
-    assert set(body) >= {"type", "title", "status", "detail", "code", "instance"}
-    return body
+from tests.support import SimulatorServer, assert_problem, research_spec, wait_terminal
 
 
 async def test_crew_lifecycle_and_execution_end_to_end(api: httpx.AsyncClient, sim: SimulatorServer) -> None:

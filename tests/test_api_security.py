@@ -14,7 +14,7 @@ import pytest
 from backend.api.app import create_app
 from backend.api.security import KeyRing, RateLimiter, digest, is_loopback
 from backend.settings import Settings
-from tests.test_api import assert_problem
+from tests.support import assert_problem
 
 REPO = Path(__file__).resolve().parent.parent
 

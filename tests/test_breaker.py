@@ -19,7 +19,7 @@ from backend.breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit,
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.models import BreakerCall, BreakerEvent, CircuitBreakerRow
 from backend.exceptions.execution_errors import CircuitOpenError
-from tests.conftest import _fresh_postgres_url
+from tests.postgres import fresh_database
 
 SERVICE = "openai"
 T0 = 1_000_000.0
@@ -691,7 +691,7 @@ def race_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         upgrade_database(url)
         yield url
     else:
-        for url in _fresh_postgres_url():
+        with fresh_database() as url:
             upgrade_database(url)
             yield url
 

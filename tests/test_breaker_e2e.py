@@ -14,8 +14,7 @@ from backend.breaker import CircuitBreaker, config_from
 from backend.db.engine import make_engine, make_session_factory
 from backend.settings import Settings
 from backend.stack import Stack
-from tests.support import free_port, research_spec
-from tests.test_e2e import terminal, wait_for
+from tests.support import free_port, research_spec, terminal, wait_for
 
 pytestmark = pytest.mark.e2e
 THRESHOLD = 3

@@ -14,22 +14,22 @@ from temporalio.client import Client, WorkflowFailureError
 
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Compensation, Store
+from backend.embedded_pg import EmbeddedPostgres
 from backend.executions import start_workflow
 from backend.settings import Settings
 from backend.simulator.script import FaultRule
 from backend.specs import CrewSpec
 from backend.worker_factory import build_worker
 from tests.ledger import check_ledger
-from tests.pg_instance import PrivatePostgres
+from tests.postgres import start_embedded
 from tests.support import SimulatorServer, research_spec
 
 CONCURRENT = 20
 
 
 @pytest.fixture
-def postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    server.start()
+def postgres() -> Iterator[EmbeddedPostgres]:
+    server = start_embedded()
     yield server
     server.destroy()
 
@@ -38,7 +38,7 @@ class OutageDuringCompensation(Store):
     """Stops the database server as the first compensation attempt begins; a thread starts it
     again a few seconds later, while Temporal keeps retrying the activity."""
 
-    def __init__(self, server: PrivatePostgres, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, server: EmbeddedPostgres, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.server = server
         self.calls = 0
@@ -48,20 +48,20 @@ class OutageDuringCompensation(Store):
         self.calls += 1
         if self.calls == 1:
             self.server.stop()
-            self.restarter = threading.Thread(target=lambda: (time.sleep(3), self.server.start()))
+            self.restarter = threading.Thread(target=lambda: (time.sleep(3), self.server.start(fsync=False)))
             self.restarter.start()
         return super().compensate(**kwargs)
 
 
 async def test_compensation_written_once_after_postgres_comes_back(
-    postgres: PrivatePostgres, temporal_client: Client, settings: Settings, sim: SimulatorServer
+    postgres: EmbeddedPostgres, temporal_client: Client, settings: Settings, sim: SimulatorServer
 ) -> None:
     # S10 with 20 concurrent executions: all fail at task 2, and the server goes down as the first
     # compensation begins, while the others are still running, retrying or compensating.
-    upgrade_database(postgres.url)
-    store = OutageDuringCompensation(postgres, make_session_factory(make_engine(postgres.url)))
+    upgrade_database(postgres.url())
+    store = OutageDuringCompensation(postgres, make_session_factory(make_engine(postgres.url())))
     pg_settings = settings.model_copy(
-        update={"database_url": postgres.url, "worker_max_concurrent_tasks": CONCURRENT}
+        update={"database_url": postgres.url(), "worker_max_concurrent_tasks": CONCURRENT}
     )
     sim.script.add_rules([FaultRule(kind="content_policy", agent="analyst", count=None)])
     spec = CrewSpec.model_validate(research_spec(sim.base_url)).model_dump(mode="json")

@@ -19,8 +19,7 @@ from backend.settings import Settings
 from backend.simulator.script import FaultRule
 from backend.worker_factory import build_worker
 from tests.ledger import closed_workflow
-from tests.support import SimulatorServer, research_spec
-from tests.test_api import assert_problem, wait_terminal
+from tests.support import SimulatorServer, assert_problem, research_spec, wait_terminal
 
 
 @pytest.fixture

@@ -5,37 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from backend.ports import port_is_free
-from backend.settings import Settings
 from backend.stack import PortInUse, Stack
-from tests.support import free_port, research_spec
+from tests.support import crewrun_up, healthy, research_spec, sim_calls, stack_settings, terminal, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
-
-
-def stack_settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "stack",
-        database_url=db_url,
-        temporal_port=free_port(),
-        temporal_ui_port=free_port(),
-        api_port=free_port(),
-        simulator_port=free_port(),
-        task_heartbeat_timeout_s=2,
-        worker_metrics_port=free_port(),
-        worker_sdk_metrics_port=free_port(),
-    )
 
 
 @pytest.fixture
@@ -44,25 +26,6 @@ def stack(tmp_path: Path, db_url: str) -> Iterator[Stack]:
     s.start()
     yield s
     s.stop()
-
-
-def wait_for(predicate: Any, timeout_s: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def sim_calls(sim_url: str, agent: str) -> list[dict[str, Any]]:
-    return httpx.get(f"{sim_url}/_sim/requests", params={"agent": agent}).json()["calls"]  # type: ignore[no-any-return]
-
-
-def terminal(api_url: str, execution_id: str) -> dict[str, Any] | None:
-    body: dict[str, Any] = httpx.get(f"{api_url}/api/v1/executions/{execution_id}").json()
-    return body if body["status"] in ("completed", "degraded", "failed", "cancelled") else None
 
 
 def test_worker_killed_mid_task_resumes_without_rerunning_finished_tasks(stack: Stack) -> None:
@@ -100,35 +63,14 @@ def test_port_in_use_is_reported_clearly(tmp_path: Path, db_url: str) -> None:
             Stack(settings).start()
 
 
-def _crewrun_up(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ) | {
-        "CREWRUN_DATA_DIR": str(settings.data_dir),
-        "CREWRUN_DATABASE_URL": settings.database_url,
-        "CREWRUN_TEMPORAL_PORT": str(settings.temporal_port),
-        "CREWRUN_TEMPORAL_ADDRESS": f"127.0.0.1:{settings.temporal_port}",
-        "CREWRUN_TEMPORAL_UI_PORT": str(settings.temporal_ui_port),
-        "CREWRUN_API_PORT": str(settings.api_port),
-        "CREWRUN_SIMULATOR_PORT": str(settings.simulator_port),
-        "CREWRUN_TASK_HEARTBEAT_TIMEOUT_S": "2",
-    }
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "up"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def test_restarting_the_whole_stack_mid_execution_loses_nothing(tmp_path: Path, db_url: str) -> None:
     settings = stack_settings(tmp_path, db_url)
     api = f"http://127.0.0.1:{settings.api_port}"
     sim = f"http://127.0.0.1:{settings.simulator_port}"
     log = tmp_path / "up.log"
-    up = _crewrun_up(settings, log)
+    up = crewrun_up(settings, log)
     try:
-        wait_for(lambda: _healthy(api), what=f"crewrun up ({log})")
+        wait_for(lambda: healthy(api), what=f"crewrun up ({log})")
         httpx.post(
             f"{sim}/_sim/faults", json={"kind": "slow", "agent": "analyst", "delay_s": 30}
         ).raise_for_status()
@@ -149,8 +91,8 @@ def test_restarting_the_whole_stack_mid_execution_loses_nothing(tmp_path: Path, 
         )
         wait_for(lambda: all(port_is_free("127.0.0.1", p) for p in ports), 15, "every child to stop")
 
-        up = _crewrun_up(settings, log)  # same data dir: same Temporal history, same DB
-        wait_for(lambda: _healthy(api), what="crewrun up, again")
+        up = crewrun_up(settings, log)  # same data dir: same Temporal history, same DB
+        wait_for(lambda: healthy(api), what="crewrun up, again")
         done = wait_for(lambda: terminal(api, execution_id), what="the execution to finish after restart")
         assert done["status"] == "completed"
         assert sim_calls(sim, "researcher") == []  # the fresh simulator never saw task 1 again
@@ -159,13 +101,6 @@ def test_restarting_the_whole_stack_mid_execution_loses_nothing(tmp_path: Path, 
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(30)
-
-
-def _healthy(api: str) -> bool:
-    try:
-        return httpx.get(f"{api}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_demo_completes_every_execution(stack: Stack) -> None:

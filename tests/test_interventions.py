@@ -8,8 +8,7 @@ from typing import Any
 import httpx
 
 from backend.simulator.script import FaultRule
-from tests.support import SimulatorServer, research_spec
-from tests.test_api import assert_problem, wait_terminal
+from tests.support import SimulatorServer, assert_problem, research_spec, wait_terminal
 
 
 async def wait_status(

@@ -17,8 +17,7 @@ from backend.db.store import Store
 from backend.stack import Stack
 from backend.temporal_client import connect
 from tests.ledger import calls_by_logical_call, check_ledger
-from tests.support import research_spec
-from tests.test_e2e import stack_settings
+from tests.support import research_spec, stack_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.load]
 EXECUTIONS = int(os.environ.get("CREWRUN_LOAD_EXECUTIONS", "200"))

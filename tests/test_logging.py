@@ -11,8 +11,7 @@ import pytest
 
 from backend.settings import Settings
 from backend.simulator.script import FaultRule
-from tests.support import SimulatorServer, research_spec
-from tests.test_api import wait_terminal
+from tests.support import SimulatorServer, research_spec, wait_terminal
 
 CANARY = "canary-log-key-8d2f7a61c3e9"
 TASK_FIELDS = ("execution_id", "workflow_id", "run_id", "task", "agent", "attempt")

@@ -14,8 +14,7 @@ from backend.metrics import Metrics
 from backend.settings import Settings
 from backend.simulator.script import FaultRule
 from backend.worker_factory import build_worker
-from tests.support import SimulatorServer, research_spec
-from tests.test_api import wait_terminal
+from tests.support import SimulatorServer, research_spec, wait_terminal
 
 
 @pytest.fixture

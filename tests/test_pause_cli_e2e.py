@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from backend.stack import Stack
-from tests.support import research_spec, tool_path
-from tests.test_e2e import sim_calls, stack_settings, terminal, wait_for
+from tests.support import research_spec, sim_calls, stack_settings, terminal, tool_path, wait_for
 
 pytestmark = pytest.mark.e2e
 

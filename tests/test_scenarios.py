@@ -25,8 +25,7 @@ from backend.simulator.script import FaultRule
 from backend.specs import CrewSpec
 from backend.worker_factory import build_worker
 from tests.ledger import LedgerReport, calls_by_logical_call, check_ledger, places_a_secret_could_reach
-from tests.support import SimulatorServer, research_spec
-from tests.test_secrets import BODY_SECRET, CANARIES, KEY, QUERY_SECRET
+from tests.support import BODY_SECRET, CANARIES, KEY, QUERY_SECRET, SimulatorServer, research_spec
 
 CONCURRENT = 20
 CANARY_401 = (f"Incorrect API key provided: {{api_key}}. Debug: Bearer {BODY_SECRET} "

@@ -22,8 +22,7 @@ from backend.settings import Settings
 from backend.stack import Stack
 from backend.temporal_client import connect
 from tests.ledger import LedgerReport, calls_by_logical_call, check_ledger
-from tests.support import research_spec
-from tests.test_e2e import stack_settings, wait_for
+from tests.support import research_spec, stack_settings, wait_for
 
 pytestmark = pytest.mark.e2e
 CONCURRENT = 20

@@ -12,13 +12,15 @@ from temporalio.client import Client
 from backend.settings import Settings
 from backend.simulator.script import FaultRule
 from tests.ledger import places_a_secret_could_reach
-from tests.support import SimulatorServer, research_spec
-from tests.test_api import wait_terminal
-
-KEY = "canary-key-5e1f0c2a9b7d4e36"  # the provider key: not shaped like one
-BODY_SECRET = "sk-canarybody0123456789abcdef"
-QUERY_SECRET = "canaryquery4c3b2a19"
-CANARIES = (KEY, BODY_SECRET, QUERY_SECRET)
+from tests.support import (
+    BODY_SECRET,
+    CANARIES,
+    KEY,
+    QUERY_SECRET,
+    SimulatorServer,
+    research_spec,
+    wait_terminal,
+)
 
 
 @pytest.fixture

