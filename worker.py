@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 import structlog
 from prometheus_client import start_http_server
@@ -20,11 +21,15 @@ from backend.metrics import Metrics
 from backend.settings import get_settings
 from backend.temporal_client import connect, runtime_with_metrics
 from backend.worker_factory import build_worker
+from backend.worker_health import DescriptorWatch
 
 log = structlog.get_logger("crewrun.worker")
+# Exit status of a worker that ran out of memory or file descriptors and wants a fresh process
+# (EX_TEMPFAIL); its supervisor (crewrun up, systemd, Kubernetes) starts it again.
+EXIT_RECYCLE = 75
 
 
-async def main() -> None:
+async def main() -> int:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     upgrade_database(settings.database_url)
@@ -35,8 +40,17 @@ async def main() -> None:
         except OSError as exc:  # a taken port costs the metrics, not the worker
             log.error("worker.metrics_unavailable", port=settings.worker_metrics_port, error=str(exc))
     client = await connect(settings, runtime=runtime_with_metrics(settings.worker_sdk_metrics_port))
-    worker, executor = build_worker(client, settings, metrics=metrics)
     stop = asyncio.Event()
+    recycle: list[str] = []
+
+    def exhausted(code: str) -> None:
+        if not recycle:
+            log.error("worker.recycling", code=code, pid=os.getpid(),
+                      reason="this process ran out of a resource; exiting for a fresh one")  # fmt: skip
+        recycle.append(code)
+        stop.set()
+
+    worker = build_worker(client, settings, metrics=metrics, on_exhausted=exhausted)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -45,16 +59,27 @@ async def main() -> None:
         metrics_port=settings.worker_metrics_port, sdk_metrics_port=settings.worker_sdk_metrics_port,
     )  # fmt: skip
     async with worker:
+        watchdog = asyncio.create_task(_watch_descriptors(DescriptorWatch(), exhausted, stop))
         await stop.wait()
+        watchdog.cancel()
         log.info("worker.stopping")
-    executor.shutdown(wait=False, cancel_futures=True)
-    log.info("worker.stopped")
+    log.info("worker.stopped", recycled=bool(recycle))
+    return EXIT_RECYCLE if recycle else 0
+
+
+async def _watch_descriptors(
+    watch: DescriptorWatch, exhausted: Callable[[str], None], stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(2.0)
+        if watch.exhausted():
+            exhausted("RESOURCE_FILE_LIMIT")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    status = asyncio.run(main())
     # The Temporal core runtime can abort at interpreter exit after all work is done
     # (sdk-python#300); the work is over, so leave without running finalizers.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)

@@ -30,6 +30,7 @@ from backend.exceptions.redaction import bound, redact, redact_message, redact_s
 from backend.exceptions.retry_policy import CategoryPolicy, next_delay
 
 HISTORY_LIMIT = 20
+UNRECORDED_LIMIT = 5  # whole error records waiting for the database: a few KB each
 # Provider-side trouble a different LLM may not have: when the budget for one of these is spent
 # (or, for quota, at once), the agent's next fallback LLM takes over.
 FALLBACK_CATEGORIES = frozenset({"rate_limit", "external_service", "timeout", "quota_exhausted", "network"})
@@ -44,6 +45,8 @@ class AttemptState:
     failures: dict[str, int] = field(default_factory=dict)  # per category, for the current LLM
     history: list[dict[str, Any]] = field(default_factory=list)
     llm_index: int = 0  # 0: the agent's LLM; n: its n-th fallback
+    # Error events no attempt could write yet (the database was failing); the next one does.
+    unrecorded: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_details(cls, details: Sequence[Any]) -> AttemptState:
@@ -51,7 +54,8 @@ class AttemptState:
             if isinstance(item, dict) and "failures" in item:
                 failures = {str(k): int(v) for k, v in dict(item.get("failures") or {}).items()}
                 history = list(item.get("history") or [])[-HISTORY_LIMIT:]
-                return cls(failures, history, int(item.get("llm_index") or 0))
+                unrecorded = list(item.get("unrecorded") or [])[-UNRECORDED_LIMIT:]
+                return cls(failures, history, int(item.get("llm_index") or 0), unrecorded)
         return cls()
 
     def to_details(self) -> dict[str, Any]:
@@ -59,7 +63,12 @@ class AttemptState:
             "failures": dict(self.failures),
             "history": self.history[-HISTORY_LIMIT:],
             "llm_index": self.llm_index,
+            "unrecorded": self.unrecorded[-UNRECORDED_LIMIT:],
         }
+
+    def keep_unrecorded(self, record: dict[str, Any]) -> None:
+        self.unrecorded.append(record)
+        del self.unrecorded[:-UNRECORDED_LIMIT]
 
 
 @dataclass(frozen=True)

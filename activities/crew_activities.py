@@ -21,6 +21,7 @@ from backend.breaker import CircuitBreaker, Permit
 from backend.db.store import LogLine, Store
 from backend.exceptions import retry_policy
 from backend.exceptions.execution_errors import CircuitOpenError
+from backend.exceptions.redaction import redact_message
 from backend.metrics import Metrics
 from backend.specs import LLMSpec
 from backend.status import TERMINAL_EXECUTION, ExecutionStatus, TaskStatus
@@ -39,6 +40,10 @@ from workflows.contracts import (
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+# This worker process ran out of memory or file descriptors. Whatever half-failed with it (a
+# thread that did not start, a connection a pool lost) stays broken, so the worker drains and
+# exits for its supervisor to start a fresh one; the failed task is retried under its category.
+PROCESS_EXHAUSTION_CODES = frozenset({"RESOURCE_MEMORY", "RESOURCE_FILE_LIMIT"})
 
 
 class CrewActivities:
@@ -53,7 +58,9 @@ class CrewActivities:
         metrics: Metrics | None = None,
         alerter: Alerter | None = None,
         alert_max_interval_s: float = 30.0,
+        on_exhausted: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_exhausted = on_exhausted
         self._alerter = alerter
         self._alert_max_interval_s = alert_max_interval_s
         self._store = store
@@ -131,26 +138,28 @@ class CrewActivities:
 
     async def _run_crew_task(self, inp: RunTaskInput, info: activity.Info) -> TaskResult:
         task = inp.task["name"]
-        bound = log
         # Per-category failure counts and the error history of earlier attempts.
         state = AttemptState.from_details(info.heartbeat_details)
-        row = await self._db(self._store.start_task_attempt, inp.execution_id, task, info.attempt)
-        if row is not None and row.status == TaskStatus.COMPLETED:
-            # An earlier attempt committed the output and died before reporting it: reuse it.
-            bound.info("task.output_reused")
-            return _result(task, row.attempts, row.output or "", row.model, reused=True)
-        if info.attempt > 1:
-            await self._db(self._store.transition_execution, inp.execution_id, ExecutionStatus.RETRYING)
-        await self._db(
-            self._store.add_log, inp.execution_id, "task.started", f"attempt {info.attempt}", task=task,
-            data={"attempt": info.attempt, "attempt_started_at": info.started_time.isoformat()},
-        )  # fmt: skip
-        context = await self._db(self._store.context_for, inp.execution_id, inp.context)
         chain = _llm_chain(inp.agent)
         permit: Permit | None = None
         started: float | None = None  # set when the provider call begins
         llm = chain[min(state.llm_index, len(chain) - 1)]
+        # Everything that can fail, the database included (a full disk, an outage), leaves
+        # through the boundary: classified, counted against its category's budget.
         try:
+            await self._write_unrecorded(inp, state)
+            row = await self._db(self._store.start_task_attempt, inp.execution_id, task, info.attempt)
+            if row is not None and row.status == TaskStatus.COMPLETED:
+                # An earlier attempt committed the output and died before reporting it: reuse it.
+                log.info("task.output_reused")
+                return _result(task, row.attempts, row.output or "", row.model, reused=True)
+            if info.attempt > 1:
+                await self._db(self._store.transition_execution, inp.execution_id, ExecutionStatus.RETRYING)
+            await self._db(
+                self._store.add_log, inp.execution_id, "task.started", f"attempt {info.attempt}", task=task,
+                data={"attempt": info.attempt, "attempt_started_at": info.started_time.isoformat()},
+            )  # fmt: skip
+            context = await self._db(self._store.context_for, inp.execution_id, inp.context)
             # Fail fast while a service's breaker is open: take the first LLM of the chain (from
             # the current one on) whose breaker lets the call through; if none does, the boundary
             # turns CircuitOpenError into a wait until the next probe (the circuit_open budget).
@@ -161,30 +170,51 @@ class CrewActivities:
             )  # fmt: skip
             started = time.monotonic()
             outcome = await self._heartbeating(self._runner.run, request, state)
+            row = await self._db(
+                self._store.complete_task, inp.execution_id, task,
+                output=outcome.output, model=outcome.model, attempt=info.attempt,
+            )  # fmt: skip
+            await self._db(self._breaker.record, permit, None)
+            permit = None  # its outcome is recorded
+            if info.attempt > 1:
+                await self._db(self._store.transition_execution, inp.execution_id, ExecutionStatus.RUNNING)
+            await self._db(
+                self._store.add_log, inp.execution_id, "task.completed",
+                f"{len(row.output or '')} chars from {outcome.model}", task=task,
+            )  # fmt: skip
         except Exception as exc:
-            failure = await self._fail(exc, inp, state, info, bound, llm, chain)
+            failure = await self._fail(exc, inp, state, info, llm, chain)
             self._observe_failure(failure, started)
-            opened = permit is not None and await self._db(
-                self._breaker.record, permit, failure.record["category"]
-            )
-            if opened and permit is not None:
-                await self._alert(AlertEvent("circuit_opened", f"circuit of {permit.service} opened",
-                                             severity="high", service=permit.service))  # fmt: skip
+            if permit is not None:
+                await self._record_breaker_failure(permit, failure.record["category"])
             raise failure.error from None
-        await self._db(self._breaker.record, permit, None)
         self._metrics.task_duration.labels("completed").observe(time.monotonic() - (started or 0))
-        row = await self._db(
-            self._store.complete_task, inp.execution_id, task,
-            output=outcome.output, model=outcome.model, attempt=info.attempt,
-        )  # fmt: skip
-        if info.attempt > 1:
-            await self._db(self._store.transition_execution, inp.execution_id, ExecutionStatus.RUNNING)
-        await self._db(
-            self._store.add_log, inp.execution_id, "task.completed",
-            f"{len(row.output or '')} chars from {outcome.model}", task=task,
-        )  # fmt: skip
-        bound.info("task.completed", chars=len(row.output or ""))
+        log.info("task.completed", chars=len(row.output or ""))
         return _result(task, row.attempts, row.output or "", row.model)
+
+    async def _record_breaker_failure(self, permit: Permit, category: str) -> None:
+        try:
+            opened = await self._db(self._breaker.record, permit, category)
+        except Exception as db_error:  # the database failing: the breaker cannot count this one
+            log.error("breaker.record_failed", service=permit.service,
+                      db_error=redact_message(f"{type(db_error).__name__}: {db_error}")[:300])  # fmt: skip
+            return
+        if opened:
+            await self._alert(AlertEvent("circuit_opened", f"circuit of {permit.service} opened",
+                                         severity="high", service=permit.service))  # fmt: skip
+
+    async def _write_unrecorded(self, inp: RunTaskInput, state: AttemptState) -> None:
+        """Error events earlier attempts could not write (the database itself was failing)."""
+        while state.unrecorded:
+            record = state.unrecorded[0]
+            await self._db(
+                self._store.record_attempt_failure,
+                inp.execution_id,
+                inp.task["name"],
+                record=record,
+                final=False,
+            )
+            state.unrecorded.pop(0)
 
     async def _alert(self, event: AlertEvent) -> None:
         await raise_alert(self._alerter, event, self._alert_max_interval_s)
@@ -215,7 +245,6 @@ class CrewActivities:
         inp: RunTaskInput,
         state: AttemptState,
         info: activity.Info,
-        bound: Any,
         llm: dict[str, Any],
         chain: list[dict[str, Any]],
     ) -> Failure:
@@ -234,17 +263,24 @@ class CrewActivities:
         # A failure an operator can fix leaves the task open (the workflow pauses and may resume
         # it); an optional task that fails for good is degraded, not failed.
         paused = failure.final and record["category"] in inp.pause_categories
-        await self._db(
-            self._store.record_attempt_failure, inp.execution_id, inp.task["name"], record=record,
-            final=failure.final and not paused,
-            final_status=TaskStatus.FAILED if inp.task.get("critical", True) else TaskStatus.DEGRADED,
-        )  # fmt: skip
-        await self._db(
-            self._store.add_log, inp.execution_id, "task.attempt_failed", failure.error.message,
-            level="error" if failure.final else "warning", task=inp.task["name"],
-            data={k: record[k] for k in ("code", "category", "severity", "attempt", "next_retry_delay_s")},
-        )  # fmt: skip
-        (bound.error if failure.final else bound.warning)(
+        try:
+            await self._db(
+                self._store.record_attempt_failure, inp.execution_id, inp.task["name"], record=record,
+                final=failure.final and not paused,
+                final_status=TaskStatus.FAILED if inp.task.get("critical", True) else TaskStatus.DEGRADED,
+            )  # fmt: skip
+            await self._db(
+                self._store.add_log, inp.execution_id, "task.attempt_failed", failure.error.message,
+                level="error" if failure.final else "warning", task=inp.task["name"],
+                data={k: record[k] for k in ("code", "category", "severity", "attempt", "next_retry_delay_s")},
+            )  # fmt: skip
+        except Exception as db_error:
+            # The database is what fails (full, down): the event rides in the heartbeat details
+            # and the next attempt writes it. The failure itself still leaves classified.
+            state.keep_unrecorded(record)
+            log.error("task.failure_unrecorded", code=record["code"],
+                      db_error=redact_message(f"{type(db_error).__name__}: {db_error}")[:300])  # fmt: skip
+        (log.error if failure.final else log.warning)(
             "task.attempt_failed", code=record["code"], category=record["category"],
             severity=record["severity"], final=failure.final, next_retry_delay_s=record["next_retry_delay_s"],
         )  # fmt: skip
@@ -252,6 +288,8 @@ class CrewActivities:
                                      severity=record["severity"], execution_id=inp.execution_id, error=record))  # fmt: skip
         # Heartbeat details outlive this attempt: the next one continues these counts.
         activity.heartbeat(state.to_details())
+        if record["code"] in PROCESS_EXHAUSTION_CODES and self._on_exhausted is not None:
+            self._on_exhausted(record["code"])
         return failure
 
     async def _heartbeating(

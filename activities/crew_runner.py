@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+from collections import OrderedDict
 
 # Before crewai is imported: no telemetry, no version check.
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
@@ -30,9 +32,56 @@ from backend.specs import interpolate  # noqa: E402
 # The OpenAI SDK refuses to build a client without a key; keyless endpoints (the simulator, local
 # model servers) get this stand-in.
 _NO_KEY = "no-key-configured"
+LLM_CACHE_SIZE = 32
+
+LLMKey = tuple[str, str | None, str, float, float | None]
+
+
+class LLMCache:
+    """One ``crewai.LLM`` per (model, base_url, key, timeout, temperature), shared by the tasks of
+    this worker. Building one builds an OpenAI and an AsyncOpenAI client, each loading the CA
+    bundle into a new SSL context: about 60 ms of CPU, most of a task's own cost on a fast
+    provider. CrewAI keeps per-call state (stop words, streaming) in context variables, never on
+    the instance, so concurrent tasks can share one. An evicted LLM's clients are closed at once
+    (see :func:`close_clients`) by the thread evicting it."""
+
+    def __init__(self, size: int = LLM_CACHE_SIZE) -> None:
+        self._size = size
+        self._llms: OrderedDict[LLMKey, LLM] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: LLMKey) -> LLM:
+        with self._lock:
+            if key in self._llms:
+                self._llms.move_to_end(key)
+                return self._llms[key]
+        model, base_url, api_key, timeout, temperature = key
+        llm = LLM(model=model, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0,
+                  temperature=temperature)  # fmt: skip
+        evicted: list[LLM] = []
+        with self._lock:
+            llm = self._llms.setdefault(key, llm)
+            while len(self._llms) > self._size:
+                evicted.append(self._llms.popitem(last=False)[1])
+        for old in evicted:
+            close_clients(old)
+        return llm
+
+    def clear(self) -> None:
+        with self._lock:
+            llms, self._llms = list(self._llms.values()), OrderedDict()
+        for llm in llms:
+            close_clients(llm)
 
 
 class CrewAITaskRunner:
+    def __init__(self, llms: LLMCache | None = None) -> None:
+        self._llms = llms or LLMCache()
+
+    def close(self) -> None:
+        """When the worker stops: close every cached LLM's provider clients."""
+        self._llms.clear()
+
     def run(self, request: TaskRunRequest) -> TaskRunOutcome:
         # Both are context variables of this thread: they do not leak into other tasks.
         set_suppress_console_output(True)
@@ -45,14 +94,8 @@ class CrewAITaskRunner:
             )
         if api_key:
             add_secrets([api_key])  # whatever its variable is called, it never leaves redacted text
-        llm = LLM(
-            model=llm_spec["model"],
-            base_url=llm_spec.get("base_url"),
-            api_key=api_key or _NO_KEY,
-            timeout=llm_spec.get("timeout_s", 60.0),
-            max_retries=0,
-            temperature=llm_spec.get("temperature"),
-        )
+        llm = self._llms.get((llm_spec["model"], llm_spec.get("base_url"), api_key or _NO_KEY,
+                              llm_spec.get("timeout_s", 60.0), llm_spec.get("temperature")))  # fmt: skip
         agent = Agent(
             role=interpolate(request.agent["role"], request.inputs),
             goal=interpolate(request.agent["goal"], request.inputs),
@@ -81,8 +124,6 @@ class CrewAITaskRunner:
             # CrewAI ends a context-length overflow with SystemExit (respect_context_window=False);
             # the provider's error is its __context__, kept as the cause for classification.
             raise ContextLengthError(str(exc)) from (exc.__context__ or exc.__cause__)
-        finally:
-            close_clients(llm)
         output = str(result.raw)
         if not output.strip():
             raise LLMOutputError("the agent returned an empty answer")
@@ -90,15 +131,17 @@ class CrewAITaskRunner:
 
 
 def close_clients(llm: object) -> None:
-    """Close the provider SDK clients CrewAI built for this LLM (every native provider keeps them
-    in ``_client`` and ``_async_client``; both are built eagerly, the async one is never used here).
+    """Close the provider SDK clients CrewAI built for an LLM leaving the cache (every native
+    provider keeps them in ``_client`` and ``_async_client``; both are built eagerly, the async
+    one is never used here).
 
     Left to the garbage collector, the async clients of openai and anthropic close themselves with
     ``asyncio.get_running_loop().create_task(self.aclose())`` in ``__del__``, on whichever thread
     happens to collect them. When that thread is running a workflow activation, the task lands in
     the workflow's sandboxed event loop and imports modules there: CI saw Temporal's deadlock
     detector fire (TMPRL1101) and the workflow task never complete again. A closed client's
-    ``__del__`` does nothing. This runs in the activity's own thread, where no loop is running.
+    ``__del__`` does nothing. This runs in the activity's own thread, where no loop is running;
+    an LLM still in the cache is referenced, so the collector never meets its clients.
     """
     close = getattr(getattr(llm, "_client", None), "close", None)
     if callable(close):

@@ -169,7 +169,9 @@ def worker() -> None:
 
     from worker import main as worker_main
 
-    asyncio.run(worker_main())
+    status = asyncio.run(worker_main())
+    if status:
+        raise typer.Exit(status)
 
 
 @app.command()

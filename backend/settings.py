@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # How long a workflow task waits for the worker that ran the workflow last (its cache) before
     # any worker takes it. The SDK default (10 s) is how long a crashed worker stalls its workflows.
     worker_sticky_timeout_s: float = Field(default=3.0, gt=0)
+    # On shutdown (SIGTERM, a recycle) a worker stops polling and lets running activities finish
+    # for this long before cancelling them; Temporal retries a cancelled one on another worker.
+    worker_graceful_shutdown_s: float = Field(default=10.0, ge=0)
 
     # Per-category retry overrides, e.g. CREWRUN_RETRY='{"rate_limit": {"maximum_attempts": 20}}'.
     # Crew and task specs override these in turn.

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -34,6 +37,30 @@ def default_runner() -> TaskRunner:
     return CrewAITaskRunner()
 
 
+class CrewrunWorker:
+    """A Temporal worker and what it owns. Leaving ``async with`` shuts the worker down (running
+    activities get the graceful-shutdown window), then stops the thread pool CrewAI runs in and
+    closes the provider clients the runner cached."""
+
+    def __init__(self, worker: Worker, executor: ThreadPoolExecutor, runner: TaskRunner) -> None:
+        self.worker = worker
+        self._executor = executor
+        self._runner = runner
+
+    async def __aenter__(self) -> Worker:
+        await self.worker.__aenter__()
+        return self.worker
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await self.worker.__aexit__(*exc_info)
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            close = getattr(self._runner, "close", None)
+            if callable(close):
+                await asyncio.to_thread(close)
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -43,21 +70,26 @@ def build_worker(
     breaker: CircuitBreaker | None = None,
     metrics: Metrics | None = None,
     task_queue: str | None = None,
-) -> tuple[Worker, ThreadPoolExecutor]:
+    on_exhausted: Callable[[str], None] | None = None,
+) -> CrewrunWorker:
+    """The worker, ready for ``async with`` (which runs it and, on the way out, releases the
+    CrewAI thread pool and the runner's provider clients)."""
     # CrewAI blocks: its calls run in this pool, sized like the activity slots, so a slow
     # provider never stalls the event loop that serves workflow tasks and queries.
     executor = ThreadPoolExecutor(settings.worker_max_concurrent_tasks, thread_name_prefix="crew-task")
     store = store or build_store(settings)
     metrics = metrics or Metrics()
     alerter = Alerter(store, list(settings.alert_rules), sinks_from(settings))
+    activities_runner = runner or default_runner()
     activities = CrewActivities(
         store=store,
-        runner=runner or default_runner(),
+        runner=activities_runner,
         executor=executor,
         breaker=breaker or CircuitBreaker(store.sessions, config_from(settings)),
         metrics=metrics,
         alerter=alerter,
         alert_max_interval_s=settings.alert_delivery_max_interval_s,
+        on_exhausted=on_exhausted,
     )
     alert_activities = AlertActivities(alerter, metrics)
     worker = Worker(
@@ -73,5 +105,6 @@ def build_worker(
         ],
         max_concurrent_activities=settings.worker_max_concurrent_tasks + 4,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_s),
     )
-    return worker, executor
+    return CrewrunWorker(worker, executor, activities_runner)

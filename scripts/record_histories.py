@@ -51,7 +51,7 @@ async def main() -> None:
         search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
         ui=False,
     )
-    worker, executor = build_worker(env.client, settings, store=store)
+    worker = build_worker(env.client, settings, store=store)
 
     async def run(name: str, spec: dict, faults: list[FaultRule], resume: bool = False) -> None:
         sim.reset()
@@ -98,7 +98,6 @@ async def main() -> None:
         optional = research_spec(sim.base_url)
         optional["tasks"][1]["critical"] = False
         await run("degraded", optional, [FaultRule(kind="content_policy", agent="analyst", count=None)])
-    executor.shutdown(wait=False)
     await env.shutdown()
     sim.stop()
 

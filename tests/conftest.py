@@ -101,7 +101,7 @@ def settings(tmp_path: Path, db_url: str, temporal_env: WorkflowEnvironment) -> 
         data_dir=tmp_path,
         database_url=db_url,
         task_queue=f"crewrun-test-{uuid.uuid4().hex[:8]}",
-        task_heartbeat_timeout_s=2,
+        task_heartbeat_timeout_s=10,  # short ones starve on a loaded 2-core machine
         # Real delays would make the stack tests slow; the retry timing itself is tested on the
         # time-skipping server (test_retry_temporal.py).
         retry=FAST_RETRY,
@@ -123,7 +123,7 @@ def captured_logs() -> Iterator[io.StringIO]:
 async def api(temporal_client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API in-process (ASGI) with a worker of its own, on the session's dev server."""
     app = create_app(settings, temporal_client=temporal_client, reconcile=False)
-    worker, executor = build_worker(temporal_client, settings)
+    worker = build_worker(temporal_client, settings)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
@@ -131,4 +131,3 @@ async def api(temporal_client: Client, settings: Settings) -> AsyncIterator[http
         httpx.AsyncClient(transport=transport, base_url="http://api") as client,
     ):
         yield client
-    executor.shutdown(wait=False)

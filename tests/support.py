@@ -183,7 +183,7 @@ def stack_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
         temporal_ui_port=free_port(),
         api_port=free_port(),
         simulator_port=free_port(),
-        task_heartbeat_timeout_s=2,
+        task_heartbeat_timeout_s=5,  # how soon a killed worker's task runs again
         worker_metrics_port=free_port(),
         worker_sdk_metrics_port=free_port(),
         **overrides,

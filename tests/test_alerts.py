@@ -83,14 +83,13 @@ async def alerting_api(
         "alert_delivery_max_interval_s": 2.0,
     })  # fmt: skip
     app = create_app(alerting, temporal_client=temporal_client, reconcile=False)
-    worker, executor = build_worker(temporal_client, alerting)
+    worker = build_worker(temporal_client, alerting)
     async with (
         app.router.lifespan_context(app),
         worker,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
     ):
         yield client
-    executor.shutdown(wait=False)
 
 
 async def test_critical_failure_repeated_20_times_is_one_alert_delivered_after_a_30s_outage(

@@ -971,6 +971,46 @@ CORPUS = [
     ),
     case(lambda: TimeoutError(), Expect("LLM_TIMEOUT", "timeout"), "TimeoutError"),
     case(lambda: MemoryError(), Expect("RESOURCE_MEMORY", "resource_exhaustion"), "MemoryError"),
+    # Exhaustion is the cause wherever it sits: the SDK wraps it as a connection error.
+    case(
+        lambda: raised(lambda: _raise(openai.APIConnectionError(request=openai_request()), MemoryError())),
+        Expect("RESOURCE_MEMORY", "resource_exhaustion"),
+        "openai-connection-error-from-MemoryError",
+    ),
+    case(
+        lambda: raised(
+            lambda: _raise(
+                openai.APIConnectionError(request=openai_request()),
+                httpx.ConnectError("[Errno 24] Too many open files"),
+            )
+        ),
+        Expect("NETWORK_CONNECT_FAILED", "network"),
+        "openai-connection-error-EMFILE-text-only",
+    ),  # fmt: skip
+    case(
+        lambda: raised(
+            lambda: _raise(
+                openai.APIConnectionError(request=openai_request()),
+                OSError(errno.EMFILE, "Too many open files"),
+            )
+        ),
+        Expect("RESOURCE_FILE_LIMIT", "resource_exhaustion"),
+        "openai-connection-error-from-EMFILE",
+    ),  # fmt: skip
+    case(
+        lambda: sa.OperationalError("INSERT INTO error_events", {}, Exception("database or disk is full")),
+        Expect("RESOURCE_DISK_FULL", "resource_exhaustion"),
+        "sqlite-database-or-disk-is-full",
+    ),
+    case(
+        lambda: sa.OperationalError(
+            "INSERT INTO task_runs",
+            {},
+            Exception('could not extend file "base/16384/16397": No space left on device'),
+        ),
+        Expect("RESOURCE_DISK_FULL", "resource_exhaustion"),
+        "postgresql-disk-full",
+    ),  # fmt: skip
     case(
         lambda: json.JSONDecodeError("Expecting value", "Sure! Here is the JSON:", 0),
         Expect("LLM_OUTPUT_INVALID", "llm_output"),

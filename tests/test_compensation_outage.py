@@ -70,11 +70,10 @@ async def test_compensation_written_once_after_postgres_comes_back(
                                idempotency_key=None, request_hash=None)[0]
         for i in range(CONCURRENT)
     ]  # fmt: skip
-    worker, executor = build_worker(temporal_client, pg_settings, store=store)
+    worker = build_worker(temporal_client, pg_settings, store=store)
     async with worker:
         handles = [await start_workflow(temporal_client, pg_settings, store, e) for e in executions]
         outcomes = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
-    executor.shutdown(wait=False)
     assert store.restarter is not None
     store.restarter.join(10)
 

@@ -34,14 +34,13 @@ async def dlq_api(
     """The API plus a worker whose store has armable DB faults."""
     store = Store(make_session_factory(make_engine(settings.database_url)), faults=faults)
     app = create_app(settings, temporal_client=temporal_client, reconcile=False)
-    worker, executor = build_worker(temporal_client, settings, store=store)
+    worker = build_worker(temporal_client, settings, store=store)
     async with (
         app.router.lifespan_context(app),
         worker,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
     ):
         yield client, store
-    executor.shutdown(wait=False)
 
 
 async def fail_once(api: httpx.AsyncClient, sim: SimulatorServer, name: str) -> dict[str, Any]:

@@ -21,14 +21,13 @@ from tests.support import SimulatorServer, research_spec, wait_terminal
 async def metered_api(temporal_client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     metrics = Metrics()  # API and worker share one registry in this process, as a test can read it
     app = create_app(settings, temporal_client=temporal_client, reconcile=False, metrics=metrics)
-    worker, executor = build_worker(temporal_client, settings, metrics=metrics)
+    worker = build_worker(temporal_client, settings, metrics=metrics)
     async with (
         app.router.lifespan_context(app),
         worker,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
     ):
         yield client
-    executor.shutdown(wait=False)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

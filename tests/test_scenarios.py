@@ -54,10 +54,9 @@ def faulty_store(settings: Settings, faults: DbFaults) -> Store:
 
 @pytest.fixture
 async def worker(temporal_client: Client, settings: Settings, faulty_store: Store) -> AsyncIterator[None]:
-    w, executor = build_worker(temporal_client, settings, store=faulty_store)
+    w = build_worker(temporal_client, settings, store=faulty_store)
     async with w:
         yield
-    executor.shutdown(wait=False)
 
 
 def accept(store: Store, sim: SimulatorServer, n: int) -> list[str]:
@@ -135,14 +134,13 @@ async def scenario_api(
     temporal_client: Client, settings: Settings, faulty_store: Store
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, temporal_client=temporal_client, reconcile=False)
-    w, executor = build_worker(temporal_client, settings, store=faulty_store)
+    w = build_worker(temporal_client, settings, store=faulty_store)
     async with (
         app.router.lifespan_context(app),
         w,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", timeout=30) as api,
     ):
         yield api
-    executor.shutdown(wait=False)
 
 
 async def start_concurrently(api: httpx.AsyncClient, spec: dict[str, Any], n: int = CONCURRENT) -> list[str]:
@@ -266,7 +264,7 @@ async def test_s9_outage_opens_the_breaker_parks_20_executions_and_a_probe_close
         update={"breaker_consecutive_failures": 3, "breaker_cooldown_s": cooldown_s}
     )
     app = create_app(breaking, temporal_client=temporal_client, reconcile=False)
-    w, executor = build_worker(temporal_client, breaking, store=faulty_store)
+    w = build_worker(temporal_client, breaking, store=faulty_store)
     async with (
         app.router.lifespan_context(app),
         w,
@@ -275,7 +273,6 @@ async def test_s9_outage_opens_the_breaker_parks_20_executions_and_a_probe_close
         sim.script.start_outage(outage_s)
         ids = await start_concurrently(api, research_spec(sim.base_url, name="s9"))
         await wait_all_terminal(faulty_store, ids, timeout_s=180)
-    executor.shutdown(wait=False)
     breaker = CircuitBreaker(faulty_store.sessions, config_from(breaking))
     transitions = [(e.from_state, e.to_state) for e in breaker.events("127.0.0.1")]  # the base_url host
 

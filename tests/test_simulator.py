@@ -386,6 +386,7 @@ def test_faults_route_accepts_one_bare_rule_and_returns_state_with_defaults(sim:
                 "status": None,
                 "retry_after_s": None,
                 "delay_s": None,
+                "size_mb": None,
                 "message": None,
             }
         ],

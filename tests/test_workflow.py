@@ -19,10 +19,9 @@ from workflows.contracts import CrewExecutionResult
 
 @pytest.fixture
 async def worker(temporal_client: Client, settings: Settings, store: Store) -> AsyncIterator[None]:
-    w, executor = build_worker(temporal_client, settings, store=store)
+    w = build_worker(temporal_client, settings, store=store)
     async with w:
         yield
-    executor.shutdown(wait=False)
 
 
 async def _run(client: Client, settings: Settings, store: Store, spec: dict, inputs: dict):

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.exceptions.classifier import database_error_code
 from backend.exceptions.codes import lookup
 
 log = structlog.get_logger("crewrun.api")
@@ -115,9 +116,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         log.warning("api.database_unavailable", error=type(exc.orig).__name__ if exc.orig else "")
+        full = database_error_code(exc) == "RESOURCE_DISK_FULL"
         return problem_response(
             "DATABASE_UNAVAILABLE",
-            "the backend database is unavailable",
+            "the backend database is out of disk space" if full else "the backend database is unavailable",
             request,
             headers={"Retry-After": "5"},
         )

@@ -218,19 +218,27 @@ def _http_rule(err: BaseException) -> str:
     return code_for_http(_status_of(err), _provider_code(err), str(err))
 
 
-def _db_operational(err: BaseException) -> str:
+def database_error_code(err: BaseException) -> str:
+    """What a database driver's operational error means, from its message (drivers differ in
+    what else they expose; the message is what all of them have)."""
     text = str(err).lower()
+    # SQLite's SQLITE_FULL, PostgreSQL's disk_full (53100) and a WAL that cannot grow.
+    if any(m in text for m in ("database or disk is full", "no space left on device", "disk full")):
+        return "RESOURCE_DISK_FULL"
     if any(m in text for m in ("locked", "deadlock", "could not serialize", "lock timeout")):
         return "DB_LOCKED"
     return "DB_UNAVAILABLE"
 
 
-_ERRNO_CODES = {
+_RESOURCE_ERRNO_CODES = {
     errno.ENOSPC: "RESOURCE_DISK_FULL",
     errno.EDQUOT: "RESOURCE_DISK_FULL",
     errno.EMFILE: "RESOURCE_FILE_LIMIT",
     errno.ENFILE: "RESOURCE_FILE_LIMIT",
     errno.ENOMEM: "RESOURCE_MEMORY",
+}
+_ERRNO_CODES = {
+    **_RESOURCE_ERRNO_CODES,
     errno.ECONNREFUSED: "NETWORK_CONNECT_FAILED",
     errno.EHOSTUNREACH: "NETWORK_CONNECT_FAILED",
     errno.ENETUNREACH: "NETWORK_CONNECT_FAILED",
@@ -242,6 +250,14 @@ _ERRNO_CODES = {
 
 def _os_error(err: BaseException) -> str | None:
     return _ERRNO_CODES.get(getattr(err, "errno", None) or -1)
+
+
+def _exhausted(err: BaseException) -> str | None:
+    """The machine ran out of something: memory, file descriptors, disk. Wherever it sits in the
+    chain it is the cause (an SDK wraps an EMFILE socket error as a connection error)."""
+    if isinstance(err, MemoryError):
+        return "RESOURCE_MEMORY"
+    return _RESOURCE_ERRNO_CODES.get(getattr(err, "errno", None) or -1)
 
 
 def _exact_api_error(*types: type[BaseException]) -> Callable[[BaseException], str | None]:
@@ -282,6 +298,7 @@ def rules() -> tuple[Rule, ...]:
     return (
         # crewrun's own errors know their code.
         ((CrewrunError,), lambda err: err.code if isinstance(err, CrewrunError) else None),
+        ((MemoryError, OSError), _exhausted),
         # A provider answered with an error status: its code and status decide.
         ((openai.APIStatusError, anthropic.APIStatusError, *http("HTTPStatusError")), _http_rule),
         ((LLMContextLengthExceededError,), _always("LLM_CONTEXT_TOO_LONG")),
@@ -334,10 +351,9 @@ def rules() -> tuple[Rule, ...]:
         ((anthropic.CredentialsError, anthropic.WorkloadIdentityError), _always("CONFIG_SECRET_MISSING")),
         # The backend database.
         ((sa.TimeoutError,), _always("DB_POOL_TIMEOUT")),
-        ((sa.OperationalError, sa.InterfaceError, sa.DisconnectionError), _db_operational),
+        ((sa.OperationalError, sa.InterfaceError, sa.DisconnectionError), database_error_code),
         ((pydantic.ValidationError,), _always("INPUT_INVALID")),
         # The operating system.
-        ((MemoryError,), _always("RESOURCE_MEMORY")),
         ((OSError,), _os_error),
         # An SDK's bare base class is what it raises for set-up problems (no API key, bad option).
         (

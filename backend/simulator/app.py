@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import re
 import time
@@ -86,6 +87,16 @@ def _error(status: int, message: str, type_: str, code: str | None, **headers: s
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _huge_completion(size: int) -> Response:
+    """A well-formed completion whose answer is ``size`` bytes, built as bytes (no JSON encoder
+    copies): reading it needs one allocation of that size in the client."""
+    head = json.dumps(_completion("simulated", "Final Answer: ")).encode()
+    marker = b'"Final Answer: "'
+    before, after = head.split(marker)
+    body = before + b'"Final Answer: ' + b"x" * size + b'"' + after
+    return Response(body, status_code=200, media_type="application/json")
+
+
 class _ConnectionReset(Response):
     """Promise a body, send one byte, then break: the client sees the peer drop the connection."""
 
@@ -148,6 +159,8 @@ def _fault_response(rule: FaultRule, api_key: str) -> Response:
         return Response("<html>upstream proxy error", status_code=200, media_type="application/json")
     if rule.kind == "reset":
         return _ConnectionReset()
+    if rule.kind == "huge":
+        return _huge_completion(int((rule.size_mb or 64) * 1_000_000))
     # server_error (and outages)
     return _error(rule.status or 503, msg or "The server is overloaded.", "server_error", None)
 

@@ -28,6 +28,7 @@ FaultKind = Literal[
     "quota",  # 429 insufficient_quota
     "context_length",  # 400 context_length_exceeded
     "content_policy",  # 400 content_filter
+    "huge",  # 200 with an answer of size_mb megabytes: runs a worker with a memory limit out of memory
 ]
 
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
@@ -42,6 +43,7 @@ class FaultRule:
     status: int | None = None
     retry_after_s: float | None = None
     delay_s: float | None = None
+    size_mb: float | None = None  # "huge": the answer's size (default 64 MB)
     message: str | None = None
 
     def matches(self, agent: str) -> bool:
