@@ -1,4 +1,4 @@
-"""The ledger of ../shared/design/SCENARIOS.md as one reusable check: after a scenario, every
+"""The ledger of docs/scenarios.md as one reusable check: after a scenario, every
 accepted execution ended once, DB and Temporal agree, nothing was written twice, the counts
 balance, no canary leaked, and provider calls stayed within budget."""
 

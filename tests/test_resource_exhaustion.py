@@ -55,8 +55,7 @@ class Stack:
         self.up = up
         self.api = f"http://127.0.0.1:{settings.api_port}"
         self.sim = f"http://127.0.0.1:{settings.simulator_port}"
-        spec = research_spec(lambda a: f"{self.sim}/agents/{a}/v1", timeout_s=60)
-        self.crew_id = httpx.post(f"{self.api}/api/v1/crews", json=spec).json()["id"]
+        self.crew_id = self.register("research", timeout_s=60)
 
     def worker(self) -> dict[str, Any]:
         status = read_status(self.settings.data_dir)
@@ -73,8 +72,12 @@ class Stack:
         )
         return int(self.worker()["pid"])
 
-    def start(self, topic: str) -> str:
-        body = {"crew_id": self.crew_id, "inputs": {"topic": topic}}
+    def register(self, name: str, **llm: Any) -> str:
+        spec = research_spec(lambda a: f"{self.sim}/agents/{a}/v1", name=name, **llm)
+        return str(httpx.post(f"{self.api}/api/v1/crews", json=spec).json()["id"])
+
+    def start(self, topic: str, crew_id: str | None = None) -> str:
+        body = {"crew_id": crew_id or self.crew_id, "inputs": {"topic": topic}}
         return str(httpx.post(f"{self.api}/api/v1/executions", json=body).json()["id"])
 
     def errors(self, execution_id: str) -> list[tuple[str, str, str, int]]:
@@ -152,13 +155,15 @@ async def test_a_worker_out_of_file_descriptors_fails_the_attempt_and_is_replace
     pid = stack.idle_worker_pid()
     restarts = stack.worker()["restarts"]
     idle = open_fds(pid)
-    # Task 2's answer comes late; while it is in flight the limit drops to what the idle worker
-    # had open. What the task opens next (closing CrewAI's provider clients takes an event loop:
-    # an epoll descriptor and a socket pair) fails with EMFILE.
+    # A crew whose LLMs this worker has not built yet (another timeout: other cache entries). Task
+    # 2's answer comes late; while it is in flight the descriptor limit drops below what the
+    # worker has open. Task 3 must build its LLM (an SSL context reads the CA bundle, a new
+    # connection takes a socket): EMFILE.
+    crew_id = stack.register("fresh-llms", timeout_s=59)
     httpx.post(
-        f"{stack.sim}/_sim/faults", json={"kind": "slow", "agent": "analyst", "delay_s": 1}
+        f"{stack.sim}/_sim/faults", json={"kind": "slow", "agent": "analyst", "delay_s": 3}
     ).raise_for_status()
-    execution_id = stack.start("out of descriptors")
+    execution_id = stack.start("out of descriptors", crew_id)
     wait_for(lambda: [c for c in sim_calls(stack.sim, "analyst") if "out of descriptors" in c["task_hint"]],
              30, "task 2 to call the provider")  # fmt: skip
     _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
@@ -167,8 +172,8 @@ async def test_a_worker_out_of_file_descriptors_fails_the_attempt_and_is_replace
     done = wait_for(lambda: terminal(stack.api, execution_id), 90, "the execution to finish")
 
     assert done["status"] == "completed"
-    assert [t["attempts"] for t in done["tasks"]] == [1, 2, 1]
-    assert stack.errors(execution_id) == [("RESOURCE_FILE_LIMIT", "resource_exhaustion", "analyse", 1)]
+    assert [t["attempts"] for t in done["tasks"]] == [1, 1, 2]
+    assert stack.errors(execution_id) == [("RESOURCE_FILE_LIMIT", "resource_exhaustion", "write", 1)]
     replaced = stack.worker()
     assert replaced["restarts"] == restarts + 1 and replaced["last_exit"] == "exit code 75"
     topic_calls = [c for c in sim_calls(stack.sim, "researcher") if "out of descriptors" in c["task_hint"]]

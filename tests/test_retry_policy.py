@@ -26,7 +26,7 @@ from backend.exceptions.retry_policy import (
     to_json,
 )
 
-# The table of ARCHITECTURE.md: category -> (maximum_attempts, initial_interval_s, backoff, maximum_interval_s)
+# The table of README.md: category -> (maximum_attempts, initial_interval_s, backoff, maximum_interval_s)
 EXPECTED_DEFAULTS: dict[str, tuple[int, float, float, float]] = {
     "network": (8, 1, 2, 60),
     "timeout": (5, 2, 2, 60),

@@ -1,4 +1,4 @@
-"""SCENARIOS.md S2, S4, S6, S7, S9, S11 and S15 with 20 concurrent executions each, on the dev
+"""docs/scenarios.md S2, S4, S6, S7, S9, S11 and S15 with 20 concurrent executions each, on the dev
 server with a real worker and the simulator on loopback, each checked by the ledger."""
 
 from __future__ import annotations
@@ -270,8 +270,14 @@ async def test_s9_outage_opens_the_breaker_parks_20_executions_and_a_probe_close
         w,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", timeout=30) as api,
     ):
-        sim.script.start_outage(outage_s)
+        # The outage lasts outage_s from the first failed call (on a loaded machine the executions
+        # may take a while to reach the provider; a window started earlier could pass unseen).
+        sim.script.start_outage(3600)
         ids = await start_concurrently(api, research_spec(sim.base_url, name="s9"))
+        while not any(c["outcome"] == "server_error" for c in sim.calls()):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(outage_s)
+        sim.script.heal()
         await wait_all_terminal(faulty_store, ids, timeout_s=180)
     breaker = CircuitBreaker(faulty_store.sessions, config_from(breaking))
     transitions = [(e.from_state, e.to_state) for e in breaker.events("127.0.0.1")]  # the base_url host

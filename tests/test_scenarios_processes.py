@@ -1,4 +1,4 @@
-"""SCENARIOS.md S1 and S3 on the real embedded stack (dev server on an SQLite file, simulator, API,
+"""docs/scenarios.md S1 and S3 on the real embedded stack (dev server on an SQLite file, simulator, API,
 workers as child processes), with real signals and at least 20 concurrent executions, each checked
 by the ledger."""
 

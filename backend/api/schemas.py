@@ -1,4 +1,4 @@
-"""API schemas (the contract of API.md); ORM models stay in backend/db/models.py."""
+"""API schemas (the contract of docs/api.md); ORM models stay in backend/db/models.py."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ class LogEntryPublic(BaseModel):
 
 
 class ErrorRecordPublic(BaseModel):
-    """One failed attempt (API.md's ErrorRecord): redacted and bounded at the source."""
+    """One failed attempt (docs/api.md's ErrorRecord): redacted and bounded at the source."""
 
     id: int
     execution_id: str

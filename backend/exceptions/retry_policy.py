@@ -1,7 +1,7 @@
 """Per-category retry: the table, its overrides, and the delay before the next attempt.
 
 Temporal gives one RetryPolicy per activity call and no jitter. crewrun keeps one policy per error
-category (ARCHITECTURE.md's table), merges overrides (settings, then crew spec, then task spec),
+category (the table in README.md), merges overrides (settings, then crew spec, then task spec),
 and the activity boundary enforces the category's own budget and jittered backoff through
 ``next_retry_delay``. Pure and deterministic given its ``rng``: the workflow sandbox imports it.
 """
