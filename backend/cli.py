@@ -64,7 +64,12 @@ def _run_stack(settings: Settings, *, demo: bool, keep_running: bool, workers: i
             from backend.demo import run_demo
 
             def demo_run() -> None:
-                outcome["ok"] = run_demo(stack.api_url, stack.simulator_url, echo=typer.echo)
+                outcome["ok"] = False  # unless it returns saying so
+                outcome["ok"] = run_demo(
+                    stack.api_url, stack.simulator_url, temporal_address=f"127.0.0.1:{settings.temporal_port}",
+                    namespace=settings.temporal_namespace, breaker_failures=settings.breaker_consecutive_failures,
+                    echo=typer.echo,
+                )  # fmt: skip
                 if keep_running:
                     typer.echo("stack is up; Ctrl-C stops it")
 
@@ -137,10 +142,13 @@ def demo_cmd(
     api_url: Annotated[str | None, typer.Option(help="API of a running stack")] = None,
     simulator_url: Annotated[str | None, typer.Option(help="Simulator of a running stack")] = None,
 ) -> None:
-    """Submit the example crew a few times (once with transient faults); exit 1 unless all complete."""
+    """One execution per error-handling mechanism (rate limits, pause/resume, dead letter/replay,
+    degraded, circuit breaker); exit 1 unless every one ended as designed."""
     settings = get_settings()
     if fresh:
         data_dir = Path(tempfile.mkdtemp(prefix="crewrun-demo-"))
+        # The fresh stack's breaker cools down in 5 s instead of 30, so the demo is quick.
+        os.environ.setdefault("CREWRUN_BREAKER_COOLDOWN_S", "5")
         settings = Settings(
             data_dir=data_dir,
             database_url="",
@@ -148,6 +156,8 @@ def demo_cmd(
             temporal_ui_port=free_port(),
             api_port=free_port(),
             simulator_port=free_port(),
+            worker_metrics_port=free_port(),
+            worker_sdk_metrics_port=free_port(),
         )
         ok = _run_stack(settings, demo=True, keep_running=False)
     else:
@@ -156,6 +166,9 @@ def demo_cmd(
         ok = run_demo(
             api_url or f"http://{settings.api_host}:{settings.api_port}",
             simulator_url or f"http://127.0.0.1:{settings.simulator_port}",
+            temporal_address=settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            breaker_failures=settings.breaker_consecutive_failures,
             echo=typer.echo,
         )
     if not ok:

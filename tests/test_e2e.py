@@ -103,12 +103,35 @@ def test_restarting_the_whole_stack_mid_execution_loses_nothing(tmp_path: Path, 
         up.wait(30)
 
 
-def test_demo_completes_every_execution(stack: Stack) -> None:
+def test_the_demo_shows_every_mechanism_ending_as_designed(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from backend.demo import run_demo
 
+    monkeypatch.setenv("CREWRUN_BREAKER_COOLDOWN_S", "3")  # the workers' breaker; 30 s would only be slower
+    stack = Stack(stack_settings(tmp_path, db_url))
+    stack.start()
     lines: list[str] = []
-    assert run_demo(stack.api_url, stack.simulator_url, echo=lines.append) is True
-    rows = [line for line in lines if "/namespaces/default/workflows/crew-execution-" in line]
-    assert len(rows) == 4 and all(" completed " in row for row in rows)
-    faulty = next(row for row in rows if "transient faults" in row)
-    assert faulty.split()[4].startswith("3/2/")  # research: 2 x 429 then ok; analyse: 503 then ok
+    try:
+        ok = run_demo(stack.api_url, stack.simulator_url, temporal_address=f"127.0.0.1:{stack.settings.temporal_port}",
+                      echo=lines.append)  # fmt: skip
+    finally:
+        stack.stop()
+    labels = {"rate limits", "paused on 401", "dead-lettered", "degraded", "circuit breaker"}
+    table = {line[:16].strip(): line for line in lines if line[:16].strip() in labels}
+    assert ok is True, "\n".join(lines)
+    assert len(table) == 5 and all(line[17:28].strip() == "yes" for line in table.values()), table
+    assert "completed, attempts 3/2/1/1" in table["rate limits"]
+    assert "paused on LLM_AUTH_FAILED, resumed with the printed signal, completed" in table["paused on 401"]
+    assert (
+        "failed (LLM_CONTENT_REFUSED), dead letter replayed: completed, reused research+analyse"
+        in table["dead-lettered"]
+    )
+    assert "degraded, gaps analyse" in table["degraded"]
+    assert "breaker opened, then closed; completed" in table["circuit breaker"]
+    commands = [line.strip()[2:] for line in lines if line.strip().startswith("$ ")]
+    assert any(
+        " workflow signal --workflow-id crew-execution-" in c and "--name resume" in c for c in commands
+    )
+    assert any(c.startswith("curl -s -X POST ") and "/replay" in c for c in commands)
+    assert lines[-1] == "every scenario ended as designed"
