@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -35,3 +36,52 @@ def test_prometheus_rules_use_exported_metrics_only() -> None:
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
     used = {name for expr in exprs for name in METRIC.findall(expr)}
     assert used and used <= exported_names(), sorted(used - exported_names())
+
+
+# ----- temporal-docker-compose.yml: what it promises (docker-compose config in .ci/run parses it;
+# no Docker engine runs here, so it is never started)
+
+COMPOSE = yaml.safe_load((DEPLOY.parent / "temporal-docker-compose.yml").read_text())
+ONE_SHOT = {name for name, s in COMPOSE["services"].items() if s.get("restart") == "no"}
+
+
+def environment_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    return dict(env) if isinstance(env, dict) else dict(item.split("=", 1) for item in env)
+
+
+def test_every_crewrun_setting_the_compose_file_sets_exists() -> None:
+    from backend.settings import Settings
+
+    names = {
+        key for s in COMPOSE["services"].values() for key in environment_of(s) if key.startswith("CREWRUN_")
+    }
+    assert len(names) >= 8
+    unknown = {n for n in names if n.removeprefix("CREWRUN_").lower() not in Settings.model_fields}
+    assert unknown == set()
+
+
+def test_every_image_is_pinned_to_a_version() -> None:
+    images = {name: s["image"] for name, s in COMPOSE["services"].items() if "image" in s}
+    assert len(images) == 6
+    loose = {n: i for n, i in images.items() if not re.fullmatch(r"[\w./-]+:\d+\.\d+(\.\d+)?", i)}
+    assert loose == {}
+    built = [name for name, s in COMPOSE["services"].items() if "build" in s]
+    assert sorted(built) == ["crewrun-api", "crewrun-worker"] and (DEPLOY.parent / "Dockerfile").exists()
+
+
+def test_every_long_running_service_has_a_health_check() -> None:
+    assert {"temporal-schema", "temporal-search-attributes"} == ONE_SHOT
+    missing = [
+        name for name, s in COMPOSE["services"].items() if name not in ONE_SHOT and "healthcheck" not in s
+    ]
+    assert missing == []
+
+
+def test_the_search_attributes_registered_are_the_ones_the_workflow_upserts() -> None:
+    from backend.settings import SEARCH_ATTRIBUTES
+
+    command = " ".join(COMPOSE["services"]["temporal-search-attributes"]["command"])
+    loop = re.search(r"for name in ([\w ]+); do", command)
+    assert loop is not None and "--type Keyword" in command
+    assert sorted(loop.group(1).split()) == sorted(SEARCH_ATTRIBUTES)
