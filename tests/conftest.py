@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,6 +33,48 @@ FAST_RETRY = {
     category: {"initial_interval_s": 0.05, "maximum_interval_s": 0.2}
     for category in ("network", "timeout", "rate_limit", "external_service", "llm_output", "internal")
 }
+
+
+LONG_FIRST = [f"tests.{name}" for name in (
+    "test_load_e2e", "test_breaker_e2e", "test_scenarios_processes", "test_e2e", "test_supervisor_e2e",
+    "test_resource_exhaustion", "test_scenarios", "test_alerts", "test_compensation_outage", "test_api_fuzz",
+    "test_pause_cli_e2e",
+)]  # fmt: skip
+
+
+# Modules whose tests share a module-scoped server or stack: one test process runs each of them
+# whole; every other test is scheduled on its own.
+SHARED_SCOPE_MODULES = {
+    "tests/test_e2e.py",
+    "tests/test_resource_exhaustion.py",
+    "tests/test_retry_temporal.py",
+}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedModulesTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARED_SCOPE_MODULES else nodeid
+
+    return SharedModulesTogether(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The tests whose behaviour depends on which database the stack runs on: the PostgreSQL pass
+    # of CI (make test-postgres) runs these again with CREWRUN_TEST_DATABASE=postgresql.
+    for item in items:
+        if "db_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack_db)
+    # The long ones first (by their measured durations), so the parallel test processes do not
+    # end up waiting on one of them.
+    items.sort(
+        key=lambda item: (
+            LONG_FIRST.index(item.module.__name__) if item.module.__name__ in LONG_FIRST else len(LONG_FIRST)
+        )
+    )
 
 
 @pytest.fixture(scope="session")

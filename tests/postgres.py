@@ -54,6 +54,17 @@ def admin_url() -> str:
 
 
 @contextmanager
+def stack_database(tmp: Path) -> Iterator[str]:
+    """The backend DB of a stack shared by a module's tests: a fresh PostgreSQL database when
+    CREWRUN_TEST_DATABASE=postgresql (the PostgreSQL pass), else an SQLite file in ``tmp``."""
+    if os.environ.get("CREWRUN_TEST_DATABASE") == "postgresql":
+        with fresh_database() as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp / 'crewrun.db'}"
+
+
+@contextmanager
 def fresh_database() -> Iterator[str]:
     """A new, empty database on the test server; dropped afterwards."""
     name = f"crewrun_test_{uuid.uuid4().hex[:12]}"

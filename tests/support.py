@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,14 +144,25 @@ def research_spec(base_url_for: Any, name: str = "research", **llm: Any) -> dict
 TERMINAL = ("completed", "degraded", "failed", "cancelled")
 
 
+def poll_intervals(first_s: float = 0.02, most_s: float = 0.5) -> Iterator[float]:
+    """Waits between polls: quick at first (most conditions hold within a moment), then slower,
+    so a long wait does not keep a loaded 2-core machine busy with its own polling."""
+    interval = first_s
+    while True:
+        yield interval
+        interval = min(most_s, interval * 1.5)
+
+
 async def wait_terminal(api: httpx.AsyncClient, execution_id: str, timeout_s: float = 30) -> dict[str, Any]:
     deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
+    for pause in poll_intervals():
         body = (await api.get(f"/api/v1/executions/{execution_id}")).json()
         if body["status"] in TERMINAL:
             return body  # type: ignore[no-any-return]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"execution {execution_id} not terminal: {body['status']}")
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"execution {execution_id} not terminal: {body['status']}")
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -190,14 +202,16 @@ def stack_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
     )
 
 
-def wait_for(predicate: Any, timeout_s: float = 60, what: str = "condition", poll_s: float = 0.05) -> Any:
+def wait_for(predicate: Any, timeout_s: float = 60, what: str = "condition", most_s: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    for pause in poll_intervals(most_s=most_s):
         value = predicate()
         if value:
             return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def sim_calls(sim_url: str, agent: str) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from backend.api.app import create_app
 from backend.settings import Settings
 from tests.support import ServedApp, research_spec
 
-EXAMPLES_PER_OPERATION = int(os.environ.get("CREWRUN_FUZZ_EXAMPLES", "120"))  # x 25 operations
+EXAMPLES_PER_OPERATION = int(os.environ.get("CREWRUN_FUZZ_EXAMPLES", "80"))  # x 25 operations
 
 
 @pytest.fixture
@@ -37,28 +37,47 @@ def fuzz_schema(fuzz_app: FastAPI) -> schemathesis.Schema:
     return schemathesis.openapi.from_asgi("/openapi.json", fuzz_app)
 
 
-def test_no_input_makes_the_api_fail_or_break_its_schema(fuzz_schema: schemathesis.Schema) -> None:
-    # Drives hypothesis per operation here (schemathesis' pytest plugin does not run on pytest 9).
-    operations = [result.ok() for result in fuzz_schema.get_all_operations()]
-    assert len(operations) >= 20
+def _operations() -> list[str]:
+    """Every operation of the schema, by label ("GET /api/v1/crews"), known at collection time so
+    each is a test of its own (the test processes share them out)."""
+    import tempfile
+
+    app = create_app(Settings(data_dir=tempfile.mkdtemp(prefix="crewrun-fuzz-")), reconcile=False)
+    paths = app.openapi()["paths"]
+    return [f"{method.upper()} {path}" for path, ops in paths.items() for method in ops]
+
+
+OPERATIONS = _operations()
+
+
+def test_the_fuzzer_reaches_every_operation() -> None:
+    assert len(OPERATIONS) >= 24 and len(set(OPERATIONS)) == len(OPERATIONS)
+
+
+@pytest.mark.parametrize("label", OPERATIONS)
+def test_no_input_makes_the_api_fail_or_break_its_schema(
+    fuzz_schema: schemathesis.Schema, label: str
+) -> None:
+    # Drives hypothesis here (schemathesis' pytest plugin does not run on pytest 9).
+    operation = fuzz_schema.find_operation_by_label(label)
+    assert operation is not None, label
     cases = 0
 
-    for operation in operations:
+    @given(case=operation.as_strategy())
+    @hypothesis_settings(
+        max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
+        suppress_health_check=list(HealthCheck),
+    )  # fmt: skip
+    def check(case: schemathesis.Case) -> None:
+        nonlocal cases
+        cases += 1
+        # Semantic validation (unknown agents, context cycles, missing inputs) rejects requests
+        # a JSON schema cannot tell apart from good ones: that check would flag every 422.
+        case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
 
-        @given(case=operation.as_strategy())
-        @hypothesis_settings(
-            max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
-            suppress_health_check=list(HealthCheck),
-        )  # fmt: skip
-        def check(case: schemathesis.Case) -> None:
-            nonlocal cases
-            cases += 1
-            # Semantic validation (unknown agents, context cycles, missing inputs) rejects requests
-            # a JSON schema cannot tell apart from good ones: that check would flag every 422.
-            case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
-
-        check()
-    print(f"\n{cases} generated cases over {len(operations)} operations")
+    check()
+    assert cases >= 1
+    print(f"\n{label}: {cases} generated cases")
 
 
 STATEFUL_SCENARIOS = int(os.environ.get("CREWRUN_FUZZ_SCENARIOS", "150"))  # x up to 6 chained requests

@@ -11,9 +11,12 @@ import inspect
 import json
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
@@ -1737,3 +1740,23 @@ def test_crewrun_error_retry_after_is_capped_like_a_header() -> None:
 
     assert classify(RateLimitedError("x", retry_after_s=float("inf"))).retry_after_s == 86_400.0
     assert classify(RateLimitedError("x", retry_after_s=float("nan"))).retry_after_s is None
+
+
+def test_an_sdk_loaded_after_the_table_was_built_gets_its_rules() -> None:
+    # A worker builds the table at start without anthropic (importing it costs 1.5 s of CPU);
+    # CrewAI imports it when a crew first uses an Anthropic model, and its errors classify then.
+    script = (
+        "import sys\n"
+        "from backend.exceptions.classifier import classify, rules\n"
+        "rules()\n"
+        "before = 'anthropic' in sys.modules\n"
+        "import anthropic, httpx\n"
+        "request = httpx.Request('POST', 'https://api.anthropic.com/v1/messages')\n"
+        "response = httpx.Response(429, json={'type': 'error', 'error': {'type': 'rate_limit_error'}},"
+        " headers={'retry-after': '7'}, request=request)\n"
+        "found = classify(anthropic.RateLimitError('slow down', response=response, body=None))\n"
+        "print(before, found.entry.code, found.retry_after_s)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    assert out.stdout.split() == ["False", "LLM_RATE_LIMITED", "7.0"], out.stderr

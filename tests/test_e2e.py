@@ -14,18 +14,25 @@ import pytest
 
 from backend.ports import port_is_free
 from backend.stack import PortInUse, Stack
+from tests.postgres import stack_database
 from tests.support import crewrun_up, healthy, research_spec, sim_calls, stack_settings, terminal, wait_for
 
-pytestmark = pytest.mark.e2e
+# One test process runs the whole module (conftest.SHARED_SCOPE_MODULES): its tests share one stack.
+pytestmark = [pytest.mark.e2e, pytest.mark.stack_db]
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def stack(tmp_path: Path, db_url: str) -> Iterator[Stack]:
-    s = Stack(stack_settings(tmp_path, db_url))
-    s.start()
-    yield s
-    s.stop()
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One stack for the module's tests (each talks to simulator paths of its own). Its breaker
+    cools down in 3 s instead of 30: the demo's breaker scenario waits for one cooldown."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    with stack_database(tmp) as url, pytest.MonkeyPatch.context() as env:
+        env.setenv("CREWRUN_BREAKER_COOLDOWN_S", "3")  # the children inherit it
+        s = Stack(stack_settings(tmp, url))
+        s.start()
+        yield s
+        s.stop()
 
 
 def test_worker_killed_mid_task_resumes_without_rerunning_finished_tasks(stack: Stack) -> None:
@@ -103,20 +110,12 @@ def test_restarting_the_whole_stack_mid_execution_loses_nothing(tmp_path: Path, 
         up.wait(30)
 
 
-def test_the_demo_shows_every_mechanism_ending_as_designed(
-    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_demo_shows_every_mechanism_ending_as_designed(stack: Stack) -> None:
     from backend.demo import run_demo
 
-    monkeypatch.setenv("CREWRUN_BREAKER_COOLDOWN_S", "3")  # the workers' breaker; 30 s would only be slower
-    stack = Stack(stack_settings(tmp_path, db_url))
-    stack.start()
     lines: list[str] = []
-    try:
-        ok = run_demo(stack.api_url, stack.simulator_url, temporal_address=f"127.0.0.1:{stack.settings.temporal_port}",
-                      echo=lines.append)  # fmt: skip
-    finally:
-        stack.stop()
+    ok = run_demo(stack.api_url, stack.simulator_url, temporal_address=f"127.0.0.1:{stack.settings.temporal_port}",
+                  echo=lines.append)  # fmt: skip
     labels = {"rate limits", "paused on 401", "dead-lettered", "degraded", "circuit breaker"}
     table = {line[:16].strip(): line for line in lines if line[:16].strip() in labels}
     assert ok is True, "\n".join(lines)

@@ -28,7 +28,7 @@ from backend.settings import Settings
 from backend.supervisor import read_status
 from backend.temporal_client import connect
 from tests.ledger import calls_by_logical_call, check_ledger
-from tests.postgres import fresh_database
+from tests.postgres import stack_database
 from tests.support import (
     crewrun_up,
     healthy,
@@ -39,7 +39,8 @@ from tests.support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
+# Its own DB (CREWRUN_TEST_DATABASE decides); one test process runs the module: one stack.
+pytestmark = [pytest.mark.e2e, pytest.mark.stack_db]
 
 # Real backoff would make this slow; the budget (4 attempts) is what matters here.
 FAST_RESOURCE_RETRY = json.dumps(
@@ -97,7 +98,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("exhaustion")
-    with _database(tmp) as url:
+    with stack_database(tmp) as url:
         settings = stack_settings(tmp, url)
         log = tmp / "up.log"
         up = crewrun_up(settings, log, CREWRUN_RETRY=FAST_RESOURCE_RETRY)
@@ -107,14 +108,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         finally:
             up.send_signal(signal.SIGINT)
             up.wait(60)
-
-
-def _database(tmp: Path) -> Any:
-    if os.environ.get("CREWRUN_TEST_DATABASE") == "postgresql":
-        return fresh_database()
-    from contextlib import nullcontext
-
-    return nullcontext(f"sqlite:///{tmp / 'crewrun.db'}")
 
 
 def open_fds(pid: int) -> int:

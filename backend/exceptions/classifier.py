@@ -21,6 +21,7 @@ import math
 import re
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -278,11 +279,29 @@ def _exact(*types: type[BaseException]) -> Callable[[BaseException], str | None]
     return lambda err: "CONFIG_INVALID" if type(err) in types else None
 
 
-@cache
+class _NeverRaised(Exception):
+    """Stands for the exception classes of an SDK this process never imported: nothing can be an
+    instance of them."""
+
+
+class _AbsentSDK:
+    def __getattr__(self, name: str) -> type[BaseException]:
+        return _NeverRaised
+
+
+# Imported only where something else imported them already: an SDK nobody loaded raised nothing,
+# and importing anthropic (with httpx2) costs every worker 1.5 s of CPU at start.
+OPTIONAL_SDKS = ("anthropic", "httpx2")
+
+
 def rules() -> tuple[Rule, ...]:
-    import anthropic
+    """The table for the SDKs loaded now (rebuilt, once, when CrewAI loads another one)."""
+    return _rules(frozenset(name for name in OPTIONAL_SDKS if name in sys.modules))
+
+
+@cache
+def _rules(loaded: frozenset[str]) -> tuple[Rule, ...]:
     import httpx
-    import httpx2  # anthropic 2.x sends through its own fork of httpx
     import openai
     import pydantic
     import sqlalchemy.exc as sa
@@ -290,6 +309,9 @@ def rules() -> tuple[Rule, ...]:
     from crewai.utilities.exceptions.context_window_exceeding_exception import (
         LLMContextLengthExceededError,
     )
+
+    anthropic: Any = sys.modules["anthropic"] if "anthropic" in loaded else _AbsentSDK()
+    httpx2: Any = sys.modules["httpx2"] if "httpx2" in loaded else _AbsentSDK()  # anthropic 2.x's httpx fork
 
     def http(*names: str) -> tuple[type[BaseException], ...]:
         """The named exception classes of httpx and of httpx2 (anthropic's fork of it)."""
@@ -364,7 +386,7 @@ def rules() -> tuple[Rule, ...]:
 
 
 def mapped_types() -> set[type[BaseException]]:
-    return {t for types, _ in rules() for t in types}
+    return {t for types, _ in rules() for t in types} - {_NeverRaised}
 
 
 def classify(exc: BaseException) -> Classification:
