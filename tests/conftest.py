@@ -18,12 +18,12 @@ from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
 from backend.api.app import create_app
-from backend.db.engine import make_engine, make_session_factory, upgrade_database
+from backend.db.engine import make_engine, make_session_factory
 from backend.db.store import Store
 from backend.logging_setup import build_handler, configure_logging
 from backend.settings import SEARCH_ATTRIBUTES, Settings
 from backend.worker_factory import build_worker
-from tests.postgres import fresh_database
+from tests.postgres import fresh_database, migrated_sqlite
 from tests.support import SimulatorServer, tool_path
 
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
@@ -111,12 +111,9 @@ def sim(simulator: SimulatorServer) -> SimulatorServer:
 def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Tests of the data layer run on both backends; PostgreSQL is the local server (never skipped)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'crewrun.db'}"
-        upgrade_database(url)
-        yield url
+        yield migrated_sqlite(tmp_path / "crewrun.db")
     else:
-        with fresh_database() as url:
-            upgrade_database(url)
+        with fresh_database(migrated=True) as url:
             yield url
 
 
@@ -124,13 +121,10 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def db_url(tmp_path: Path) -> Iterator[str]:
     """The database of the stack-level tests: CREWRUN_TEST_DATABASE=postgresql runs them on PG."""
     if os.environ.get("CREWRUN_TEST_DATABASE") == "postgresql":
-        with fresh_database() as url:
-            upgrade_database(url)
+        with fresh_database(migrated=True) as url:
             yield url
         return
-    url = f"sqlite:///{tmp_path / 'crewrun.db'}"
-    upgrade_database(url)
-    yield url
+    yield migrated_sqlite(tmp_path / "crewrun.db")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from backend.api.app import create_app
 from backend.settings import Settings
 from tests.support import ServedApp, research_spec
 
-EXAMPLES_PER_OPERATION = int(os.environ.get("CREWRUN_FUZZ_EXAMPLES", "80"))  # x 25 operations
+EXAMPLES_PER_OPERATION = int(os.environ.get("CREWRUN_FUZZ_EXAMPLES", "60"))  # x 25 operations
 
 
 @pytest.fixture

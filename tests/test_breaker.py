@@ -16,10 +16,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit, config_from
-from backend.db.engine import make_engine, make_session_factory, upgrade_database
+from backend.db.engine import make_engine, make_session_factory
 from backend.db.models import BreakerCall, BreakerEvent, CircuitBreakerRow
 from backend.exceptions.execution_errors import CircuitOpenError
-from tests.postgres import fresh_database
+from tests.postgres import fresh_database, migrated_sqlite
 
 SERVICE = "openai"
 T0 = 1_000_000.0
@@ -687,12 +687,9 @@ def test_a_disabled_breaker_always_permits_and_writes_nothing(make_harness: Make
 def race_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh migrated database of its own for the races (PostgreSQL: a new database per test)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'race.db'}"
-        upgrade_database(url)
-        yield url
+        yield migrated_sqlite(tmp_path / "race.db")
     else:
-        with fresh_database() as url:
-            upgrade_database(url)
+        with fresh_database(migrated=True) as url:
             yield url
 
 
