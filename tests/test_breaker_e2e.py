@@ -93,7 +93,9 @@ def test_shared_breaker_parks_executions_during_an_outage_and_saves_calls(
     assert transitions[0] == ("closed", "open")
     assert transitions[-2:] == [("open", "half_open"), ("half_open", "closed")]
     assert transitions.count(("closed", "open")) == 1
-    assert THRESHOLD <= during <= THRESHOLD + probes_during + 1, (during, transitions)
+    # The calls that opened it, those already in flight from the other executions (they start
+    # 0.3 s apart, but a loaded machine can bunch them), one per failed probe, and the last probe.
+    assert THRESHOLD <= during <= THRESHOLD + (EXECUTIONS - 1) + probes_during + 1, (during, transitions)
     # Both worker processes parked executions on the shared breaker.
     assert len(logs) == 2 and all('"code": "CIRCUIT_OPEN"' in text for text in logs.values()), list(logs)
 

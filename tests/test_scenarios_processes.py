@@ -196,9 +196,12 @@ async def test_s3_temporal_restarted_under_load_with_sigterm_then_sigkill_every_
     run.wait_all_terminal(ids, 120)
     elapsed = time.monotonic() - started
     calls = calls_by_logical_call(run.calls())
-    # Every attempt that outlived a restart reported its result to the restarted server (or its
-    # retry reused the committed output): no task called the provider twice.
-    report = await run.ledger(ids, max_calls=1)
+    # An attempt that outlived a restart reports its result to the restarted server, or its retry
+    # reuses the committed output. But an attempt the SIGKILL made the server forget (dispatched,
+    # never recorded as started) is dispatched again while the forgotten one may still be calling
+    # the provider: at most one repeat per call in flight at the kill (the call journal of a later
+    # issue makes such a repeat free). Nothing else calls twice.
+    report = await run.ledger(ids, max_calls=2)
     print(f"\nS3: {report.line()}; {sum(calls.values())} provider calls for {len(calls)} logical calls; "
           f"in flight at SIGTERM/SIGKILL {in_flight}; Temporal exit codes {exit_codes}; {elapsed:.0f} s")  # fmt: skip
 
@@ -207,4 +210,6 @@ async def test_s3_temporal_restarted_under_load_with_sigterm_then_sigkill_every_
     assert report.problems == [] and report.duplicates == 0
     assert report.by_status["completed"] == len(ids) == CONCURRENT + 4
     assert len(calls) == 3 * len(ids)
+    repeated = [k for k, n in calls.items() if n > 1]
+    assert len(repeated) <= sum(in_flight), repeated
     assert all(stack.child(n).process.poll() is None for n in ("worker", "api"))  # no child gave up
