@@ -24,17 +24,15 @@ from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
+from backend.exceptions.categories import FALLS_BACK, CategoryPolicy
 from backend.exceptions.classifier import Classification, chain, classify, qualified_name, rules
 from backend.exceptions.fingerprint import fingerprint
 from backend.exceptions.redaction import bound, redact, redact_message, redact_stack
-from backend.exceptions.retry_policy import CategoryPolicy, next_delay
+from backend.exceptions.retry_policy import next_delay
 
-HISTORY_LIMIT = 20
+HISTORY_LIMIT = 20  # errors kept in heartbeat details: enough context, bounded history size
 UNRECORDED_LIMIT = 5  # whole error records waiting for the database: a few KB each
-# Provider-side trouble a different LLM may not have: when the budget for one of these is spent
-# (or, for quota, at once), the agent's next fallback LLM takes over.
-FALLBACK_CATEGORIES = frozenset({"rate_limit", "external_service", "timeout", "quota_exhausted", "network"})
-FALLBACK_DELAY_S = 0.1  # errors kept in heartbeat details: enough context, bounded history size
+FALLBACK_DELAY_S = 0.1  # the next LLM of the chain starts at once
 UI_MESSAGE_CHARS = 160
 
 
@@ -112,7 +110,9 @@ class ErrorBoundary:
         state.failures[category] = count
         retry = found.entry.retryable and policy.retryable and count < policy.maximum_attempts
         delay = next_delay(policy, count, self._rng, found.retry_after_s) if retry else None
-        switch = not retry and fallback is not None and category in FALLBACK_CATEGORIES
+        # Provider-side trouble another LLM may not have (the category's ``falls_back`` trait):
+        # once its budget is spent (at once, for quota), the agent's next LLM takes over.
+        switch = not retry and fallback is not None and category in FALLS_BACK
         if switch:
             state.llm_index += 1
             state.failures.clear()  # the fallback starts with fresh budgets

@@ -30,12 +30,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import BreakerCall, BreakerEvent, CircuitBreakerRow
+from backend.exceptions.categories import BREAKER_COUNTED, Category
 from backend.exceptions.execution_errors import CircuitOpenError
 
 log = structlog.get_logger("crewrun.breaker")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
-TRANSIENT = frozenset({"network", "timeout", "external_service"})
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class BreakerConfig:
     jitter: float = 0.2
 
     def counts(self, category: str) -> bool:
-        return category in TRANSIENT or (self.count_rate_limits and category == "rate_limit")
+        return category in BREAKER_COUNTED or (self.count_rate_limits and category == Category.RATE_LIMIT)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.alerts import DEFAULT_RULES, AlertRule
+from backend.exceptions.categories import PAUSES_BY_DEFAULT
 from backend.exceptions.redaction import set_env_secrets
 from backend.exceptions.retry_policy import resolve
 from backend.specs import RetryOverride
@@ -68,9 +69,7 @@ class Settings(BaseSettings):
 
     # Failures an operator can fix pause the execution (resume / skip / abort) for this long;
     # then it fails and is dead-lettered.
-    pause_categories: list[str] = Field(
-        default_factory=lambda: ["authentication", "quota_exhausted", "configuration"]
-    )
+    pause_categories: list[str] = Field(default_factory=lambda: list(PAUSES_BY_DEFAULT))
     pause_timeout_s: float = Field(default=86_400.0, gt=0)
 
     # Circuit breaker per external service (see backend/breaker.py).

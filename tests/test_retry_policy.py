@@ -10,8 +10,9 @@ from datetime import timedelta
 
 import pytest
 
+from backend.exceptions.categories import NON_RETRYABLE as NON_RETRYABLE_CATEGORIES
+from backend.exceptions.categories import Category
 from backend.exceptions.classifier import MAX_RETRY_AFTER_S
-from backend.exceptions.codes import NON_RETRYABLE_CATEGORIES, Category
 from backend.exceptions.fingerprint import fingerprint, normalize
 from backend.exceptions.retry_policy import (
     DEFAULT_POLICIES,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend.exceptions.categories import PAUSES_BY_DEFAULT
+
 WORKFLOW_NAME = "CrewExecution"
 RUN_TASK_ACTIVITY = "run_crew_task"
 RECORD_STATUS_ACTIVITY = "record_execution_status"
@@ -29,9 +31,7 @@ class ActivityTuning:
     # Per-category retry overrides of the deployment (settings); crew and task specs override them.
     retry_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Failures an operator can fix pause the execution instead of failing it.
-    pause_categories: list[str] = field(
-        default_factory=lambda: ["authentication", "quota_exhausted", "configuration"]
-    )
+    pause_categories: list[str] = field(default_factory=lambda: list(PAUSES_BY_DEFAULT))
     pause_timeout_s: float = 86_400.0
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from temporalio.common import RetryPolicy
 
-from backend.exceptions.codes import NON_RETRYABLE_CATEGORIES, Category
-from backend.exceptions.retry_policy import CategoryPolicy, envelope, resolve
+from backend.exceptions.categories import NON_RETRYABLE, Category, CategoryPolicy
+from backend.exceptions.retry_policy import envelope, resolve
 from workflows.contracts import ActivityTuning
 
 
@@ -35,7 +35,7 @@ def task_retry_policy(table: dict[str, CategoryPolicy]) -> RetryPolicy:
         backoff_coefficient=timeout.backoff,
         maximum_interval=timedelta(seconds=timeout.maximum_interval_s),
         maximum_attempts=envelope(table),
-        non_retryable_error_types=list(NON_RETRYABLE_CATEGORIES),
+        non_retryable_error_types=list(NON_RETRYABLE),
     )
 
 

@@ -10,24 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
-
-class Category(StrEnum):
-    NETWORK = "network"
-    TIMEOUT = "timeout"
-    RATE_LIMIT = "rate_limit"
-    EXTERNAL_SERVICE = "external_service"
-    CIRCUIT_OPEN = "circuit_open"
-    RESOURCE_EXHAUSTION = "resource_exhaustion"
-    DATABASE = "database"
-    LLM_OUTPUT = "llm_output"
-    VALIDATION = "validation"
-    CONTEXT_LENGTH = "context_length"
-    CONTENT_POLICY = "content_policy"
-    AUTHENTICATION = "authentication"
-    QUOTA_EXHAUSTED = "quota_exhausted"
-    CONFIGURATION = "configuration"
-    INTERNAL = "internal"
-    CANCELLED = "cancelled"
+from backend.exceptions.categories import Category
 
 
 class Severity(StrEnum):
@@ -562,19 +545,3 @@ REGISTRY: dict[str, ErrorCode] = {entry.code: entry for entry in _REGISTRY}
 def lookup(code: str) -> ErrorCode:
     """The registry entry of a code; an unknown code is a bug, so it raises KeyError."""
     return REGISTRY[code]
-
-
-# Categories that a retry cannot fix: declared to Temporal as non-retryable error types, so the
-# server never schedules another attempt for them.
-NON_RETRYABLE_CATEGORIES: tuple[str, ...] = tuple(
-    c.value
-    for c in (
-        Category.VALIDATION,
-        Category.CONTEXT_LENGTH,
-        Category.CONTENT_POLICY,
-        Category.AUTHENTICATION,
-        Category.QUOTA_EXHAUSTED,
-        Category.CONFIGURATION,
-        Category.CANCELLED,
-    )
-)

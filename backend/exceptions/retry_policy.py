@@ -1,9 +1,9 @@
-"""Per-category retry: the table, its overrides, and the delay before the next attempt.
+"""Per-category retry: overrides of the policies, and the delay before the next attempt.
 
 Temporal gives one RetryPolicy per activity call and no jitter. crewrun keeps one policy per error
-category (the table in README.md), merges overrides (settings, then crew spec, then task spec),
-and the activity boundary enforces the category's own budget and jittered backoff through
-``next_retry_delay``. Pure and deterministic given its ``rng``: the workflow sandbox imports it.
+category (the defaults are part of each category's traits, backend/exceptions/categories.py),
+merges overrides (settings, then crew spec, then task spec), and the activity boundary enforces
+the category's own budget and jittered backoff through ``next_retry_delay``. Pure and deterministic given its ``rng``: the workflow sandbox imports it.
 """
 
 from __future__ import annotations
@@ -11,42 +11,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
-from backend.exceptions.codes import NON_RETRYABLE_CATEGORIES, Category
+from backend.exceptions.categories import DEFAULT_POLICIES, Category, CategoryPolicy
+
+__all__ = ["DEFAULT_POLICIES", "CategoryPolicy", "OVERRIDABLE", "resolve", "envelope", "next_delay"]
 
 MAX_DELAY_S = 86_400.0  # no single wait longer than a day, whatever a provider asks
-
-
-@dataclass(frozen=True)
-class CategoryPolicy:
-    maximum_attempts: int  # attempts of this category within one task, the first one included
-    initial_interval_s: float = 1.0
-    backoff: float = 2.0
-    maximum_interval_s: float = 60.0
-    jitter: float = 0.2  # each delay is drawn from [base x (1 - jitter), base]
-
-    @property
-    def retryable(self) -> bool:
-        return self.maximum_attempts > 1
-
-
-_P = CategoryPolicy
-DEFAULT_POLICIES: dict[str, CategoryPolicy] = {
-    Category.NETWORK.value: _P(8, 1, 2, 60),
-    Category.TIMEOUT.value: _P(5, 2, 2, 60),
-    Category.RATE_LIMIT.value: _P(12, 5, 2, 300),
-    Category.EXTERNAL_SERVICE.value: _P(6, 2, 2, 120),
-    # Waits for half-open; never the reason a task fails (the breaker issue gives it its delays).
-    Category.CIRCUIT_OPEN.value: _P(1000, 5, 1, 60),
-    Category.RESOURCE_EXHAUSTION.value: _P(4, 10, 2, 300),
-    Category.DATABASE.value: _P(10, 1, 2, 30),
-    Category.LLM_OUTPUT.value: _P(3, 1, 1, 1),
-    Category.INTERNAL.value: _P(2, 1, 2, 10),
-    **{category: _P(1) for category in NON_RETRYABLE_CATEGORIES},
-}
-del _P
 
 OVERRIDABLE: frozenset[str] = frozenset(
     c for c, p in DEFAULT_POLICIES.items() if p.retryable and c != Category.CIRCUIT_OPEN

@@ -1,0 +1,57 @@
+"""The category traits table: every category has a row, and every derived view agrees with it."""
+
+from __future__ import annotations
+
+from backend.breaker import BreakerConfig
+from backend.exceptions.categories import (
+    BREAKER_COUNTED,
+    DEFAULT_POLICIES,
+    FALLS_BACK,
+    NEVER,
+    NON_RETRYABLE,
+    PAUSES_BY_DEFAULT,
+    TRAITS,
+    Category,
+    traits,
+)
+from backend.exceptions.codes import REGISTRY
+from backend.settings import Settings
+from workflows.contracts import ActivityTuning
+from workflows.policies import task_retry_policy
+
+
+def test_every_category_has_traits() -> None:
+    assert set(TRAITS) == set(Category)
+
+
+def test_every_failure_code_belongs_to_a_category_with_traits() -> None:
+    assert {entry.category for entry in REGISTRY.values()} <= set(TRAITS)
+
+
+def test_the_derived_views_are_the_table() -> None:
+    assert NON_RETRYABLE == (
+        "validation", "context_length", "content_policy", "authentication", "quota_exhausted", "configuration",
+        "cancelled",
+    )  # fmt: skip
+    assert {"network", "timeout", "external_service"} == BREAKER_COUNTED
+    assert {"network", "timeout", "rate_limit", "external_service", "quota_exhausted"} == FALLS_BACK
+    assert PAUSES_BY_DEFAULT == ("authentication", "quota_exhausted", "configuration")
+    assert {c: p.maximum_attempts for c, p in DEFAULT_POLICIES.items() if p.retryable} == {
+        "network": 8, "timeout": 5, "rate_limit": 12, "external_service": 6, "circuit_open": 1000,
+        "resource_exhaustion": 4, "database": 10, "llm_output": 3, "internal": 2,
+    }  # fmt: skip
+
+
+def test_the_places_that_use_a_trait_read_it_from_the_table() -> None:
+    assert Settings().pause_categories == list(PAUSES_BY_DEFAULT)
+    assert ActivityTuning().pause_categories == list(PAUSES_BY_DEFAULT)
+    config = BreakerConfig()
+    assert {c.value for c in Category if config.counts(c.value)} == BREAKER_COUNTED
+    assert BreakerConfig(count_rate_limits=True).counts("rate_limit") is True
+    declared = task_retry_policy(dict(DEFAULT_POLICIES)).non_retryable_error_types
+    assert declared is not None and set(declared) == set(NON_RETRYABLE)
+
+
+def test_an_unknown_category_is_never_retried() -> None:
+    assert traits("martian") == traits("validation") == TRAITS[Category.VALIDATION]
+    assert traits("martian").policy == NEVER and not traits("martian").retryable
