@@ -224,9 +224,17 @@ async def test_health_and_error_codes(api: httpx.AsyncClient) -> None:
     health = await api.get("/health")
     assert health.status_code == 200
     assert health.json() == {"status": "ok", "database": "ok", "temporal": "ok"}
-    codes = {c["code"]: c for c in (await api.get("/api/v1/error-codes")).json()}
-    assert codes["CREW_SPEC_INVALID"]["http_status"] == 422
-    assert codes["LLM_AUTH_FAILED"]["retryable"] is False
+    listed = (await api.get("/api/v1/error-codes")).json()
+    codes = {c["code"]: c for c in listed}
+    assert len(codes) == len(listed)  # each code once, whichever registry it is in
+    assert codes["CREW_SPEC_INVALID"] | {"description": "", "remedy": ""} == {
+        "code": "CREW_SPEC_INVALID", "kind": "problem", "category": None, "severity": None, "retryable": False,
+        "http_status": 422, "description": "", "remedy": ""}  # fmt: skip
+    assert codes["API_RATE_LIMITED"]["retryable"] is True  # ask again after Retry-After
+    assert codes["LLM_AUTH_FAILED"] | {"description": "", "remedy": ""} == {
+        "code": "LLM_AUTH_FAILED", "kind": "failure", "category": "authentication", "severity": "critical",
+        "retryable": False, "http_status": 401, "description": "", "remedy": ""}  # fmt: skip
+    assert codes["LLM_RATE_LIMITED"]["retryable"] is True and codes["TASK_TIMED_OUT"]["retryable"] is False
 
 
 async def test_errors_route_lists_every_failed_attempt_oldest_first(

@@ -1,7 +1,12 @@
-"""The category traits table: every category has a row, and every derived view agrees with it."""
+"""The category traits table (every category has a row, every derived view agrees with it) and the
+two code registries (failures of tasks, problems of API requests)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+from backend.api.problem_codes import PROBLEMS
 from backend.breaker import BreakerConfig
 from backend.exceptions.categories import (
     BREAKER_COUNTED,
@@ -55,3 +60,22 @@ def test_the_places_that_use_a_trait_read_it_from_the_table() -> None:
 def test_an_unknown_category_is_never_retried() -> None:
     assert traits("martian") == traits("validation") == TRAITS[Category.VALIDATION]
     assert traits("martian").policy == NEVER and not traits("martian").retryable
+
+
+def test_the_failure_and_problem_registries_share_only_internal_error() -> None:
+    assert set(PROBLEMS) & set(REGISTRY) == {"INTERNAL_ERROR"}
+
+
+def test_every_code_the_api_answers_with_is_a_problem_code() -> None:
+    api = Path(__file__).resolve().parent.parent / "backend" / "api"
+    source = "\n".join(p.read_text() for p in api.rglob("*.py"))
+    used = set(re.findall(r'(?:ProblemError|problem_response|problem)\(\s*"([A-Z_]+)"', source))
+    assert len(used) >= 15 and used <= set(PROBLEMS), sorted(used - set(PROBLEMS))
+
+
+def test_outcome_codes_are_final_and_never_retried() -> None:
+    final = {code for code, entry in REGISTRY.items() if entry.final}
+    assert final == {"TASK_FAILED", "TASK_TIMED_OUT", "WORKFLOW_CODE_ERROR", "EXECUTION_PAUSE_TIMEOUT",
+                     "EXECUTION_ABORTED", "EXECUTION_CANCELLED"}  # fmt: skip
+    assert not any(REGISTRY[code].retryable for code in final)
+    assert REGISTRY["LLM_TIMEOUT"].retryable and REGISTRY["INTERNAL_ERROR"].retryable

@@ -1599,6 +1599,7 @@ def test_crewrun_error_exposes_its_registry_entry() -> None:
         "retryable": False,
         "http_status": 500,
         "description": "The environment variable named by api_key_env is not set on the worker.",
+        "final": False,
         "remedy": "Set it in the worker's environment, then resume the execution.",
     }
 

@@ -8,7 +8,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.exceptions.codes import lookup
+from backend.api.problem_codes import problem
 
 
 class BodySizeLimit:
@@ -53,7 +53,7 @@ class BodySizeLimit:
             await self._reject(scope, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        entry = lookup("PAYLOAD_TOO_LARGE")
+        entry = problem("PAYLOAD_TOO_LARGE")
         body = json.dumps(
             {
                 "type": f"/api/v1/error-codes#{entry.code}",

@@ -1,4 +1,4 @@
-"""RFC 9457 problem details: every non-2xx answer of the API, with a code from the registry."""
+"""RFC 9457 problem details: every non-2xx answer of the API, with a problem code (problem_codes.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.api.problem_codes import problem
 from backend.exceptions.classifier import database_error_code
-from backend.exceptions.codes import lookup
 
 log = structlog.get_logger("crewrun.api")
 PROBLEM_JSON = "application/problem+json"
@@ -31,7 +31,7 @@ class ProblemError(Exception):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
-        self.entry = lookup(code)
+        self.entry = problem(code)
         self.detail = detail
         self.errors = errors
         self.headers = headers or {}
@@ -54,7 +54,7 @@ def problem_response(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    entry = lookup(code)
+    entry = problem(code)
     body: dict[str, Any] = {
         "type": f"/api/v1/error-codes#{entry.code}",
         "title": entry.description,

@@ -328,8 +328,9 @@ class HealthPublic(BaseModel):
 
 class ErrorCodePublic(BaseModel):
     code: str
-    category: str
-    severity: str
+    kind: str  # failure (of a task or execution) | problem (of an API request)
+    category: str | None  # failures only
+    severity: str | None  # failures only
     retryable: bool
     http_status: int
     description: str

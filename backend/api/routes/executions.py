@@ -13,6 +13,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from backend.api.deps import ID_PATTERN, ClientDep, ExecutionDep, GatewayDep, SettingsDep, StoreDep
 from backend.api.links import EXECUTION_LINKS, responds
+from backend.api.problem_codes import PROBLEMS
 from backend.api.problems import ProblemError, invalid_cursor
 from backend.api.schemas import (
     ErrorRecordPublic,
@@ -25,7 +26,6 @@ from backend.api.schemas import (
 )
 from backend.db.models import Execution
 from backend.db.store import IdempotencyKeyReused
-from backend.exceptions.codes import REGISTRY
 from backend.executions import start_workflow
 from backend.specs import CrewSpec, missing_inputs
 from backend.status import TERMINAL_EXECUTION, ExecutionStatus
@@ -211,7 +211,7 @@ async def _intervene(
         cause = exc.cause
         code = (
             cause.type
-            if isinstance(cause, ApplicationError) and cause.type in REGISTRY
+            if isinstance(cause, ApplicationError) and cause.type in PROBLEMS
             else "EXECUTION_NOT_PAUSED"
         )
         raise ProblemError(code, str(cause.message if isinstance(cause, ApplicationError) else exc)) from exc

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from backend.api.deps import StoreDep
+from backend.api.problem_codes import PROBLEMS
 from backend.api.schemas import ErrorCodePublic, HealthPublic
 from backend.exceptions.codes import REGISTRY
 
@@ -45,15 +46,16 @@ async def metrics(request: Request) -> PlainTextResponse:
 
 @router.get("/api/v1/error-codes", response_model=list[ErrorCodePublic], tags=["errors"])
 async def error_codes() -> list[ErrorCodePublic]:
-    return [
-        ErrorCodePublic(
-            code=e.code,
-            category=e.category.value,
-            severity=e.severity.value,
-            retryable=e.retryable,
-            http_status=e.http_status,
-            description=e.description,
-            remedy=e.remedy,
-        )
+    """Both registries: the codes a task or an execution fails with (kind ``failure``, with a
+    category and a severity), and the codes the API answers bad requests with (kind ``problem``)."""
+    failures = [
+        ErrorCodePublic(code=e.code, kind="failure", category=e.category.value, severity=e.severity.value,
+                        retryable=e.retryable, http_status=e.http_status, description=e.description, remedy=e.remedy)
         for e in REGISTRY.values()
-    ]
+    ]  # fmt: skip
+    problems = [
+        ErrorCodePublic(code=p.code, kind="problem", category=None, severity=None, retryable=p.retryable,
+                        http_status=p.http_status, description=p.description, remedy=p.remedy)
+        for p in PROBLEMS.values() if p.code not in REGISTRY
+    ]  # fmt: skip
+    return failures + problems
