@@ -22,7 +22,7 @@ from activities.boundary import (
     ErrorBoundary,
     Failure,
 )
-from backend.exceptions.execution_errors import CircuitOpenError, ContextLengthError, RateLimitedError
+from backend.exceptions.execution_errors import CircuitOpenError, ContextLengthError, CrewrunError
 from backend.exceptions.fingerprint import fingerprint
 from backend.exceptions.redaction import set_env_secrets
 from backend.exceptions.retry_policy import CategoryPolicy, resolve
@@ -484,7 +484,7 @@ def test_infinite_retry_after_of_a_crewrun_error_is_capped_by_the_delay() -> Non
     # Not from a header, so the classifier's cap does not apply: next_delay's own cap does.
     failure = fail(
         ErrorBoundary(rng=random.Random(0)),
-        raised(RateLimitedError("parked", retry_after_s=float("inf"))),
+        raised(CrewrunError("parked", code="LLM_RATE_LIMITED", retry_after_s=float("inf"))),
         AttemptState(),
     )
 
@@ -494,11 +494,10 @@ def test_infinite_retry_after_of_a_crewrun_error_is_capped_by_the_delay() -> Non
 
 
 def test_spent_provider_budget_switches_to_the_fallback_llm_with_fresh_budgets() -> None:
-    from backend.exceptions.execution_errors import ExternalServiceError, QuotaExhaustedError
 
     boundary = ErrorBoundary(rng=random.Random(0))
     state = AttemptState(failures={"external_service": 5, "network": 2})
-    switched = boundary.failure(ExternalServiceError("503"), state=state, table=resolve(), context=context(6),
+    switched = boundary.failure(CrewrunError("503", code="LLM_PROVIDER_ERROR"), state=state, table=resolve(), context=context(6),
                                 fallback="backup-model")  # fmt: skip
     assert (switched.final, switched.error.non_retryable) == (False, False)
     assert switched.error.next_retry_delay == timedelta(seconds=0.1)
@@ -507,10 +506,10 @@ def test_spent_provider_budget_switches_to_the_fallback_llm_with_fresh_budgets()
     assert AttemptState.from_details([state.to_details()]).llm_index == 1
 
     # Quota has no retries of its own: with a fallback left it switches at once; without, final.
-    quota = boundary.failure(QuotaExhaustedError("billing"), state=AttemptState(), table=resolve(),
+    quota = boundary.failure(CrewrunError("billing", code="LLM_QUOTA_EXHAUSTED"), state=AttemptState(), table=resolve(),
                              context=context(1), fallback="backup-model")  # fmt: skip
     assert quota.final is False and quota.record["fallback_to"] == "backup-model"
-    last = boundary.failure(QuotaExhaustedError("billing"), state=AttemptState(llm_index=1), table=resolve(),
+    last = boundary.failure(CrewrunError("billing", code="LLM_QUOTA_EXHAUSTED"), state=AttemptState(llm_index=1), table=resolve(),
                             context=context(2), fallback=None)  # fmt: skip
     assert last.final is True and last.record["fallback_to"] is None
     # A content refusal is not the provider's trouble: no fallback.

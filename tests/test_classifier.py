@@ -47,8 +47,8 @@ from backend.exceptions.codes import _REGISTRY, REGISTRY
 from backend.exceptions.execution_errors import (
     CircuitOpenError,
     ConfigurationError,
+    ContextLengthError,
     CrewrunError,
-    RateLimitedError,
 )
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
@@ -217,7 +217,9 @@ def crewrun_error_from_provider_429() -> BaseException:
         code="rate_limit_exceeded",
         headers={"retry-after": "30"},
     )
-    return raised(lambda: _raise(RateLimitedError("parked by crewrun", retry_after_s=7), inner))
+    return raised(
+        lambda: _raise(CrewrunError("parked by crewrun", code="LLM_RATE_LIMITED", retry_after_s=7), inner)
+    )
 
 
 def tls_under_connect_error() -> BaseException:
@@ -1032,9 +1034,9 @@ CORPUS = [
     ),
     # ------------------------------------------------------------ crewrun's own
     case(
-        lambda: RateLimitedError("x", retry_after_s=7),
+        lambda: CrewrunError("x", code="LLM_RATE_LIMITED", retry_after_s=7),
         Expect("LLM_RATE_LIMITED", "rate_limit", retry_after_s=7),
-        "crewrun-RateLimitedError",
+        "crewrun-error-with-a-rate-limit-code",
     ),
     case(
         lambda: ConfigurationError("x", code="CONFIG_SECRET_MISSING"),
@@ -1156,7 +1158,9 @@ def test_chain_is_capped_at_max_chain() -> None:
         pytest.param(KeyError("x"), "KeyError", id="builtin"),
         pytest.param(openai.APITimeoutError(request=openai_request()), "openai.APITimeoutError", id="openai"),
         pytest.param(sa.TimeoutError(), "sqlalchemy.exc.TimeoutError", id="sqlalchemy"),
-        pytest.param(RateLimitedError("x"), "backend.exceptions.execution_errors.RateLimitedError", id="own"),
+        pytest.param(
+            ContextLengthError("x"), "backend.exceptions.execution_errors.ContextLengthError", id="own"
+        ),
     ],
 )
 def test_qualified_name(exc: BaseException, name: str) -> None:
@@ -1578,7 +1582,7 @@ def test_every_crewrun_error_default_code_is_registered() -> None:
     classes = _all_crewrun_error_classes()
 
     assert set(CREWRUN_ERROR_CLASSES) <= set(classes)
-    assert len(CREWRUN_ERROR_CLASSES) == 20  # the tree in execution_errors.py
+    assert len(CREWRUN_ERROR_CLASSES) == 5  # the tree in execution_errors.py
     assert [c.__name__ for c in classes if c.default_code not in REGISTRY] == []
 
 
@@ -1737,10 +1741,13 @@ def test_retry_after_ignores_nan_and_clamps_negative(headers: dict[str, str], ex
 
 
 def test_crewrun_error_retry_after_is_capped_like_a_header() -> None:
-    from backend.exceptions.execution_errors import RateLimitedError
-
-    assert classify(RateLimitedError("x", retry_after_s=float("inf"))).retry_after_s == 86_400.0
-    assert classify(RateLimitedError("x", retry_after_s=float("nan"))).retry_after_s is None
+    assert (
+        classify(CrewrunError("x", code="LLM_RATE_LIMITED", retry_after_s=float("inf"))).retry_after_s
+        == 86_400.0
+    )
+    assert (
+        classify(CrewrunError("x", code="LLM_RATE_LIMITED", retry_after_s=float("nan"))).retry_after_s is None
+    )
 
 
 def test_an_sdk_loaded_after_the_table_was_built_gets_its_rules() -> None:

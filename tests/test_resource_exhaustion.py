@@ -59,14 +59,16 @@ class Stack:
         self.crew_id = self.register("research", timeout_s=60)
 
     def worker(self) -> dict[str, Any]:
-        status = read_status(self.settings.data_dir)
-        assert status is not None, "crewrun up is not running"
-        return next(c for c in status["children"] if c["name"] == "worker")
+        """The worker as `crewrun status` shows it ({} until the supervisor wrote its status)."""
+        status = read_status(self.settings.data_dir) or {"children": []}
+        return next((c for c in status["children"] if c["name"] == "worker"), {})
 
     def idle_worker_pid(self) -> int:
         """The worker's pid once it is up and has run a whole execution (its pools and threads
         exist, so what a limit takes away afterwards is only what the next task needs)."""
-        wait_for(lambda: self.worker()["pid"] and self.worker()["state"] == "running", 30, "a running worker")
+        wait_for(
+            lambda: self.worker().get("pid") and self.worker()["state"] == "running", 30, "a running worker"
+        )
         warm = self.start("warm-up")
         assert (
             wait_for(lambda: terminal(self.api, warm), 60, "the warm-up execution")["status"] == "completed"

@@ -1,30 +1,16 @@
-"""crewrun's own exceptions, one class per error category, grouped by what a caller does next.
+"""crewrun's own exceptions: a :class:`CrewrunError` carries its code (category, severity and
+whether it is retried follow from the registry and the category's traits), so the code decides
+what happens to it, not the class.
 
-    CrewrunError                      code, category, severity, retryable (from the registry)
-    ├── TransientError                worth retrying, with backoff
-    │   ├── NetworkError              network              NETWORK_CONNECT_FAILED
-    │   ├── ProviderTimeoutError      timeout              LLM_TIMEOUT
-    │   ├── RateLimitedError          rate_limit           LLM_RATE_LIMITED     (Retry-After first)
-    │   ├── ExternalServiceError      external_service     LLM_PROVIDER_ERROR   (counts toward a breaker)
-    │   ├── CircuitOpenError          circuit_open         CIRCUIT_OPEN         (waits, spends no budget)
-    │   ├── ResourceExhaustedError    resource_exhaustion  RESOURCE_EXHAUSTED
-    │   └── DatabaseError             database             DB_UNAVAILABLE
-    ├── LLMOutputError                llm_output           LLM_OUTPUT_INVALID   (a few retries)
-    ├── PermanentError                a retry cannot fix it: the task fails
-    │   ├── InvalidRequestError       validation           LLM_BAD_REQUEST
-    │   ├── ContextLengthError        context_length       LLM_CONTEXT_TOO_LONG
-    │   └── ContentPolicyError        content_policy       LLM_CONTENT_REFUSED
-    ├── OperatorActionRequired        an operator must fix something, then resume
-    │   ├── AuthenticationError       authentication       LLM_AUTH_FAILED
-    │   ├── QuotaExhaustedError       quota_exhausted      LLM_QUOTA_EXHAUSTED
-    │   └── ConfigurationError        configuration        CONFIG_INVALID
-    ├── InternalError                 internal             INTERNAL_ERROR       (a bug; two tries)
-    └── ExecutionCancelled            cancelled            EXECUTION_CANCELLED
+    CrewrunError          any registered code (default INTERNAL_ERROR); retry_after_s, service
+    ├── CircuitOpenError  CIRCUIT_OPEN: a breaker refused the call (waits, spends no budget)
+    ├── LLMOutputError    LLM_OUTPUT_INVALID: an answer the agent cannot use
+    ├── ContextLengthError LLM_CONTEXT_TOO_LONG: the prompt does not fit
+    └── ConfigurationError CONFIG_INVALID (or another configuration code): a setting to fix
 
-crewrun code raises these; foreign exceptions (openai, anthropic, httpx, crewai, sqlalchemy, the OS)
-are translated in one place, :mod:`backend.exceptions.classifier`. Intermediate classes exist
-because callers catch the group (``except OperatorActionRequired`` pauses an execution).
-Pure module: the workflow sandbox may import it.
+Subclasses exist only where crewrun raises that failure itself and a caller or a test names it.
+Foreign exceptions (openai, anthropic, httpx, crewai, sqlalchemy, the OS) are translated in one
+place, :mod:`backend.exceptions.classifier`. Pure module: the workflow sandbox may import it.
 """
 
 from __future__ import annotations
@@ -59,77 +45,17 @@ class CrewrunError(Exception):
         return self.entry.category
 
 
-class TransientError(CrewrunError):
-    pass
-
-
-class NetworkError(TransientError):
-    default_code = "NETWORK_CONNECT_FAILED"
-
-
-class ProviderTimeoutError(TransientError):
-    default_code = "LLM_TIMEOUT"
-
-
-class RateLimitedError(TransientError):
-    default_code = "LLM_RATE_LIMITED"
-
-
-class ExternalServiceError(TransientError):
-    default_code = "LLM_PROVIDER_ERROR"
-
-
-class CircuitOpenError(TransientError):
+class CircuitOpenError(CrewrunError):
     default_code = "CIRCUIT_OPEN"
-
-
-class ResourceExhaustedError(TransientError):
-    default_code = "RESOURCE_EXHAUSTED"
-
-
-class DatabaseError(TransientError):
-    default_code = "DB_UNAVAILABLE"
 
 
 class LLMOutputError(CrewrunError):
     default_code = "LLM_OUTPUT_INVALID"
 
 
-class PermanentError(CrewrunError):
-    pass
-
-
-class InvalidRequestError(PermanentError):
-    default_code = "LLM_BAD_REQUEST"
-
-
-class ContextLengthError(PermanentError):
+class ContextLengthError(CrewrunError):
     default_code = "LLM_CONTEXT_TOO_LONG"
 
 
-class ContentPolicyError(PermanentError):
-    default_code = "LLM_CONTENT_REFUSED"
-
-
-class OperatorActionRequired(CrewrunError):
-    pass
-
-
-class AuthenticationError(OperatorActionRequired):
-    default_code = "LLM_AUTH_FAILED"
-
-
-class QuotaExhaustedError(OperatorActionRequired):
-    default_code = "LLM_QUOTA_EXHAUSTED"
-
-
-class ConfigurationError(OperatorActionRequired):
+class ConfigurationError(CrewrunError):
     default_code = "CONFIG_INVALID"
-
-
-class InternalError(CrewrunError):
-    default_code = "INTERNAL_ERROR"
-
-
-class ExecutionCancelled(CrewrunError):
-    default_code = "EXECUTION_CANCELLED"
