@@ -14,17 +14,17 @@ import structlog
 from temporalio import activity
 
 from activities.alert_activities import raise_alert
+from activities.attempt_records import AttemptRecords, Begun, service_of
 from activities.boundary import AttemptContext, AttemptState, ErrorBoundary, Failure
 from activities.runner_contract import TaskRunner, TaskRunRequest
 from backend.alerts import Alerter, AlertEvent
 from backend.breaker import CircuitBreaker, Permit
+from backend.db.models import TaskRun
 from backend.db.store import LogLine, Store
 from backend.exceptions import retry_policy
-from backend.exceptions.execution_errors import CircuitOpenError
 from backend.exceptions.redaction import redact_message
 from backend.metrics import Metrics
-from backend.specs import LLMSpec
-from backend.status import TERMINAL_EXECUTION, ExecutionStatus, TaskStatus
+from backend.status import TERMINAL_EXECUTION, ExecutionStatus
 from workflows.contracts import (
     COMPENSATE_ACTIVITY,
     OUTPUT_PREVIEW_CHARS,
@@ -65,6 +65,7 @@ class CrewActivities:
         self._alert_max_interval_s = alert_max_interval_s
         self._store = store
         self._breaker = breaker
+        self._records = AttemptRecords(store.db, breaker)
         self._metrics = metrics or Metrics()
         self._runner = runner
         self._executor = executor
@@ -137,107 +138,36 @@ class CrewActivities:
         return await self._run_crew_task(inp, info)
 
     async def _run_crew_task(self, inp: RunTaskInput, info: activity.Info) -> TaskResult:
-        task = inp.task["name"]
-        # Per-category failure counts and the error history of earlier attempts.
+        # Per-category failure counts, the error history and the LLM of the chain, from the
+        # attempts before this one (heartbeat details).
         state = AttemptState.from_details(info.heartbeat_details)
         chain = _llm_chain(inp.agent)
-        permit: Permit | None = None
-        started: float | None = None  # set when the provider call begins
-        llm = chain[min(state.llm_index, len(chain) - 1)]
+        begun: Begun | None = None
+        started: float | None = None  # when the crew began to run
         # Everything that can fail, the database included (a full disk, an outage), leaves
         # through the boundary: classified, counted against its category's budget.
         try:
-            await self._write_unrecorded(inp, state)
-            row = await self._db(self._store.start_task_attempt, inp.execution_id, task, info.attempt)
-            if row is not None and row.status == TaskStatus.COMPLETED:
+            begun = await self._db(self._records.begin, inp, info.attempt, info.started_time, state, chain)
+            if begun.reused is not None:
                 # An earlier attempt committed the output and died before reporting it: reuse it.
                 log.info("task.output_reused")
-                return _result(task, row.attempts, row.output or "", row.model, reused=True)
-            if info.attempt > 1:
-                await self._db(self._store.transition_execution, inp.execution_id, ExecutionStatus.RETRYING)
-            await self._db(
-                self._store.add_log, inp.execution_id, "task.started", f"attempt {info.attempt}", task=task,
-                data={"attempt": info.attempt, "attempt_started_at": info.started_time.isoformat()},
-            )  # fmt: skip
-            context = await self._db(self._store.context_for, inp.execution_id, inp.context)
-            # Fail fast while a service's breaker is open: take the first LLM of the chain (from
-            # the current one on) whose breaker lets the call through; if none does, the boundary
-            # turns CircuitOpenError into a wait until the next probe (the circuit_open budget).
-            permit, llm = await self._db(self._permit, chain, state.llm_index)
-            request = TaskRunRequest(
-                agent={**inp.agent, "llm": llm}, task=inp.task, inputs=inp.inputs,
-                context={n: context[n] for n in inp.context if n in context},
-            )  # fmt: skip
+                return _result(begun.reused, reused=True)
+            assert begun.request is not None
             started = time.monotonic()
-            outcome = await self._heartbeating(self._runner.run, request, state)
-            row = await self._db(
-                self._store.complete_task, inp.execution_id, task,
-                output=outcome.output, model=outcome.model, attempt=info.attempt,
-            )  # fmt: skip
-            await self._db(self._breaker.record, permit, None)
-            permit = None  # its outcome is recorded
-            if info.attempt > 1:
-                await self._db(self._store.transition_execution, inp.execution_id, ExecutionStatus.RUNNING)
-            await self._db(
-                self._store.add_log, inp.execution_id, "task.completed",
-                f"{len(row.output or '')} chars from {outcome.model}", task=task,
-            )  # fmt: skip
+            outcome = await self._heartbeating(self._runner.run, begun.request, state)
+            row = await self._db(self._records.completed, inp, info.attempt, begun.permit, outcome)
         except Exception as exc:
-            failure = await self._fail(exc, inp, state, info, llm, chain)
-            self._observe_failure(failure, started)
-            if permit is not None:
-                await self._record_breaker_failure(permit, failure.record["category"])
+            llm = begun.llm if begun else chain[min(state.llm_index, len(chain) - 1)]
+            failure = await self._fail(exc, inp, state, info, llm, begun.permit if begun else None, chain)
+            if started is not None:
+                self._metrics.task_duration.labels("failed").observe(time.monotonic() - started)
             raise failure.error from None
         self._metrics.task_duration.labels("completed").observe(time.monotonic() - (started or 0))
         log.info("task.completed", chars=len(row.output or ""))
-        return _result(task, row.attempts, row.output or "", row.model)
-
-    async def _record_breaker_failure(self, permit: Permit, category: str) -> None:
-        try:
-            opened = await self._db(self._breaker.record, permit, category)
-        except Exception as db_error:  # the database failing: the breaker cannot count this one
-            log.error("breaker.record_failed", service=permit.service,
-                      db_error=redact_message(f"{type(db_error).__name__}: {db_error}")[:300])  # fmt: skip
-            return
-        if opened:
-            await self._alert(AlertEvent("circuit_opened", f"circuit of {permit.service} opened",
-                                         severity="high", service=permit.service))  # fmt: skip
-
-    async def _write_unrecorded(self, inp: RunTaskInput, state: AttemptState) -> None:
-        """Error events earlier attempts could not write (the database itself was failing)."""
-        while state.unrecorded:
-            record = state.unrecorded[0]
-            await self._db(
-                self._store.record_attempt_failure,
-                inp.execution_id,
-                inp.task["name"],
-                record=record,
-                final=False,
-            )
-            state.unrecorded.pop(0)
+        return _result(row)
 
     async def _alert(self, event: AlertEvent) -> None:
         await raise_alert(self._alerter, event, self._alert_max_interval_s)
-
-    def _observe_failure(self, failure: Failure, started: float | None) -> None:
-        record = failure.record
-        self._metrics.errors.labels(
-            record["category"], record["code"], record["severity"], record["service"]
-        ).inc()
-        if not failure.final:
-            self._metrics.retries.labels(record["category"]).inc()
-        if started is not None:
-            self._metrics.task_duration.labels("failed").observe(time.monotonic() - started)
-
-    def _permit(self, chain: list[dict[str, Any]], start: int) -> tuple[Permit, dict[str, Any]]:
-        first_refusal: CircuitOpenError | None = None
-        for llm in chain[start:] or chain[-1:]:
-            try:
-                return self._breaker.acquire(_service_name(llm)), llm
-            except CircuitOpenError as refused:
-                first_refusal = first_refusal or refused
-        assert first_refusal is not None
-        raise first_refusal
 
     async def _fail(
         self,
@@ -246,38 +176,35 @@ class CrewActivities:
         state: AttemptState,
         info: activity.Info,
         llm: dict[str, Any],
+        permit: Permit | None,
         chain: list[dict[str, Any]],
     ) -> Failure:
-        """Classify, record (error event + task error, one transaction), carry the counts over."""
+        """Classify; record the error event, the task's status and the breaker's outcome in one
+        transaction; alert; carry the counts over to the next attempt."""
         failure = self._boundary.failure(
             exc,
             state=state,
-            table=retry_policy.from_json(inp.retry) if inp.retry else retry_policy.DEFAULT_POLICIES,
+            table=retry_policy.from_json(inp.retry) if inp.retry else dict(retry_policy.DEFAULT_POLICIES),
             context=AttemptContext(
-                task=inp.task["name"], agent=inp.agent["name"], service=_service_name(llm),
+                task=inp.task["name"], agent=inp.agent["name"], service=service_of(llm),
                 attempt=info.attempt, started_at=info.started_time,
             ),
             fallback=chain[state.llm_index + 1]["model"] if state.llm_index + 1 < len(chain) else None,
         )  # fmt: skip
         record = failure.record
-        # A failure an operator can fix leaves the task open (the workflow pauses and may resume
-        # it); an optional task that fails for good is degraded, not failed.
-        paused = failure.final and record["category"] in inp.pause_categories
+        self._metrics.errors.labels(
+            record["category"], record["code"], record["severity"], record["service"]
+        ).inc()
+        if not failure.final:
+            self._metrics.retries.labels(record["category"]).inc()
         try:
-            await self._db(
-                self._store.record_attempt_failure, inp.execution_id, inp.task["name"], record=record,
-                final=failure.final and not paused,
-                final_status=TaskStatus.FAILED if inp.task.get("critical", True) else TaskStatus.DEGRADED,
-            )  # fmt: skip
-            await self._db(
-                self._store.add_log, inp.execution_id, "task.attempt_failed", failure.error.message,
-                level="error" if failure.final else "warning", task=inp.task["name"],
-                data={k: record[k] for k in ("code", "category", "severity", "attempt", "next_retry_delay_s")},
-            )  # fmt: skip
+            opened = await self._db(self._records.failed, inp, record, final=failure.final, permit=permit,
+                                    message=failure.error.message)  # fmt: skip
         except Exception as db_error:
             # The database is what fails (full, down): the event rides in the heartbeat details
             # and the next attempt writes it. The failure itself still leaves classified.
             state.keep_unrecorded(record)
+            opened = False
             log.error("task.failure_unrecorded", code=record["code"],
                       db_error=redact_message(f"{type(db_error).__name__}: {db_error}")[:300])  # fmt: skip
         (log.error if failure.final else log.warning)(
@@ -286,6 +213,9 @@ class CrewActivities:
         )  # fmt: skip
         await self._alert(AlertEvent("error", f"[{record['code']}] task {record['task']} of {inp.crew_name}",
                                      severity=record["severity"], execution_id=inp.execution_id, error=record))  # fmt: skip
+        if opened and permit is not None:
+            await self._alert(AlertEvent("circuit_opened", f"circuit of {permit.service} opened",
+                                         severity="high", service=permit.service))  # fmt: skip
         # Heartbeat details outlive this attempt: the next one continues these counts.
         activity.heartbeat(state.to_details())
         if record["code"] in PROCESS_EXHAUSTION_CODES and self._on_exhausted is not None:
@@ -313,19 +243,10 @@ def _llm_chain(agent: dict[str, Any]) -> list[dict[str, Any]]:
     return [agent["llm"], *agent.get("fallback_llms", [])]
 
 
-def _service_name(llm: dict[str, Any]) -> str:
-    return LLMSpec.model_validate(llm).service_name
-
-
-def _result(task: str, attempts: int, output: str, model: str | None, reused: bool = False) -> TaskResult:
-    return TaskResult(
-        task=task,
-        attempts=attempts,
-        output_preview=output[:OUTPUT_PREVIEW_CHARS],
-        output_chars=len(output),
-        model=model,
-        reused=reused,
-    )
+def _result(row: TaskRun, reused: bool = False) -> TaskResult:
+    output = row.output or ""
+    return TaskResult(task=row.name, attempts=row.attempts, output_preview=output[:OUTPUT_PREVIEW_CHARS],
+                      output_chars=len(output), model=row.model, reused=reused)  # fmt: skip
 
 
 def _bind_execution(execution_id: str) -> None:

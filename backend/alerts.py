@@ -7,24 +7,27 @@ an atomic UPDATE on ``alert_dedup`` lets exactly one caller per key and cooldown
 workflow per alert (``AlertDelivery``) whose activity retries until every sink accepted it, so a
 sink outage delays an alert but never loses it; each sink gets it once.
 
-Sinks: ``log`` (always), a generic JSON ``webhook``, a Slack-compatible ``slack`` incoming webhook.
+Sinks (the :class:`Sink` protocol): ``log`` (always), a generic JSON ``webhook``, a Slack-compatible
+``slack`` incoming webhook; :func:`register_sink` adds a kind.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
 
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from backend.db.models import Alert, AlertDedup, ErrorEvent, utcnow
-from backend.db.store import Page, Store
+from backend.db import alerts
+from backend.db.database import Database
+from backend.db.models import Alert, utcnow
+from backend.db.paging import Page
 from backend.exceptions.redaction import redact_data
 
 log = structlog.get_logger("crewrun.alerts")
@@ -69,26 +72,81 @@ class AlertEvent:
     incident: str | None = None
 
 
+class Sink(Protocol):
+    """Somewhere an alert goes. ``send`` raises httpx.HTTPError when the sink refused it (the
+    delivery workflow tries again later); it may be called again for an alert it took before
+    (after a crash), so it should de-duplicate by the payload's ``id``."""
+
+    @property
+    def name(self) -> str: ...
+
+    def send(self, payload: dict[str, Any], client: httpx.Client) -> None: ...
+
+
 @dataclass(frozen=True)
-class Sink:
-    name: str
-    kind: Literal["log", "webhook", "slack"]
-    url: str | None = None
+class LogSink:
+    name: str = "log"
+
+    def send(self, payload: dict[str, Any], client: httpx.Client) -> None:
+        log.error("alert", **{k: v for k, v in payload.items() if k != "data"})
+
+
+@dataclass(frozen=True)
+class WebhookSink:
+    """The alert as JSON, with the alert id as ``Idempotency-Key``."""
+
+    url: str
+    name: str = "webhook"
+
+    def send(self, payload: dict[str, Any], client: httpx.Client) -> None:
+        client.post(self.url, json=payload, headers={"Idempotency-Key": payload["id"]}).raise_for_status()
+
+
+@dataclass(frozen=True)
+class SlackSink:
+    """A Slack-compatible incoming webhook: one line of text."""
+
+    url: str
+    name: str = "slack"
+
+    def send(self, payload: dict[str, Any], client: httpx.Client) -> None:
+        text = f"[{payload['severity'].upper()}] {payload['title']}\n{payload['detail'][:500]}"
+        client.post(
+            self.url, json={"text": text}, headers={"Idempotency-Key": payload["id"]}
+        ).raise_for_status()
+
+
+# How each kind of sink is made from the settings (None: not configured). A deployment adds one
+# with register_sink, without touching this module's code.
+SinkFactory = Callable[[Any], Sink | None]
+
+
+def _log(settings: Any) -> Sink | None:
+    return LogSink()
+
+
+def _webhook(settings: Any) -> Sink | None:
+    return WebhookSink(settings.alert_webhook_url) if settings.alert_webhook_url else None
+
+
+def _slack(settings: Any) -> Sink | None:
+    return SlackSink(settings.alert_slack_webhook_url) if settings.alert_slack_webhook_url else None
+
+
+SINK_FACTORIES: dict[str, SinkFactory] = {"log": _log, "webhook": _webhook, "slack": _slack}
+
+
+def register_sink(kind: str, factory: SinkFactory) -> None:
+    SINK_FACTORIES[kind] = factory
 
 
 def sinks_from(settings: Any) -> list[Sink]:
-    sinks = [Sink("log", "log")]
-    if settings.alert_webhook_url:
-        sinks.append(Sink("webhook", "webhook", settings.alert_webhook_url))
-    if settings.alert_slack_webhook_url:
-        sinks.append(Sink("slack", "slack", settings.alert_slack_webhook_url))
-    return sinks
+    return [sink for factory in SINK_FACTORIES.values() if (sink := factory(settings)) is not None]
 
 
 class Alerter:
-    def __init__(self, store: Store, rules: list[AlertRule], sinks: list[Sink]) -> None:
-        self._store = store
-        self._sessions = store.sessions
+    def __init__(self, db: Database, rules: list[AlertRule], sinks: list[Sink]) -> None:
+        self._db = db
         self.rules = rules
         self.sinks = {s.name: s for s in sinks}
 
@@ -133,32 +191,11 @@ class Alerter:
 
     def _recent_errors(self, rule: AlertRule) -> int:
         since = utcnow() - timedelta(seconds=rule.window_s)
-        query = select(func.count()).select_from(ErrorEvent).where(ErrorEvent.occurred_at >= since)
-        if rule.category:
-            query = query.where(ErrorEvent.category == rule.category)
-        if rule.code:
-            query = query.where(ErrorEvent.code == rule.code)
-        with self._sessions() as s:
-            return int(s.scalar(query) or 0)
+        with self._db.read() as s:
+            return alerts.recent_errors(s, since=since, category=rule.category, code=rule.code)
 
     def _first_in_cooldown(self, key: str, cooldown_s: float) -> bool:
-        """True for exactly one caller per key and cooldown, across processes."""
-        now = utcnow()
-        with self._sessions() as s, s.begin():
-            won = s.execute(
-                update(AlertDedup)
-                .where(AlertDedup.dedup_key == key, AlertDedup.last_at <= now - timedelta(seconds=cooldown_s))
-                .values(last_at=now)
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
-        if won:
-            return True
-        try:
-            with self._sessions() as s, s.begin():
-                s.add(AlertDedup(dedup_key=key, last_at=now))
-            return True
-        except IntegrityError:
-            return False  # the key fired within its cooldown (or a concurrent caller won)
+        return alerts.first_in_cooldown(self._db, key, cooldown_s)
 
     def _create(self, rule: AlertRule, key: str, event: AlertEvent, alert_id: str | None) -> str:
         alert_id = alert_id or str(uuid.uuid4())
@@ -176,8 +213,9 @@ class Alerter:
     def _insert(
         self, alert_id: str, rule: AlertRule, key: str, event: AlertEvent, error: dict[str, Any], detail: str
     ) -> None:
-        with self._sessions() as s, s.begin():
-            s.add(
+        with self._db.transaction("alert.insert") as s:
+            alerts.insert(
+                s,
                 Alert(
                     id=alert_id, rule=rule.name, severity=error.get("severity", event.severity),
                     title=event.title[:300], detail=str(detail)[:2000], dedup_key=key[:300],
@@ -186,7 +224,7 @@ class Alerter:
                                       if error else None, **event.data}),
                     sinks=rule.sinks or list(self.sinks), delivered_sinks=[], delivered=False,
                     delivery_attempts=0, created_at=utcnow(),
-                )
+                ),
             )  # fmt: skip
 
     # ----- delivering (called by the delivery activity, retried by Temporal) -----
@@ -194,8 +232,8 @@ class Alerter:
     def deliver(self, alert_id: str, client: httpx.Client) -> list[str]:
         """Send to every sink that has not accepted it yet; raises if one still refuses.
         Returns the sinks that accepted it in this call."""
-        with self._sessions() as s:
-            alert = s.get(Alert, alert_id)
+        with self._db.read() as s:
+            alert = alerts.get(s, alert_id)
             if alert is None or alert.delivered:
                 return []
             pending = [n for n in alert.sinks if n not in alert.delivered_sinks and n in self.sinks]
@@ -203,18 +241,12 @@ class Alerter:
         accepted, failures = [], []
         for name in pending:
             try:
-                self._send(self.sinks[name], payload, client)
+                self.sinks[name].send(payload, client)
                 accepted.append(name)
             except httpx.HTTPError as exc:
                 failures.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
-        with self._sessions() as s, s.begin():
-            alert = s.get(Alert, alert_id)
-            assert alert is not None
-            alert.delivered_sinks = sorted({*alert.delivered_sinks, *accepted})
-            alert.delivery_attempts += 1
-            alert.last_error = "; ".join(failures) or None
-            if not failures:
-                alert.delivered, alert.delivered_at = True, utcnow()
+        with self._db.transaction("alert.delivery") as s:
+            alerts.record_delivery(s, alert_id, accepted, failures)
         if failures:
             raise SinkUnavailable("; ".join(failures))
         return accepted
@@ -227,29 +259,19 @@ class Alerter:
             "created_at": alert.created_at.isoformat(),
         }  # fmt: skip
 
-    @staticmethod
-    def _send(sink: Sink, payload: dict[str, Any], client: httpx.Client) -> None:
-        if sink.kind == "log":
-            log.error("alert", **{k: v for k, v in payload.items() if k != "data"})
-            return
-        assert sink.url is not None
-        body = payload if sink.kind == "webhook" else {
-            "text": f"[{payload['severity'].upper()}] {payload['title']}\n{payload['detail'][:500]}"
-        }  # fmt: skip
-        response = client.post(sink.url, json=body, headers={"Idempotency-Key": payload["id"]})
-        response.raise_for_status()
-
     # ----- reading -----
 
-    def list(self, *, since: Any, limit: int, cursor: str | None) -> Page[Alert]:
-        query = select(Alert)
-        if since is not None:
-            query = query.where(Alert.created_at >= since)
-        return self._store.page(query, Alert.created_at, Alert.id, limit, cursor)
+    def page(self, *, since: Any, limit: int, cursor: str | None) -> Page[Alert]:
+        with self._db.read() as s:
+            return alerts.page(s, since=since, limit=limit, cursor=cursor)
 
     def get(self, alert_id: str) -> Alert | None:
-        with self._sessions() as s:
-            return s.get(Alert, alert_id)
+        with self._db.read() as s:
+            return alerts.get(s, alert_id)
+
+    def undelivered(self, *, before: datetime, limit: int) -> list[str]:
+        with self._db.read() as s:
+            return alerts.undelivered(s, before=before, limit=limit)
 
 
 class SinkUnavailable(Exception):

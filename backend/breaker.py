@@ -26,9 +26,11 @@ from typing import Any
 
 import structlog
 from sqlalchemy import case, delete, func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
+from backend.db.database import Database
 from backend.db.models import BreakerCall, BreakerEvent, CircuitBreakerRow
 from backend.exceptions.categories import BREAKER_COUNTED, Category
 from backend.exceptions.execution_errors import CircuitOpenError
@@ -74,25 +76,37 @@ class BreakerState:
 class CircuitBreaker:
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        db: Database,
         config: BreakerConfig,
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        self._sessions = sessions
+        self._db = db
         self.config = config
         self._clock = clock
         self._rng = rng or random.Random()
+        self._known: set[str] = set()  # services whose row this process made sure exists
 
-    # ----- the two calls around every provider call -----
+    # ----- the two calls around every provider call: in a transaction of their own, or in the
+    # caller's (a task attempt decides and records in the transactions it writes anyway) -----
 
     def acquire(self, service: str) -> Permit:
         """Let a call through, or raise CircuitOpenError with the time until a probe may run."""
+        with self._db.transaction("breaker.acquire") as s:
+            return self.acquire_in(s, service)
+
+    def record(self, permit: Permit, category: str | None) -> bool:
+        """The outcome of a permitted call: ``None`` for success, else the error's category.
+        Returns True when this outcome opened a closed breaker (a new incident)."""
+        with self._db.transaction("breaker.record") as s:
+            return self.record_in(s, permit, category)
+
+    def acquire_in(self, s: Session, service: str) -> Permit:
         if not self.config.enabled:
             return Permit(service)
         now = self._clock()
-        with self._locked(service, now) as (s, row):
+        with self._locked(s, service, now) as row:
             if row.state == CLOSED:
                 return Permit(service)
             if row.state == OPEN and now >= (row.next_probe_at or 0):
@@ -113,14 +127,12 @@ class CircuitBreaker:
                 service=service,
             )
 
-    def record(self, permit: Permit, category: str | None) -> bool:
-        """The outcome of a permitted call: ``None`` for success, else the error's category.
-        Returns True when this outcome opened a closed breaker (a new incident)."""
+    def record_in(self, s: Session, permit: Permit, category: str | None) -> bool:
         if not self.config.enabled:
             return False
         now = self._clock()
         counted_failure = category is not None and self.config.counts(category)
-        with self._locked(permit.service, now) as (s, row):
+        with self._locked(s, permit.service, now) as row:
             if permit.probe and row.state == HALF_OPEN:
                 if counted_failure:
                     self._open(s, row, f"probe failed ({category})", now)
@@ -152,27 +164,27 @@ class CircuitBreaker:
 
     def states(self) -> list[BreakerState]:
         now = self._clock()
-        with self._sessions() as s:
+        with self._db.read() as s:
             rows = list(s.scalars(select(CircuitBreakerRow).order_by(CircuitBreakerRow.service)))
             return [self._state_of(s, row, now) for row in rows]
 
     def state(self, service: str) -> BreakerState | None:
         now = self._clock()
-        with self._sessions() as s:
+        with self._db.read() as s:
             row = s.get(CircuitBreakerRow, service)
             return self._state_of(s, row, now) if row else None
 
     def reset(self, service: str) -> bool:
         now = self._clock()
-        with self._sessions() as s:
+        with self._db.transaction("breaker.reset") as s:
             if s.get(CircuitBreakerRow, service) is None:
                 return False
-        with self._locked(service, now) as (s, row):
-            self._close(s, row, "reset by operator", now)
+            with self._locked(s, service, now) as row:
+                self._close(s, row, "reset by operator", now)
         return True
 
     def events(self, service: str) -> list[BreakerEvent]:
-        with self._sessions() as s:
+        with self._db.read() as s:
             return list(
                 s.scalars(
                     select(BreakerEvent).where(BreakerEvent.service == service).order_by(BreakerEvent.id)
@@ -182,27 +194,34 @@ class CircuitBreaker:
     # ----- internals -----
 
     @contextmanager
-    def _locked(self, service: str, now: float) -> Iterator[tuple[Session, CircuitBreakerRow]]:
-        self._ensure_row(service, now)
-        with self._sessions() as s, s.begin():
-            # The no-op UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before
-            # anything is read, so two workers cannot both decide from the same old state.
-            s.execute(
-                update(CircuitBreakerRow).where(CircuitBreakerRow.service == service).values(updated_at=now)
-            )
-            row = s.get(CircuitBreakerRow, service, populate_existing=True)
-            assert row is not None
-            yield s, row
+    def _locked(self, s: Session, service: str, now: float) -> Iterator[CircuitBreakerRow]:
+        self._ensure_row(s, service, now)
+        # The no-op UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before
+        # anything is read, so two workers cannot both decide from the same old state.
+        locked = s.execute(
+            update(CircuitBreakerRow).where(CircuitBreakerRow.service == service).values(updated_at=now)
+        )
+        if not locked.rowcount:  # type: ignore[attr-defined]
+            # Made by a transaction of this process that then rolled back: make it again.
+            self._known.discard(service)
+            self._ensure_row(s, service, now)
+        row = s.get(CircuitBreakerRow, service, populate_existing=True)
+        assert row is not None
+        yield row
 
-    def _ensure_row(self, service: str, now: float) -> None:
-        with self._sessions() as s:
-            if s.get(CircuitBreakerRow, service) is not None:
-                return
-        try:
-            with self._sessions() as s, s.begin():
-                s.add(CircuitBreakerRow(service=service, state=CLOSED, updated_at=now))
-        except IntegrityError:
-            pass  # another worker created it first
+    def _ensure_row(self, s: Session, service: str, now: float) -> None:
+        """Once per service and process: an insert that does nothing when another worker (or an
+        earlier run) created the row first."""
+        if service in self._known:
+            return
+        dialect = s.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        s.execute(
+            insert(CircuitBreakerRow)
+            .values(service=service, state=CLOSED, updated_at=now, consecutive_failures=0, probes_in_flight=0)
+            .on_conflict_do_nothing(index_elements=["service"])
+        )
+        self._known.add(service)
 
     def _window(self, s: Session, service: str, now: float) -> tuple[int, int]:
         """Calls and failures within the window (older rows are pruned on writes, not on reads)."""

@@ -19,7 +19,6 @@ from activities.crew_activities import CrewActivities
 from activities.runner_contract import TaskRunner
 from backend.alerts import Alerter, sinks_from
 from backend.breaker import CircuitBreaker, config_from
-from backend.db.engine import make_engine, make_session_factory
 from backend.db.store import Store
 from backend.metrics import Metrics
 from backend.settings import Settings
@@ -28,7 +27,7 @@ from workflows.crew_execution import CrewExecutionWorkflow
 
 
 def build_store(settings: Settings) -> Store:
-    return Store(make_session_factory(make_engine(settings.database_url)))
+    return Store.from_url(settings.database_url)
 
 
 def default_runner() -> TaskRunner:
@@ -79,13 +78,13 @@ def build_worker(
     executor = ThreadPoolExecutor(settings.worker_max_concurrent_tasks, thread_name_prefix="crew-task")
     store = store or build_store(settings)
     metrics = metrics or Metrics()
-    alerter = Alerter(store, list(settings.alert_rules), sinks_from(settings))
+    alerter = Alerter(store.db, list(settings.alert_rules), sinks_from(settings))
     activities_runner = runner or default_runner()
     activities = CrewActivities(
         store=store,
         runner=activities_runner,
         executor=executor,
-        breaker=breaker or CircuitBreaker(store.sessions, config_from(settings)),
+        breaker=breaker or CircuitBreaker(store.db, config_from(settings)),
         metrics=metrics,
         alerter=alerter,
         alert_max_interval_s=settings.alert_delivery_max_interval_s,

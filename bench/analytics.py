@@ -26,6 +26,7 @@ from sqlalchemy import Engine, create_engine, insert, text
 
 from backend.api.app import create_app
 from backend.db.analytics import ErrorAnalytics, ErrorFilter, default_since
+from backend.db.database import Database
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.models import ErrorEvent, Execution
 from backend.db.store import Store
@@ -177,7 +178,7 @@ async def query_latencies(client: httpx.AsyncClient, what: str, n: int) -> list[
 def direct_query_ms(store: Store, n: int = 3) -> dict[str, float]:
     """p50 of ErrorAnalytics called directly: the database's share of a request's latency; the
     rest is FastAPI, serialisation and the thread hop."""
-    analytics = ErrorAnalytics(store)
+    analytics = ErrorAnalytics(store.db)
     day = ErrorFilter(since=default_since())
     month = ErrorFilter(since=datetime.now(UTC) - timedelta(days=30))
     out = {}
@@ -222,7 +223,7 @@ async def measure_db(backend: str, url: str, events: int, reps: int, requests: i
     (load_sqlite if backend == "sqlite" else load_postgres)(engine, events)
     result.load_s = time.perf_counter() - started
     progress(f"analytics {backend}: {events:,} events loaded in {result.load_s:.0f} s")
-    store = Store(make_session_factory(engine))
+    store = Store(Database(make_session_factory(engine)))
     records = error_records()
     app = create_app(Settings(data_dir=work, database_url=url), reconcile=False)
     async with (

@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend.db.engine import make_engine, make_session_factory, upgrade_database  # noqa: E402
+from backend.db.engine import upgrade_database  # noqa: E402
 from backend.db.store import Store  # noqa: E402
 from backend.executions import start_workflow  # noqa: E402
 from backend.settings import SEARCH_ATTRIBUTES, Settings  # noqa: E402
@@ -41,7 +41,7 @@ async def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     url = f"sqlite:///{tmp / 'crewrun.db'}"
     upgrade_database(url)
-    store = Store(make_session_factory(make_engine(url)))
+    store = Store.from_url(url)
     fast = {
         c: {"initial_interval_s": 0.05, "maximum_interval_s": 0.2} for c in ("external_service", "rate_limit")
     }

@@ -18,7 +18,6 @@ from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
 from backend.api.app import create_app
-from backend.db.engine import make_engine, make_session_factory
 from backend.db.store import Store
 from backend.exceptions.retry_policy import OVERRIDABLE
 from backend.logging_setup import build_handler, configure_logging
@@ -128,7 +127,7 @@ def db_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def store(db_url: str) -> Store:
-    return Store(make_session_factory(make_engine(db_url)))
+    return Store.from_url(db_url)
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ async def check_ledger(
         described = await closed_workflow(client, row.workflow_id)
         if described.status not in CLOSED_AS[row.status]:
             report.problems.append(f"{execution_id}: DB says {row.status}, Temporal says {described.status}")
-    with store.sessions() as s:
+    with store.db.read() as s:
         for model in (ExecutionFailure, DeadLetter):
             rows = s.execute(
                 select(model.execution_id, func.count())

@@ -139,11 +139,11 @@ def _error(
 
 
 def test_rate_rule_fires_once_when_the_window_fills(store: Any) -> None:
-    from backend.alerts import Alerter, AlertEvent, Sink
+    from backend.alerts import Alerter, AlertEvent, LogSink
     from tests.error_burst import burst
 
-    alerter = Alerter(store, [AlertRule(name="limits", kind="rate", category="rate_limit", count=6, window_s=10**9)],
-                      [Sink("log", "log")])  # fmt: skip
+    alerter = Alerter(store.db, [AlertRule(name="limits", kind="rate", category="rate_limit", count=6, window_s=10**9)],
+                      [LogSink()])  # fmt: skip
     event = AlertEvent("error", "rate limited", error=_error("LLM_RATE_LIMITED", "rate_limit", "low"))
     burst(store, executions=1, per_execution=5)
     assert alerter.raise_for(event) == []  # 5 < 6
@@ -154,10 +154,10 @@ def test_rate_rule_fires_once_when_the_window_fills(store: Any) -> None:
 
 
 def test_slack_and_webhook_sinks_each_get_the_alert_once(store: Any, receiver: WebhookReceiver) -> None:
-    from backend.alerts import Alerter, AlertEvent, Sink, SinkUnavailable
+    from backend.alerts import Alerter, AlertEvent, LogSink, SinkUnavailable, SlackSink, WebhookSink
 
-    alerter = Alerter(store, [AlertRule(name="paused", kind="paused", cooldown_s=0)],
-                      [Sink("log", "log"), Sink("webhook", "webhook", receiver.url), Sink("slack", "slack", receiver.url)])  # fmt: skip
+    alerter = Alerter(store.db, [AlertRule(name="paused", kind="paused", cooldown_s=0)],
+                      [LogSink(), WebhookSink(receiver.url), SlackSink(receiver.url)])  # fmt: skip
     (alert_id,) = alerter.raise_for(AlertEvent("paused", "execution e1 paused: LLM_AUTH_FAILED", execution_id="e1",
                                                error=_error("LLM_AUTH_FAILED", "authentication", "critical")))  # fmt: skip
     receiver.down_until = time.monotonic() + 60
@@ -172,3 +172,36 @@ def test_slack_and_webhook_sinks_each_get_the_alert_once(store: Any, receiver: W
     assert slack == {"text": "[CRITICAL] execution e1 paused: LLM_AUTH_FAILED\nboom"}
     alert = alerter.get(alert_id)
     assert alert is not None and alert.delivered and alert.delivery_attempts == 2
+
+
+def test_a_fourth_kind_of_sink_plugs_in_without_changing_the_alerter(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import dataclass
+
+    from backend import alerts
+    from backend.alerts import Alerter, AlertEvent, register_sink, sinks_from
+    from backend.settings import Settings
+
+    @dataclass
+    class PagerSink:  # a team's own sink: anything with a name and send()
+        name: str = "pager"
+        sent: list[dict[str, Any]] | None = None
+
+        def send(self, payload: dict[str, Any], client: httpx.Client) -> None:
+            assert self.sent is not None
+            self.sent.append(payload)
+
+    pager = PagerSink(sent=[])
+    monkeypatch.setattr(
+        alerts, "SINK_FACTORIES", dict(alerts.SINK_FACTORIES)
+    )  # registered for this test only
+    register_sink("pager", lambda settings: pager)
+    sinks = sinks_from(Settings())
+    assert [s.name for s in sinks] == ["log", "pager"]  # webhook and slack are not configured here
+
+    alerter = Alerter(store.db, [AlertRule(name="dl", kind="dead_letter", cooldown_s=0)], sinks)
+    (alert_id,) = alerter.raise_for(AlertEvent("dead_letter", "execution e2 failed", execution_id="e2"))
+    with httpx.Client(timeout=5) as client:
+        assert alerter.deliver(alert_id, client) == ["log", "pager"]
+    assert [p["id"] for p in pager.sent] == [alert_id]

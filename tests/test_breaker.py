@@ -16,6 +16,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit, config_from
+from backend.db.database import Database
 from backend.db.engine import make_engine, make_session_factory
 from backend.db.models import BreakerCall, BreakerEvent, CircuitBreakerRow
 from backend.exceptions.execution_errors import CircuitOpenError
@@ -94,7 +95,9 @@ def make_harness(any_db_url: str) -> Iterator[MakeHarness]:
         engines.append(engine)
         sessions = make_session_factory(engine)
         clock = FakeClock()
-        breaker = CircuitBreaker(sessions, BreakerConfig(**config), clock=clock, rng=random.Random(0))
+        breaker = CircuitBreaker(
+            Database(sessions), BreakerConfig(**config), clock=clock, rng=random.Random(0)
+        )
         return Harness(breaker, clock, sessions)
 
     yield make
@@ -701,7 +704,7 @@ def test_concurrent_counted_failures_open_the_breaker_exactly_once(
     engine = make_engine(race_db_url)
     try:
         breaker = CircuitBreaker(
-            make_session_factory(engine),
+            Database(make_session_factory(engine)),
             BreakerConfig(consecutive_failures=5, min_calls=100, cooldown_s=30.0),
             clock=FakeClock(),
             rng=random.Random(0),

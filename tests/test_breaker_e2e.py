@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from backend.breaker import CircuitBreaker, config_from
-from backend.db.engine import make_engine, make_session_factory
+from backend.db.database import Database
 from backend.settings import Settings
 from backend.stack import Stack
 from tests.support import free_port, research_spec, terminal, wait_for
@@ -74,7 +74,7 @@ def test_shared_breaker_parks_executions_during_an_outage_and_saves_calls(
     monkeypatch.setenv("CREWRUN_BREAKER_MIN_CALLS", "100")  # only the consecutive trip in play
     monkeypatch.setenv("CREWRUN_BREAKER_COOLDOWN_S", "2")
     settings = _settings(tmp_path, db_url, "with")
-    breaker = CircuitBreaker(make_session_factory(make_engine(db_url)), config_from(settings))
+    breaker = CircuitBreaker(Database.from_url(db_url), config_from(settings))
 
     def probes() -> int:
         return sum(1 for e in breaker.events("sim-llm") if e.to_state == "half_open")

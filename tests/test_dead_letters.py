@@ -12,27 +12,31 @@ from sqlalchemy.exc import OperationalError
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from backend.api.app import create_app
-from backend.db.engine import make_engine, make_session_factory
-from backend.db.faults import DbFaults
 from backend.db.store import Store
 from backend.settings import Settings
 from backend.simulator.script import FaultRule
 from backend.worker_factory import build_worker
+from tests.commit_faults import CommitFaults
 from tests.ledger import closed_workflow
 from tests.support import SimulatorServer, assert_problem, research_spec, wait_terminal
 
 
 @pytest.fixture
-def faults() -> DbFaults:
-    return DbFaults()
+def dlq_store(settings: Settings) -> Store:
+    return Store.from_url(settings.database_url)
+
+
+@pytest.fixture
+def faults(dlq_store: Store) -> CommitFaults:
+    return CommitFaults(dlq_store.db)
 
 
 @pytest.fixture
 async def dlq_api(
-    temporal_client: Client, settings: Settings, faults: DbFaults
+    temporal_client: Client, settings: Settings, dlq_store: Store
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Store]]:
-    """The API plus a worker whose store has armable DB faults."""
-    store = Store(make_session_factory(make_engine(settings.database_url)), faults=faults)
+    """The API plus a worker whose store's commits can be made ambiguous (``faults``)."""
+    store = dlq_store
     app = create_app(settings, temporal_client=temporal_client, reconcile=False)
     worker = build_worker(temporal_client, settings, store=store)
     async with (
@@ -82,14 +86,17 @@ async def test_permanent_failure_yields_one_final_record_and_one_dead_letter_wit
 
 
 async def test_compensation_retried_after_an_ambiguous_commit_writes_nothing_twice(
-    dlq_api: tuple[httpx.AsyncClient, Store], sim: SimulatorServer, faults: DbFaults, temporal_client: Client
+    dlq_api: tuple[httpx.AsyncClient, Store],
+    sim: SimulatorServer,
+    faults: CommitFaults,
+    temporal_client: Client,
 ) -> None:
     api, store = dlq_api
     # The commit succeeds, then the caller sees a dropped connection: Temporal retries the activity.
-    faults.arm("compensate.after_commit", OperationalError("COMMIT", {}, ConnectionResetError("reset")))
+    faults.arm("compensate", OperationalError("COMMIT", {}, ConnectionResetError("reset")))
     done = await fail_once(api, sim, "ambiguous")
 
-    assert faults.fired == ["compensate.after_commit"]
+    assert faults.fired == ["compensate"]
     assert len(store.failures_of(done["id"])) == 1
     assert len(await dead_letters_of(api, done["id"])) == 1
     logs = (await api.get(f"/api/v1/executions/{done['id']}/logs", params={"limit": 500})).json()["items"]

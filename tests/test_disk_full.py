@@ -18,7 +18,7 @@ import pytest
 from temporalio.client import Client
 
 from backend.api.app import create_app
-from backend.db.engine import make_engine, make_session_factory, upgrade_database
+from backend.db.engine import upgrade_database
 from backend.db.store import Store
 from backend.executions import start_workflow
 from backend.settings import Settings
@@ -70,7 +70,7 @@ async def test_a_full_disk_fails_attempts_as_disk_full_and_loses_nothing_committ
 ) -> None:
     url = f"sqlite:///{tiny_disk / 'crewrun.db'}"
     upgrade_database(url)
-    store = Store(make_session_factory(make_engine(url)))
+    store = Store.from_url(url)
     settings = Settings(
         data_dir=tmp_path, database_url=url, task_queue=f"disk-{uuid.uuid4().hex[:8]}", task_heartbeat_timeout_s=5,
         retry={"resource_exhaustion": {"maximum_attempts": 30, "initial_interval_s": 0.2, "maximum_interval_s": 0.3}},

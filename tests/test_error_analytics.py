@@ -8,7 +8,6 @@ import httpx
 import pytest
 
 from backend.db.analytics import ErrorAnalytics, ErrorFilter, interval_seconds
-from backend.db.engine import make_engine, make_session_factory
 from backend.db.store import Store
 from tests.error_burst import T0, burst
 from tests.support import assert_problem
@@ -16,8 +15,8 @@ from tests.support import assert_problem
 
 @pytest.fixture
 def analytics(any_db_url: str) -> tuple[Store, ErrorAnalytics]:
-    store = Store(make_session_factory(make_engine(any_db_url)))
-    return store, ErrorAnalytics(store)
+    store = Store.from_url(any_db_url)
+    return store, ErrorAnalytics(store.db)
 
 
 def test_burst_of_identical_failures_is_one_group_with_its_executions(

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.db.engine import make_engine, make_session_factory
 from backend.db.store import Store
 from backend.stack import Stack
 from backend.temporal_client import connect
@@ -64,7 +63,7 @@ async def test_200_concurrent_executions_under_faults_balance_the_ledger(
             assert not pending, f"{len(pending)} executions still running"
             elapsed = time.monotonic() - started
             calls = httpx.get(f"{sim}/_sim/requests").json()["calls"]
-        store = Store(make_session_factory(make_engine(settings.database_url)))
+        store = Store.from_url(settings.database_url)
         client = await connect(
             settings.model_copy(update={"temporal_address": f"127.0.0.1:{settings.temporal_port}"})
         )

@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 
-from backend.db.engine import make_engine, make_session_factory
 from backend.db.store import Store
 from backend.settings import Settings
 from backend.supervisor import read_status
@@ -91,7 +90,7 @@ class Stack:
         settings = self.settings.model_copy(
             update={"temporal_address": f"127.0.0.1:{self.settings.temporal_port}"}
         )
-        store = Store(make_session_factory(make_engine(settings.database_url)))
+        store = Store.from_url(settings.database_url)
         calls = httpx.get(f"{self.sim}/_sim/requests").json()["calls"]
         return await check_ledger(store, await connect(settings), ids, max_calls_per_logical_call=2,
                                   calls_per_task=calls_by_logical_call(calls))  # fmt: skip

@@ -16,7 +16,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from backend.db.engine import make_engine, make_session_factory, upgrade_database
+from backend.db.engine import upgrade_database
 from backend.db.store import Store
 from backend.executions import start_workflow
 from backend.settings import SEARCH_ATTRIBUTES, Settings
@@ -47,7 +47,7 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 def skip_store(tmp_path: Path) -> Store:
     url = f"sqlite:///{tmp_path / 'crewrun.db'}"
     upgrade_database(url)
-    return Store(make_session_factory(make_engine(url)))
+    return Store.from_url(url)
 
 
 @pytest.fixture

@@ -17,8 +17,6 @@ from temporalio.client import Client
 
 from backend.api.app import create_app
 from backend.breaker import CircuitBreaker, config_from
-from backend.db.engine import make_engine, make_session_factory
-from backend.db.faults import DbFaults
 from backend.db.models import Execution
 from backend.db.store import Store
 from backend.reconciler import start_orphans
@@ -26,6 +24,7 @@ from backend.settings import Settings
 from backend.simulator.script import FaultRule
 from backend.specs import CrewSpec
 from backend.worker_factory import build_worker
+from tests.commit_faults import CommitFaults
 from tests.ledger import LedgerReport, calls_by_logical_call, check_ledger, places_a_secret_could_reach
 from tests.support import (
     BODY_SECRET,
@@ -54,13 +53,14 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def faults() -> DbFaults:
-    return DbFaults()
+def faulty_store(settings: Settings) -> Store:
+    return Store.from_url(settings.database_url)
 
 
 @pytest.fixture
-def faulty_store(settings: Settings, faults: DbFaults) -> Store:
-    return Store(make_session_factory(make_engine(settings.database_url)), faults=faults)
+def faults(faulty_store: Store) -> CommitFaults:
+    """Ambiguous commits of the worker's named transactions."""
+    return CommitFaults(faulty_store.db)
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def accept(store: Store, sim: SimulatorServer, n: int) -> list[str]:
 async def wait_all_terminal(store: Store, ids: list[str], timeout_s: float = 120) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     for pause in poll_intervals():
-        with store.sessions() as s:  # one query for all of them
+        with store.db.read() as s:  # one query for all of them
             done = s.scalar(select(func.count()).where(Execution.id.in_(ids), Execution.status.in_(TERMINAL)))
         if done == len(ids):
             return
@@ -121,17 +121,17 @@ async def test_s2_output_committed_but_attempt_unreported_is_reused_not_recomput
     temporal_client: Client,
     settings: Settings,
     faulty_store: Store,
-    faults: DbFaults,
+    faults: CommitFaults,
     sim: SimulatorServer,
     worker: None,
 ) -> None:
     # Ten attempts die right after committing their output (a dropped connection, a SIGKILL).
-    faults.arm("complete_task.after_commit", OperationalError("COMMIT", {}, ConnectionResetError()), times=10)
+    faults.arm("finish_attempt.completed", OperationalError("COMMIT", {}, ConnectionResetError()), times=10)
     ids = accept(faulty_store, sim, CONCURRENT)
     await start_orphans(temporal_client, settings, faulty_store, older_than_s=-1)
     await wait_all_terminal(faulty_store, ids)
 
-    assert faults.fired == ["complete_task.after_commit"] * 10
+    assert faults.fired == ["finish_attempt.completed"] * 10
     report = await check_ledger(faulty_store, temporal_client, ids, max_calls_per_logical_call=1,
                                 calls_per_task=calls_by_logical_call(sim.calls()))  # fmt: skip
     print(f"\nS2: {report.line()}")
@@ -300,7 +300,7 @@ async def test_s9_outage_opens_the_breaker_parks_20_executions_and_a_probe_close
         await wait_all_terminal(faulty_store, ids, timeout_s=180)
         # While the worker runs: the DB turns terminal a moment before each workflow closes.
         report = await ledger_of(faulty_store, temporal_client, sim, ids, "S9")
-    breaker = CircuitBreaker(faulty_store.sessions, config_from(breaking))
+    breaker = CircuitBreaker(faulty_store.db, config_from(breaking))
     transitions = [(e.from_state, e.to_state) for e in breaker.events("127.0.0.1")]  # the base_url host
 
     assert report.by_status["completed"] == CONCURRENT
@@ -318,17 +318,17 @@ async def test_s11_ambiguous_commits_of_the_compensation_record_are_no_ops_on_re
     scenario_api: httpx.AsyncClient,
     temporal_client: Client,
     faulty_store: Store,
-    faults: DbFaults,
+    faults: CommitFaults,
     sim: SimulatorServer,
 ) -> None:
     # Every execution fails at task 2; half of the compensation commits succeed and then report a
     # dropped connection, so Temporal retries them.
-    faults.arm("compensate.after_commit", OperationalError("COMMIT", {}, ConnectionResetError()), times=10)
+    faults.arm("compensate", OperationalError("COMMIT", {}, ConnectionResetError()), times=10)
     sim.script.add_rules([FaultRule(kind="content_policy", agent="analyst", count=None)])
     ids = await start_concurrently(scenario_api, research_spec(sim.base_url, name="s11"))
     await wait_all_terminal(faulty_store, ids)
 
-    assert faults.fired == ["compensate.after_commit"] * 10
+    assert faults.fired == ["compensate"] * 10
     report = await ledger_of(faulty_store, temporal_client, sim, ids, "S11", max_calls=1)
     assert report.by_status["failed"] == CONCURRENT
     assert report.final_records == report.dead_letters == report.dead_letter_alerts == CONCURRENT
@@ -360,24 +360,22 @@ async def test_s11_ambiguous_commits_of_pauses_raise_each_pause_alert_once(
     scenario_api: httpx.AsyncClient,
     temporal_client: Client,
     faulty_store: Store,
-    faults: DbFaults,
+    faults: CommitFaults,
     sim: SimulatorServer,
 ) -> None:
     # Every execution pauses on a bad key at task 1; half the pause records commit and then
     # report a dropped connection, so Temporal retries the status activity.
-    faults.arm(
-        "transition.paused.after_commit", OperationalError("COMMIT", {}, ConnectionResetError()), times=10
-    )
+    faults.arm("transition.paused", OperationalError("COMMIT", {}, ConnectionResetError()), times=10)
     sim.script.add_rules([FaultRule(kind="auth", agent="researcher", count=CONCURRENT)])
     ids = await start_concurrently(scenario_api, research_spec(sim.base_url, name="s11p"))
     deadline = asyncio.get_running_loop().time() + 60
     while asyncio.get_running_loop().time() < deadline:
         alerts = (await scenario_api.get("/api/v1/alerts", params={"limit": 100})).json()["items"]
         paused = [a for a in alerts if a["rule"] == "execution-paused"]
-        if len(paused) >= CONCURRENT and faults.fired.count("transition.paused.after_commit") == 10:
+        if len(paused) >= CONCURRENT and faults.fired.count("transition.paused") == 10:
             break
         await asyncio.sleep(0.2)
-    assert faults.fired == ["transition.paused.after_commit"] * 10
+    assert faults.fired == ["transition.paused"] * 10
     assert sorted(a["execution_id"] for a in paused) == sorted(ids)  # one alert per pause, none lost
     resumed = await asyncio.gather(*(scenario_api.post(f"/api/v1/executions/{e}/resume") for e in ids))
     assert {r.status_code for r in resumed} == {202}

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from backend.db.engine import make_engine, make_session_factory
 from backend.db.models import TaskRun
 from backend.db.store import Store
 from backend.settings import Settings
@@ -112,11 +111,11 @@ class Run:
 
 
 def store_of(settings: Settings) -> Store:
-    return Store(make_session_factory(make_engine(settings.database_url)))
+    return Store.from_url(settings.database_url)
 
 
 def committed_outputs(store: Store, ids: list[str]) -> set[tuple[str, str]]:
-    with store.sessions() as s:
+    with store.db.read() as s:
         rows = s.execute(
             select(TaskRun.execution_id, TaskRun.name).where(
                 TaskRun.execution_id.in_(ids), TaskRun.status == "completed"

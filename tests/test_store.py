@@ -7,18 +7,17 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from backend.db.engine import make_engine, make_session_factory
-from backend.db.faults import DbFaults
 from backend.db.store import CrewNameTaken, IdempotencyKeyReused, LogLine, Store, decode_cursor
 from backend.status import ExecutionStatus as E
 from backend.status import TaskStatus as T
+from tests.commit_faults import CommitFaults
 
 SPEC = {"tasks": [{"name": "one", "agent": "a"}, {"name": "two", "agent": "b"}]}
 
 
 @pytest.fixture
 def db(any_db_url: str) -> Store:
-    return Store(make_session_factory(make_engine(any_db_url)))
+    return Store.from_url(any_db_url)
 
 
 def _execution(db: Store, key: str | None = None, body: str = "h") -> str:
@@ -158,10 +157,10 @@ def test_unstarted_executions_are_found_for_the_reconciler(db: Store) -> None:
 
 
 def test_a_transition_writes_its_log_line_once_even_when_the_commit_is_not_reported(any_db_url: str) -> None:
-    faults = DbFaults()
-    db = Store(make_session_factory(make_engine(any_db_url)), faults=faults)
+    db = Store.from_url(any_db_url)
+    faults = CommitFaults(db.db)
     eid = _execution(db)
-    faults.arm("transition.paused.after_commit", OperationalError("COMMIT", {}, ConnectionResetError()))
+    faults.arm("transition.paused", OperationalError("COMMIT", {}, ConnectionResetError()))
     line = LogLine(
         "execution.paused", "waiting for an operator", "info", {"error": {"code": "LLM_AUTH_FAILED"}}
     )

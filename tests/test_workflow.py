@@ -3,9 +3,13 @@ and the simulator over HTTP."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 from temporalio.client import Client, WorkflowFailureError
 
 from backend.db.store import Store
@@ -105,3 +109,30 @@ async def test_permanent_fault_fails_execution_without_retry(
     assert row is not None and row.status == "failed"
     assert row.error is not None and row.error["code"] == "LLM_CONTEXT_TOO_LONG"
     assert [t.status for t in row.tasks] == ["completed", "failed", "pending"]
+
+
+async def test_a_successful_attempt_takes_two_transactions(
+    temporal_client: Client, settings: Settings, store: Store, sim: SimulatorServer, worker: None
+) -> None:
+    # Every transaction the database sees while the execution runs, by name (reads included:
+    # SQLAlchemy begins one for them too). The breaker's permit and its record ride in the two.
+    begun: list[str] = []
+
+    def count(session: Session, transaction: Any, connection: Any) -> None:
+        begun.append(session.info.get("transaction", "read"))
+
+    event.listen(store.db.sessions, "after_begin", count)
+    try:
+        execution, handle = await _run(
+            temporal_client, settings, store, research_spec(sim.base_url), {"topic": "owls"}
+        )
+        begun.clear()  # what the test itself wrote to start it
+        result = await handle.result()
+    finally:
+        event.remove(store.db.sessions, "after_begin", count)
+
+    assert result.status == "completed"
+    per_attempt = Counter(begun)
+    assert per_attempt == {"begin_attempt": 3, "finish_attempt.completed": 3, "transition.completed": 1}, (
+        begun
+    )

@@ -46,6 +46,16 @@ class CrewExecutionInput:
 
 
 @dataclass
+class FinalFailure:
+    """What the workflow does with a task that fails for good, decided once per task: categories
+    that pause leave the task open for an operator; any other makes it ``otherwise``: ``failed``,
+    or ``degraded`` for an optional task (the crew goes on without it)."""
+
+    pause: list[str] = field(default_factory=list)
+    otherwise: str = "failed"
+
+
+@dataclass
 class RunTaskInput:
     execution_id: str
     crew_name: str
@@ -54,8 +64,11 @@ class RunTaskInput:
     context: list[str]  # names of the tasks whose outputs this task sees
     inputs: dict[str, Any]
     retry: dict[str, dict[str, Any]] = field(default_factory=dict)  # resolved per-category table
-    # How a final failure is recorded: categories that pause leave the task open for a resume;
-    # an optional task that fails for good is "degraded", not "failed".
+    on_final_failure: FinalFailure = field(default_factory=FinalFailure)
+    # The execution's first task: its first claim also marks the execution running (the
+    # workflow's decision, written in the attempt's first transaction instead of an activity).
+    mark_running: bool = False
+    # Sent by workflows started before on_final_failure existed; read by nothing.
     pause_categories: list[str] = field(default_factory=list)
 
 

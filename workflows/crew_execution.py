@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         CompensationInput,
         CrewExecutionInput,
         CrewExecutionResult,
+        FinalFailure,
         ResumeRequest,
         RunTaskInput,
         SkipRequest,
@@ -43,6 +44,8 @@ STATUS_KEY = SearchAttributeKey.for_keyword("CrewExecutionStatus")
 CATEGORY_KEY = SearchAttributeKey.for_keyword("CrewErrorCategory")
 CODE_KEY = SearchAttributeKey.for_keyword("CrewErrorCode")
 CREW_KEY = SearchAttributeKey.for_keyword("CrewName")
+# workflow.patched markers: each names a change of the commands this workflow issues.
+STATUS_WITH_FIRST_TASK = "status-with-first-task"
 
 
 @dataclass
@@ -71,6 +74,7 @@ class CrewExecutionWorkflow:
         self._paused_task: str | None = None
         self._decision: _Decision | None = None
         self._task_names: set[str] = set()
+        self._running_pending = False  # the first task attempt still has to mark the execution running
 
     # ----- queries -----
 
@@ -174,7 +178,13 @@ class CrewExecutionWorkflow:
         self._tasks = [TaskProgress(name=t["name"], agent=t["agent"]) for t in spec["tasks"]]
         self._task_names = {t["name"] for t in spec["tasks"]}
         workflow.upsert_search_attributes([CREW_KEY.value_set(inp.crew_name)])
-        await self._set_status(inp, ExecutionStatus.RUNNING, "execution started")
+        # Since STATUS_WITH_FIRST_TASK, the first task's first transaction marks the execution
+        # running (one activity less per execution); histories from before replay the activity.
+        self._running_pending = workflow.patched(STATUS_WITH_FIRST_TASK)
+        if self._running_pending:
+            self._show_status(ExecutionStatus.RUNNING, None)
+        else:
+            await self._set_status(inp, ExecutionStatus.RUNNING, "execution started")
 
         names = [t["name"] for t in spec["tasks"]]
         gaps: list[str] = []
@@ -263,6 +273,8 @@ class CrewExecutionWorkflow:
         progress.status = TaskStatus.RUNNING
         progress.started_at = workflow.now().isoformat()
         table = policies.task_retry_table(inp.spec, task, inp.tuning)
+        # The first task that runs carries the execution's "running" (see _run); once is enough.
+        mark_running, self._running_pending = self._running_pending, False
         return await workflow.execute_activity(
             RUN_TASK_ACTIVITY,
             RunTaskInput(
@@ -273,7 +285,11 @@ class CrewExecutionWorkflow:
                 context=context,
                 inputs=inputs,
                 retry=retry_policy.to_json(table),
-                pause_categories=list(inp.tuning.pause_categories),
+                on_final_failure=FinalFailure(
+                    pause=list(inp.tuning.pause_categories),
+                    otherwise=TaskStatus.FAILED if task.get("critical", True) else TaskStatus.DEGRADED,
+                ),
+                mark_running=mark_running,
             ),
             result_type=TaskResult,
             **policies.task_activity_options(task, agent, inp.tuning, table),

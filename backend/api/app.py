@@ -22,6 +22,7 @@ from backend.api.routes import alerts, circuit_breakers, crews, dead_letters, er
 from backend.api.schemas import problem_responses
 from backend.api.security import OPEN_PATHS, KeyRing, RateLimiter
 from backend.breaker import CircuitBreaker, config_from
+from backend.db.database import Database
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Store
 from backend.metrics import Metrics, SharedStateCollector
@@ -68,10 +69,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade_database, settings.database_url)
         engine = make_engine(settings.database_url)
-        app.state.store = Store(make_session_factory(engine))
-        app.state.breaker = CircuitBreaker(app.state.store.sessions, config_from(settings))
+        app.state.store = Store(Database(make_session_factory(engine)))
+        app.state.breaker = CircuitBreaker(app.state.store.db, config_from(settings))
         store: Store = app.state.store
-        app.state.alerter = Alerter(store, list(settings.alert_rules), sinks_from(settings))
+        app.state.alerter = Alerter(store.db, list(settings.alert_rules), sinks_from(settings))
         collector = SharedStateCollector(
             lambda: [(b.service, b.state) for b in app.state.breaker.states()],
             store.count_executions,

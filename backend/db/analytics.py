@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, cast, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from backend.db.database import Database
 from backend.db.models import ErrorEvent
-from backend.db.store import Page, Store
+from backend.db.paging import Page, newest_first
 
 _INTERVAL = re.compile(r"^(\d{1,4})(m|h|d)$")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400}
@@ -76,15 +77,14 @@ class TrendPoint:
 
 
 class ErrorAnalytics:
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._sessions: sessionmaker[Session] = store.sessions
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def errors(self, where: ErrorFilter, *, limit: int, cursor: str | None) -> Page[ErrorEvent]:
         """Newest first."""
-        return self._store.page(
-            where.apply(select(ErrorEvent)), ErrorEvent.occurred_at, ErrorEvent.id, limit, cursor
-        )
+        with self._db.read() as s:
+            query = where.apply(select(ErrorEvent))
+            return newest_first(s, query, ErrorEvent.occurred_at, ErrorEvent.id, limit, cursor)
 
     def groups(self, where: ErrorFilter, *, limit: int) -> list[ErrorGroup]:
         count = func.count().label("count")
@@ -101,7 +101,7 @@ class ErrorAnalytics:
                 func.min(ErrorEvent.message),
             )
         ).group_by(ErrorEvent.fingerprint, ErrorEvent.category, ErrorEvent.code, ErrorEvent.severity)
-        with self._sessions() as s:
+        with self._db.read() as s:
             rows = s.execute(query.order_by(count.desc(), ErrorEvent.fingerprint).limit(limit)).all()
         return [
             ErrorGroup(fp, category, code, severity, n, executions, _utc(first), _utc(last), sample)
@@ -109,7 +109,7 @@ class ErrorAnalytics:
         ]
 
     def trends(self, where: ErrorFilter, *, interval_s: int) -> list[TrendPoint]:
-        with self._sessions() as s:
+        with self._db.read() as s:
             epoch = _epoch(s, ErrorEvent.occurred_at)
             bucket = ((epoch // interval_s) * interval_s).label("bucket")
             query = where.apply(select(bucket, ErrorEvent.category, func.count())).group_by(

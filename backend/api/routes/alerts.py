@@ -23,7 +23,7 @@ async def list_alerts(
     """Every alert raised (one per incident after dedup), newest first, with its delivery status."""
     alerter: Alerter = request.app.state.alerter
     try:
-        page = await asyncio.to_thread(alerter.list, since=since, limit=limit, cursor=cursor)
+        page = await asyncio.to_thread(alerter.page, since=since, limit=limit, cursor=cursor)
     except ValueError as exc:
         raise invalid_cursor(exc) from exc
     return Page[AlertPublic](items=[AlertPublic.of(a) for a in page.items], next_cursor=page.next_cursor)

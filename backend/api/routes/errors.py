@@ -46,7 +46,7 @@ async def list_errors(
 ) -> Page[ErrorRecordPublic]:
     """Attempt-level error events across executions, newest first."""
     try:
-        page = await asyncio.to_thread(ErrorAnalytics(store).errors, where, limit=limit, cursor=cursor)
+        page = await asyncio.to_thread(ErrorAnalytics(store.db).errors, where, limit=limit, cursor=cursor)
     except ValueError as exc:
         raise invalid_cursor(exc) from exc
     return Page[ErrorRecordPublic](
@@ -60,7 +60,7 @@ async def error_groups(
 ) -> list[ErrorGroupPublic]:
     """Errors grouped by fingerprint (same problem), most frequent first; default: last 24 h."""
     where = where if where.since else ErrorFilter(**{**where.__dict__, "since": default_since()})
-    groups = await asyncio.to_thread(ErrorAnalytics(store).groups, where, limit=limit)
+    groups = await asyncio.to_thread(ErrorAnalytics(store.db).groups, where, limit=limit)
     return [ErrorGroupPublic(**g.__dict__) for g in groups]
 
 
@@ -74,5 +74,5 @@ async def error_trends(
     except ValueError as exc:
         raise _bad("interval", str(exc)) from exc
     where = where if where.since else ErrorFilter(**{**where.__dict__, "since": default_since()})
-    points = await asyncio.to_thread(ErrorAnalytics(store).trends, where, interval_s=seconds)
+    points = await asyncio.to_thread(ErrorAnalytics(store.db).trends, where, interval_s=seconds)
     return [TrendPointPublic(**p.__dict__) for p in points]

@@ -1,0 +1,106 @@
+"""The two transactions of a crew task attempt, with the circuit breaker's decisions in them.
+
+``begin``: the error events earlier attempts could not write, the attempt's claim (or the output an
+earlier attempt committed), the execution's ``running`` status when the workflow says so, the log
+line, the context the task sees, and the breaker permit of the first LLM of the agent's chain that
+may be called. ``completed`` / ``failed``: the output or the error event, the task's status, the
+log line and the breaker's record of the call. Two commits per attempt, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from activities.boundary import AttemptState
+from activities.runner_contract import TaskRunOutcome, TaskRunRequest
+from backend.breaker import CircuitBreaker, Permit
+from backend.db import attempts
+from backend.db.database import Database
+from backend.db.executions import LogLine
+from backend.db.models import TaskRun
+from backend.exceptions.execution_errors import CircuitOpenError
+from backend.specs import LLMSpec
+from workflows.contracts import RunTaskInput
+
+
+@dataclass
+class Begun:
+    request: TaskRunRequest | None = None  # None: ``reused`` holds the task's committed output
+    permit: Permit | None = None
+    llm: dict[str, Any] = field(default_factory=dict)
+    reused: TaskRun | None = None
+
+
+def service_of(llm: dict[str, Any]) -> str:
+    return LLMSpec.model_validate(llm).service_name
+
+
+class AttemptRecords:
+    def __init__(self, db: Database, breaker: CircuitBreaker) -> None:
+        self._db = db
+        self._breaker = breaker
+
+    def begin(self, inp: RunTaskInput, attempt: int, started_at: datetime, state: AttemptState,
+              chain: list[dict[str, Any]]) -> Begun:  # fmt: skip
+        """Raises CircuitOpenError (after committing the claim) when no LLM of the chain may be
+        called now: the boundary turns it into a wait until the next probe."""
+        task = inp.task["name"]
+        with self._db.transaction("begin_attempt") as s:
+            for record in state.unrecorded:
+                attempts.record_failure(s, inp.execution_id, task, record=record, final=False,
+                                        log=LogLine("task.attempt_failed", record["message"][:300], "warning", task=task))  # fmt: skip
+            start = attempts.begin(s, inp.execution_id, task, attempt, context_of=inp.context,
+                                   started_at=started_at, mark_running=inp.mark_running)  # fmt: skip
+            if start.reused:
+                return Begun(reused=start.task)
+            permit, llm, refused = self._first_permitted(s, chain, state.llm_index)
+        state.unrecorded.clear()  # committed
+        if refused is not None:
+            raise refused
+        request = TaskRunRequest(
+            agent={**inp.agent, "llm": llm}, task=inp.task, inputs=inp.inputs,
+            context={n: start.context[n] for n in inp.context if n in start.context},
+        )  # fmt: skip
+        return Begun(request, permit, llm)
+
+    def _first_permitted(
+        self, s: Any, chain: list[dict[str, Any]], start: int
+    ) -> tuple[Permit | None, dict[str, Any], CircuitOpenError | None]:
+        """The first LLM of the chain (from the current one on) whose breaker lets a call through;
+        else the first refusal, which says when the next probe may run."""
+        candidates = chain[start:] or chain[-1:]
+        first_refusal: CircuitOpenError | None = None
+        for llm in candidates:
+            try:
+                return self._breaker.acquire_in(s, service_of(llm)), llm, None
+            except CircuitOpenError as refused:
+                first_refusal = first_refusal or refused
+        return None, candidates[0], first_refusal
+
+    def completed(
+        self, inp: RunTaskInput, attempt: int, permit: Permit | None, outcome: TaskRunOutcome
+    ) -> TaskRun:
+        with self._db.transaction("finish_attempt.completed") as s:
+            row = attempts.complete(s, inp.execution_id, inp.task["name"], output=outcome.output,
+                                    model=outcome.model, attempt=attempt)  # fmt: skip
+            if permit is not None:
+                self._breaker.record_in(s, permit, None)
+        return row
+
+    def failed(
+        self, inp: RunTaskInput, record: dict[str, Any], *, final: bool, permit: Permit | None, message: str
+    ) -> bool:
+        """The error event (the task's final status too when no attempt follows: the workflow
+        decided which, ``on_final_failure``) and the breaker's record of the call. Returns True
+        when this failure opened the service's breaker."""
+        paused = final and record["category"] in inp.on_final_failure.pause
+        data = {k: record[k] for k in ("code", "category", "severity", "attempt", "next_retry_delay_s")}
+        line = LogLine(
+            "task.attempt_failed", message, "error" if final else "warning", data, inp.task["name"]
+        )
+        with self._db.transaction("finish_attempt.failed") as s:
+            attempts.record_failure(s, inp.execution_id, inp.task["name"], record=record, final=final and not paused,
+                                    final_status=inp.on_final_failure.otherwise, log=line)  # fmt: skip
+            return permit is not None and self._breaker.record_in(s, permit, record["category"])

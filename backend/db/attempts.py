@@ -1,0 +1,194 @@
+"""Task attempts: what one attempt of a crew task reads and writes, in two transactions.
+
+``begin`` (claim the attempt, find an output an earlier attempt already committed, mark the
+execution running when the workflow says this is its first task, the log line, the context the
+task sees) and, after the crew ran, ``complete`` or ``record_failure`` (output or error event, task
+status, log line). The activity adds its circuit-breaker decisions to the same transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from backend.db import executions
+from backend.db.executions import LogLine, coalesce, greatest
+from backend.db.models import ErrorEvent, Execution, TaskRun, utcnow
+from backend.db.paging import Page, oldest_first
+from backend.status import ExecutionStatus, TaskStatus, task_predecessors
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    task: TaskRun | None  # None: no such task (a bug upstream)
+    reused: bool  # an earlier attempt committed the output and died before reporting it
+    context: dict[str, str]  # the outputs (or gap markers) of the tasks this one depends on
+
+
+def begin(
+    s: Session,
+    execution_id: str,
+    task: str,
+    attempt: int,
+    *,
+    context_of: Sequence[str],
+    started_at: datetime,
+    mark_running: bool = False,
+) -> AttemptStart:
+    status = TaskStatus.RUNNING if attempt <= 1 else TaskStatus.RETRYING
+    s.execute(
+        update(TaskRun)
+        .where(TaskRun.execution_id == execution_id, TaskRun.name == task, TaskRun.status.in_(task_predecessors(status)))
+        .values(status=status, attempts=greatest(TaskRun.attempts, attempt), started_at=coalesce(TaskRun.started_at, utcnow()))
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    row = _task(s, execution_id, task)
+    if row is not None and row.status == TaskStatus.COMPLETED:
+        return AttemptStart(row, reused=True, context={})
+    if mark_running:  # the workflow's decision, written with the first task's first claim
+        executions.transition(
+            s, execution_id, ExecutionStatus.RUNNING, log=LogLine("execution.running", "execution started")
+        )
+    data = {"attempt": attempt, "attempt_started_at": started_at.isoformat()}
+    executions.add_log(s, execution_id, LogLine("task.started", f"attempt {attempt}", task=task, data=data))
+    return AttemptStart(row, reused=False, context=context_for(s, execution_id, context_of))
+
+
+def complete(
+    s: Session, execution_id: str, task: str, *, output: str, model: str | None, attempt: int
+) -> TaskRun:
+    """Write a task's output once. A second call (a retried activity) changes nothing."""
+    s.execute(
+        update(TaskRun)
+        .where(
+            TaskRun.execution_id == execution_id,
+            TaskRun.name == task,
+            TaskRun.status.in_(task_predecessors(TaskStatus.COMPLETED)),
+        )
+        .values(
+            status=TaskStatus.COMPLETED,
+            output=output,
+            model=model,  # the last error stays: "completed after 3 attempts, last one 503"
+            attempts=greatest(TaskRun.attempts, attempt),
+            finished_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    row = _task(s, execution_id, task)
+    assert row is not None
+    executions.add_log(
+        s, execution_id, LogLine("task.completed", f"{len(row.output or '')} chars from {model}", task=task)
+    )
+    return row
+
+
+def record_failure(
+    s: Session,
+    execution_id: str,
+    task: str,
+    *,
+    record: dict[str, Any],
+    final: bool,
+    final_status: str = TaskStatus.FAILED,
+    log: LogLine | None = None,
+) -> bool:
+    """The attempt's error event, the task's last error and, if no attempt follows, its final
+    status, with ``log``. Returns False when this attempt was recorded already (a retried write
+    after an ambiguous commit changes nothing)."""
+    already = s.scalar(
+        select(ErrorEvent.id).where(
+            ErrorEvent.execution_id == execution_id,
+            ErrorEvent.task == task,
+            ErrorEvent.attempt == record["attempt"],
+        )
+    )
+    if already is not None:
+        return False
+    crew_id = s.scalar(select(Execution.crew_id).where(Execution.id == execution_id))
+    s.add(error_event(execution_id, crew_id, task, record))
+    values: dict[str, Any] = {"error": record}
+    if final:
+        values |= {
+            "status": final_status,
+            "finished_at": utcnow(),
+            "degraded": final_status == TaskStatus.DEGRADED,
+        }
+    s.execute(
+        update(TaskRun)
+        .where(TaskRun.execution_id == execution_id, TaskRun.name == task, TaskRun.status.in_(task_predecessors(final_status)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    if log is not None:
+        executions.add_log(s, execution_id, log)
+    return True
+
+
+def context_for(s: Session, execution_id: str, tasks: Sequence[str]) -> dict[str, str]:
+    """What a task sees of the tasks it depends on: their outputs, an operator's stand-in for a
+    skipped one, or a clear marker where an optional task left a gap."""
+    if not tasks:
+        return {}
+    rows = s.execute(
+        select(TaskRun.name, TaskRun.status, TaskRun.output, TaskRun.error).where(
+            TaskRun.execution_id == execution_id, TaskRun.name.in_(list(tasks))
+        )
+    ).all()
+    found: dict[str, str] = {}
+    for name, status, output, error in rows:
+        if status == TaskStatus.COMPLETED:
+            found[name] = output or ""
+        elif status == TaskStatus.SKIPPED:
+            found[name] = output or f"[no output: task {name} was skipped by an operator]"
+        elif status == TaskStatus.DEGRADED:
+            code = (error or {}).get("code", "an error")
+            found[name] = f"[no output: optional task {name} failed ({code}); continue without it]"
+    return found
+
+
+def error_events(s: Session, execution_id: str, *, limit: int, cursor: str | None) -> Page[ErrorEvent]:
+    query = select(ErrorEvent).where(ErrorEvent.execution_id == execution_id)
+    return oldest_first(s, query, ErrorEvent.id, limit, cursor)
+
+
+def _task(s: Session, execution_id: str, task: str) -> TaskRun | None:
+    return s.scalars(
+        select(TaskRun).where(TaskRun.execution_id == execution_id, TaskRun.name == task)
+    ).first()
+
+
+def error_event(execution_id: str, crew_id: str | None, task: str, r: dict[str, Any]) -> ErrorEvent:
+    return ErrorEvent(
+        execution_id=execution_id,
+        crew_id=crew_id,
+        task=task,
+        agent=r["agent"],
+        attempt=r["attempt"],
+        category_attempt=r["category_attempt"],
+        max_attempts=r["max_attempts"],
+        code=r["code"],
+        category=r["category"],
+        severity=r["severity"],
+        retryable=r["retryable"],
+        service=r.get("service"),
+        message=r["message"],
+        exception_type=r["exception_type"],
+        fingerprint=r["fingerprint"],
+        status_code=r.get("status_code"),
+        provider_code=r.get("provider_code"),
+        retry_after_s=r.get("retry_after_s"),
+        next_retry_delay_s=r.get("next_retry_delay_s"),
+        stack=r.get("stack", ""),
+        cause_chain=r.get("cause_chain", []),
+        occurred_at=_parse_time(r.get("occurred_at")) or utcnow(),
+        attempt_started_at=_parse_time(r.get("attempt_started_at")),
+    )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
