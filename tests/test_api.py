@@ -306,3 +306,22 @@ async def test_poison_bodies_invalid_utf8_huge_lists_and_unsized_streams(api: ht
         "/api/v1/crews", content=ten_megabytes(), headers={"content-type": "application/json"}
     )
     assert_problem(streamed, 413, "PAYLOAD_TOO_LARGE")
+
+
+async def test_a_running_execution_whose_task_is_on_a_retry_shows_retrying(
+    api: httpx.AsyncClient, store: Store
+) -> None:
+    spec = {"name": "c", "tasks": [{"name": "one", "agent": "a"}, {"name": "two", "agent": "a"}]}
+    execution, _ = store.create_execution(crew_id=None, crew_name="c", spec=spec, inputs={},
+                                          idempotency_key=None, request_hash=None)  # fmt: skip
+    store.transition_execution(execution.id, "running")
+    store.start_task_attempt(execution.id, "one", 1)
+    assert (await api.get(f"/api/v1/executions/{execution.id}")).json()["status"] == "running"
+
+    store.start_task_attempt(execution.id, "one", 2)  # the second attempt of task one
+    assert (await api.get(f"/api/v1/executions/{execution.id}")).json()["status"] == "retrying"
+    listed = (await api.get("/api/v1/executions", params={"status": "retrying"})).json()["items"]
+    assert [e["id"] for e in listed] == [execution.id]
+    assert (await api.get("/api/v1/executions", params={"status": "running"})).json()["items"][0][
+        "id"
+    ] == execution.id

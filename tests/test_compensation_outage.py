@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from backend.db.engine import make_engine, make_session_factory, upgrade_database
+from backend.db.database import Database
+from backend.db.engine import upgrade_database
 from backend.db.store import Compensation, Store
 from backend.embedded_pg import EmbeddedPostgres
 from backend.executions import start_workflow
@@ -59,7 +60,7 @@ async def test_compensation_written_once_after_postgres_comes_back(
     # S10 with 20 concurrent executions: all fail at task 2, and the server goes down as the first
     # compensation begins, while the others are still running, retrying or compensating.
     upgrade_database(postgres.url())
-    store = OutageDuringCompensation(postgres, make_session_factory(make_engine(postgres.url())))
+    store = OutageDuringCompensation(postgres, Database.from_url(postgres.url()))
     pg_settings = settings.model_copy(
         update={"database_url": postgres.url(), "worker_max_concurrent_tasks": CONCURRENT}
     )

@@ -11,6 +11,7 @@ from backend.breaker import BreakerState
 from backend.db.models import Alert, Crew, DeadLetter, ErrorEvent, Execution, ExecutionLog, TaskRun
 from backend.settings import Settings
 from backend.specs import CrewSpec, LLMOverride, check_storable
+from backend.status import ExecutionStatus, TaskStatus
 
 T = TypeVar("T")
 
@@ -112,6 +113,14 @@ class TaskPublic(BaseModel):
         )
 
 
+def shown_status(e: Execution) -> str:
+    """The workflow decides an execution's status; ``retrying`` is what a running execution
+    shows while its current task is on a retry (the task attempts say so, not a separate write)."""
+    if e.status == ExecutionStatus.RUNNING and any(t.status == TaskStatus.RETRYING for t in e.tasks):
+        return ExecutionStatus.RETRYING
+    return e.status
+
+
 class ExecutionPublic(BaseModel):
     id: str
     crew_id: str | None
@@ -134,7 +143,7 @@ class ExecutionPublic(BaseModel):
             id=e.id,
             crew_id=e.crew_id,
             crew_name=e.crew_name,
-            status=e.status,
+            status=shown_status(e),
             inputs=e.inputs,
             workflow_id=e.workflow_id,
             run_id=e.run_id,

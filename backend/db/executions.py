@@ -126,7 +126,12 @@ def page(
     s: Session, *, status: str | None, crew_id: str | None, limit: int, cursor: str | None
 ) -> Page[Execution]:
     query = select(Execution)
-    if status:
+    if status == ExecutionStatus.RETRYING:  # running, with its current task on a retry
+        retrying = select(TaskRun.id).where(
+            TaskRun.execution_id == Execution.id, TaskRun.status == TaskStatus.RETRYING
+        )
+        query = query.where(Execution.status == ExecutionStatus.RUNNING, retrying.exists())
+    elif status:
         query = query.where(Execution.status == status)
     if crew_id:
         query = query.where(Execution.crew_id == crew_id)
