@@ -126,11 +126,14 @@ def page(
     s: Session, *, status: str | None, crew_id: str | None, limit: int, cursor: str | None
 ) -> Page[Execution]:
     query = select(Execution)
-    if status == ExecutionStatus.RETRYING:  # running, with its current task on a retry
-        retrying = select(TaskRun.id).where(
-            TaskRun.execution_id == Execution.id, TaskRun.status == TaskStatus.RETRYING
-        )
+    # As the API shows them: "retrying" is running with its current task on a retry.
+    retrying = select(TaskRun.id).where(
+        TaskRun.execution_id == Execution.id, TaskRun.status == TaskStatus.RETRYING
+    )
+    if status == ExecutionStatus.RETRYING:
         query = query.where(Execution.status == ExecutionStatus.RUNNING, retrying.exists())
+    elif status == ExecutionStatus.RUNNING:
+        query = query.where(Execution.status == ExecutionStatus.RUNNING, ~retrying.exists())
     elif status:
         query = query.where(Execution.status == status)
     if crew_id:
