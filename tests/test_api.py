@@ -322,6 +322,4 @@ async def test_a_running_execution_whose_task_is_on_a_retry_shows_retrying(
     assert (await api.get(f"/api/v1/executions/{execution.id}")).json()["status"] == "retrying"
     listed = (await api.get("/api/v1/executions", params={"status": "retrying"})).json()["items"]
     assert [e["id"] for e in listed] == [execution.id]
-    assert (await api.get("/api/v1/executions", params={"status": "running"})).json()["items"][0][
-        "id"
-    ] == execution.id
+    assert (await api.get("/api/v1/executions", params={"status": "running"})).json()["items"] == []
