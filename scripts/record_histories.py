@@ -1,11 +1,13 @@
 """Record workflow histories for the replay test (tests/test_replay.py).
 
-    .venv/bin/python scripts/record_histories.py
+    .venv/bin/python scripts/record_histories.py SUFFIX
 
 Runs a few representative executions (completed; transient retries; failed + compensated;
 paused then resumed; optional task degraded) on a local dev server with the real worker and
-simulator, and saves each history as JSON under tests/histories/. Re-record only on purpose: the
-point of the saved histories is that a workflow change that cannot replay them fails CI.
+simulator, and saves each history as JSON under tests/histories/ as ``<path><SUFFIX>.json``.
+Record a new set (a new suffix) after a workflow change made with ``workflow.patched``: the old
+sets stay, so the replay test keeps proving that executions started before the change still
+replay. Overwrite a set only on purpose.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from workflows.contracts import ResumeRequest  # noqa: E402
 OUT = ROOT / "tests" / "histories"
 
 
-async def main() -> None:
+async def main(suffix: str) -> None:
     sim = SimulatorServer().start()
     tmp = Path(tempfile.mkdtemp())
     url = f"sqlite:///{tmp / 'crewrun.db'}"
@@ -74,8 +76,8 @@ async def main() -> None:
         with contextlib.suppress(Exception):  # failed executions are histories too
             await handle.result()
         history = await handle.fetch_history()
-        (OUT / f"{name}.json").write_text(history.to_json())
-        print(f"recorded {name}: {len(history.events)} events")
+        (OUT / f"{name}{suffix}.json").write_text(history.to_json())
+        print(f"recorded {name}{suffix}: {len(history.events)} events")
 
     async with worker:
         await run("completed", research_spec(sim.base_url), [])
@@ -103,4 +105,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) != 2:
+        sys.exit("usage: record_histories.py SUFFIX  (an empty string overwrites the first set)")
+    asyncio.run(main(sys.argv[1]))
