@@ -9,7 +9,7 @@ log line and the breaker's record of the call. Two commits per attempt, whatever
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,8 @@ from backend.db.database import Database
 from backend.db.executions import LogLine
 from backend.db.models import TaskRun
 from backend.exceptions.execution_errors import CircuitOpenError
-from backend.specs import LLMSpec
+from backend.exceptions.records import ErrorRecord
+from backend.specs import AgentSpec, LLMSpec, TaskSpec
 from workflows.contracts import RunTaskInput
 
 
@@ -29,12 +30,8 @@ from workflows.contracts import RunTaskInput
 class Begun:
     request: TaskRunRequest | None = None  # None: ``reused`` holds the task's committed output
     permit: Permit | None = None
-    llm: dict[str, Any] = field(default_factory=dict)
+    llm: LLMSpec | None = None  # the LLM of the chain this attempt calls
     reused: TaskRun | None = None
-
-
-def service_of(llm: dict[str, Any]) -> str:
-    return LLMSpec.model_validate(llm).service_name
 
 
 class AttemptRecords:
@@ -42,39 +39,40 @@ class AttemptRecords:
         self._db = db
         self._breaker = breaker
 
-    def begin(self, inp: RunTaskInput, attempt: int, started_at: datetime, state: AttemptState,
-              chain: list[dict[str, Any]]) -> Begun:  # fmt: skip
+    def begin(self, inp: RunTaskInput, task_spec: TaskSpec, agent: AgentSpec, attempt: int, started_at: datetime,
+              state: AttemptState) -> Begun:  # fmt: skip
         """Raises CircuitOpenError (after committing the claim) when no LLM of the chain may be
         called now: the boundary turns it into a wait until the next probe."""
         task = inp.task["name"]
         with self._db.transaction("begin_attempt") as s:
-            for record in state.unrecorded:
-                attempts.record_failure(s, inp.execution_id, task, record=record, final=False,
-                                        log=LogLine("task.attempt_failed", record["message"][:300], "warning", task=task))  # fmt: skip
+            for pending in state.unrecorded:
+                record = ErrorRecord.from_dict(pending)
+                line = LogLine("task.attempt_failed", record.message[:300], "warning", task=task)
+                attempts.record_failure(s, inp.execution_id, task, record=record, final=False, log=line)
             start = attempts.begin(s, inp.execution_id, task, attempt, context_of=inp.context,
                                    started_at=started_at, mark_running=inp.mark_running)  # fmt: skip
             if start.reused:
                 return Begun(reused=start.task)
-            permit, llm, refused = self._first_permitted(s, chain, state.llm_index)
+            permit, llm, refused = self._first_permitted(s, agent.chain, state.llm_index)
         state.unrecorded.clear()  # committed
         if refused is not None:
             raise refused
         request = TaskRunRequest(
-            agent={**inp.agent, "llm": llm}, task=inp.task, inputs=inp.inputs,
+            agent=agent.model_copy(update={"llm": llm}), task=task_spec, inputs=inp.inputs,
             context={n: start.context[n] for n in inp.context if n in start.context},
         )  # fmt: skip
         return Begun(request, permit, llm)
 
     def _first_permitted(
-        self, s: Any, chain: list[dict[str, Any]], start: int
-    ) -> tuple[Permit | None, dict[str, Any], CircuitOpenError | None]:
+        self, s: Any, chain: list[LLMSpec], start: int
+    ) -> tuple[Permit | None, LLMSpec, CircuitOpenError | None]:
         """The first LLM of the chain (from the current one on) whose breaker lets a call through;
         else the first refusal, which says when the next probe may run."""
         candidates = chain[start:] or chain[-1:]
         first_refusal: CircuitOpenError | None = None
         for llm in candidates:
             try:
-                return self._breaker.acquire_in(s, service_of(llm)), llm, None
+                return self._breaker.acquire_in(s, llm.service_name), llm, None
             except CircuitOpenError as refused:
                 first_refusal = first_refusal or refused
         return None, candidates[0], first_refusal
@@ -90,17 +88,18 @@ class AttemptRecords:
         return row
 
     def failed(
-        self, inp: RunTaskInput, record: dict[str, Any], *, final: bool, permit: Permit | None, message: str
+        self, inp: RunTaskInput, record: ErrorRecord, *, final: bool, permit: Permit | None, message: str
     ) -> bool:
         """The error event (the task's final status too when no attempt follows: the workflow
         decided which, ``on_final_failure``) and the breaker's record of the call. Returns True
         when this failure opened the service's breaker."""
-        paused = final and record["category"] in inp.on_final_failure.pause
-        data = {k: record[k] for k in ("code", "category", "severity", "attempt", "next_retry_delay_s")}
+        paused = final and record.category in inp.on_final_failure.pause
+        data = {"code": record.code, "category": record.category, "severity": record.severity,
+                "attempt": record.attempt, "next_retry_delay_s": record.next_retry_delay_s}  # fmt: skip
         line = LogLine(
             "task.attempt_failed", message, "error" if final else "warning", data, inp.task["name"]
         )
         with self._db.transaction("finish_attempt.failed") as s:
             attempts.record_failure(s, inp.execution_id, inp.task["name"], record=record, final=final and not paused,
                                     final_status=inp.on_final_failure.otherwise, log=line)  # fmt: skip
-            return permit is not None and self._breaker.record_in(s, permit, record["category"])
+            return permit is not None and self._breaker.record_in(s, permit, record.category)

@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 from backend.exceptions.categories import FALLS_BACK, CategoryPolicy
 from backend.exceptions.classifier import Classification, chain, classify, qualified_name, rules
 from backend.exceptions.fingerprint import fingerprint
+from backend.exceptions.records import ErrorRecord
 from backend.exceptions.redaction import bound, redact, redact_message, redact_stack
 from backend.exceptions.retry_policy import next_delay
 
@@ -64,8 +65,8 @@ class AttemptState:
             "unrecorded": self.unrecorded[-UNRECORDED_LIMIT:],
         }
 
-    def keep_unrecorded(self, record: dict[str, Any]) -> None:
-        self.unrecorded.append(record)
+    def keep_unrecorded(self, record: ErrorRecord) -> None:
+        self.unrecorded.append(record.to_dict())
         del self.unrecorded[:-UNRECORDED_LIMIT]
 
 
@@ -81,7 +82,7 @@ class AttemptContext:
 @dataclass(frozen=True)
 class Failure:
     error: ApplicationError
-    record: dict[str, Any]
+    record: ErrorRecord
     final: bool  # no further attempt will follow
 
 
@@ -118,14 +119,15 @@ class ErrorBoundary:
             state.failures.clear()  # the fallback starts with fresh budgets
             retry, delay = True, FALLBACK_DELAY_S
         record = self._record(exc, found, context, count, policy.maximum_attempts, retry, delay)
-        record["fallback_to"] = fallback if switch else None
+        record.fallback_to = fallback if switch else None
         state.history.append(
-            {k: record[k] for k in ("attempt", "code", "category", "occurred_at", "next_retry_delay_s")}
-        )
+            {"attempt": record.attempt, "code": record.code, "category": record.category,
+             "occurred_at": record.occurred_at, "next_retry_delay_s": record.next_retry_delay_s}
+        )  # fmt: skip
         del state.history[:-HISTORY_LIMIT]
         error = ApplicationError(
             _ui_message(record),
-            record,
+            record.to_dict(),
             type=category,
             non_retryable=not retry,
             next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
@@ -141,42 +143,41 @@ class ErrorBoundary:
         category_budget: int,
         retry: bool,
         delay: float | None,
-    ) -> dict[str, Any]:
+    ) -> ErrorRecord:
         entry = found.entry
         exception_type = qualified_name(found.matched)
         message = redact_message(f"{type(found.matched).__name__}: {found.matched}")
-        return {
-            "code": entry.code,
-            "category": entry.category.value,
-            "severity": entry.severity.value,
-            "retryable": retry,
-            "message": message,
-            "service": context.service,
-            "task": context.task,
-            "agent": context.agent,
-            "attempt": context.attempt,
-            "category_attempt": category_attempt,
-            "max_attempts": category_budget,
-            "status_code": found.status_code,
-            "provider_code": found.provider_code,
-            "retry_after_s": found.retry_after_s,
-            "next_retry_delay_s": round(delay, 3) if delay is not None else None,
-            "fingerprint": fingerprint(entry.code, exception_type, message),
-            "exception_type": exception_type,
-            "stack": redact_stack("".join(traceback.format_exception(exc))),
-            "cause_chain": [
+        return ErrorRecord(
+            code=entry.code,
+            category=entry.category.value,
+            severity=entry.severity.value,
+            retryable=retry,
+            message=message,
+            service=context.service,
+            task=context.task,
+            agent=context.agent,
+            attempt=context.attempt,
+            category_attempt=category_attempt,
+            max_attempts=category_budget,
+            status_code=found.status_code,
+            provider_code=found.provider_code,
+            retry_after_s=found.retry_after_s,
+            next_retry_delay_s=round(delay, 3) if delay is not None else None,
+            fingerprint=fingerprint(entry.code, exception_type, message),
+            exception_type=exception_type,
+            stack=redact_stack("".join(traceback.format_exception(exc))),
+            cause_chain=[
                 {"type": qualified_name(err), "message": bound(redact(str(err)), 500)} for err in chain(exc)
             ],
-            "occurred_at": datetime.now(UTC).isoformat(),
-            "attempt_started_at": context.started_at.isoformat() if context.started_at else None,
-        }
+            occurred_at=datetime.now(UTC).isoformat(),
+            attempt_started_at=context.started_at.isoformat() if context.started_at else None,
+        )
 
 
-def _ui_message(record: dict[str, Any]) -> str:
-    what = f"{record['service']} {record['status_code'] or record['exception_type'].rsplit('.', 1)[-1]}"
+def _ui_message(record: ErrorRecord) -> str:
+    what = f"{record.service} {record.status_code or record.exception_type.rsplit('.', 1)[-1]}"
     where = (
-        f"task {record['task']}, agent {record['agent']}, "
-        f"attempt {record['category_attempt']}/{record['max_attempts']}"
+        f"task {record.task}, agent {record.agent}, attempt {record.category_attempt}/{record.max_attempts}"
     )
-    detail = record["message"].split(": ", 1)[-1][:UI_MESSAGE_CHARS]
-    return f"[{record['code']}] {what} — {where}: {detail}"
+    detail = record.message.split(": ", 1)[-1][:UI_MESSAGE_CHARS]
+    return f"[{record.code}] {what} — {where}: {detail}"

@@ -8,13 +8,13 @@ import contextvars
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 from temporalio import activity
 
 from activities.alert_activities import raise_alert
-from activities.attempt_records import AttemptRecords, Begun, service_of
+from activities.attempt_records import AttemptRecords, Begun
 from activities.boundary import AttemptContext, AttemptState, ErrorBoundary, Failure
 from activities.runner_contract import TaskRunner, TaskRunRequest
 from backend.alerts import Alerter, AlertEvent
@@ -24,6 +24,7 @@ from backend.db.store import LogLine, Store
 from backend.exceptions import retry_policy
 from backend.exceptions.redaction import redact_message
 from backend.metrics import Metrics
+from backend.specs import AgentSpec, LLMSpec, TaskSpec
 from backend.status import TERMINAL_EXECUTION, ExecutionStatus
 from workflows.contracts import (
     COMPENSATE_ACTIVITY,
@@ -133,7 +134,7 @@ class CrewActivities:
         # comes after this coroutine ends.
         structlog.contextvars.bind_contextvars(
             execution_id=inp.execution_id, workflow_id=info.workflow_id, run_id=info.workflow_run_id,
-            task=inp.task["name"], agent=inp.agent["name"], attempt=info.attempt,
+            task=inp.task.get("name"), agent=inp.agent.get("name"), attempt=info.attempt,
         )  # fmt: skip
         return await self._run_crew_task(inp, info)
 
@@ -141,13 +142,16 @@ class CrewActivities:
         # Per-category failure counts, the error history and the LLM of the chain, from the
         # attempts before this one (heartbeat details).
         state = AttemptState.from_details(info.heartbeat_details)
-        chain = _llm_chain(inp.agent)
         begun: Begun | None = None
+        agent: AgentSpec | None = None
         started: float | None = None  # when the crew began to run
-        # Everything that can fail, the database included (a full disk, an outage), leaves
-        # through the boundary: classified, counted against its category's budget.
+        # Everything that can fail, the database included (a full disk, an outage), and a payload
+        # that does not validate, leaves through the boundary: classified, counted.
         try:
-            begun = await self._db(self._records.begin, inp, info.attempt, info.started_time, state, chain)
+            task, agent = TaskSpec.model_validate(inp.task), AgentSpec.model_validate(inp.agent)
+            begun = await self._db(
+                self._records.begin, inp, task, agent, info.attempt, info.started_time, state
+            )
             if begun.reused is not None:
                 # An earlier attempt committed the output and died before reporting it: reuse it.
                 log.info("task.output_reused")
@@ -157,7 +161,12 @@ class CrewActivities:
             outcome = await self._heartbeating(self._runner.run, begun.request, state)
             row = await self._db(self._records.completed, inp, info.attempt, begun.permit, outcome)
         except Exception as exc:
-            llm = begun.llm if begun else chain[min(state.llm_index, len(chain) - 1)]
+            chain = agent.chain if agent else []
+            llm = (
+                begun.llm
+                if begun and begun.llm
+                else (chain[min(state.llm_index, len(chain) - 1)] if chain else None)
+            )
             failure = await self._fail(exc, inp, state, info, llm, begun.permit if begun else None, chain)
             if started is not None:
                 self._metrics.task_duration.labels("failed").observe(time.monotonic() - started)
@@ -175,9 +184,9 @@ class CrewActivities:
         inp: RunTaskInput,
         state: AttemptState,
         info: activity.Info,
-        llm: dict[str, Any],
+        llm: LLMSpec | None,
         permit: Permit | None,
-        chain: list[dict[str, Any]],
+        chain: list[LLMSpec],
     ) -> Failure:
         """Classify; record the error event, the task's status and the breaker's outcome in one
         transaction; alert; carry the counts over to the next attempt."""
@@ -186,17 +195,16 @@ class CrewActivities:
             state=state,
             table=retry_policy.from_json(inp.retry) if inp.retry else dict(retry_policy.DEFAULT_POLICIES),
             context=AttemptContext(
-                task=inp.task["name"], agent=inp.agent["name"], service=service_of(llm),
+                task=inp.task.get("name", "?"), agent=inp.agent.get("name", "?"),
+                service=llm.service_name if llm else "unknown",
                 attempt=info.attempt, started_at=info.started_time,
             ),
-            fallback=chain[state.llm_index + 1]["model"] if state.llm_index + 1 < len(chain) else None,
+            fallback=chain[state.llm_index + 1].model if state.llm_index + 1 < len(chain) else None,
         )  # fmt: skip
         record = failure.record
-        self._metrics.errors.labels(
-            record["category"], record["code"], record["severity"], record["service"]
-        ).inc()
+        self._metrics.errors.labels(record.category, record.code, record.severity, record.service).inc()
         if not failure.final:
-            self._metrics.retries.labels(record["category"]).inc()
+            self._metrics.retries.labels(record.category).inc()
         try:
             opened = await self._db(self._records.failed, inp, record, final=failure.final, permit=permit,
                                     message=failure.error.message)  # fmt: skip
@@ -205,21 +213,21 @@ class CrewActivities:
             # and the next attempt writes it. The failure itself still leaves classified.
             state.keep_unrecorded(record)
             opened = False
-            log.error("task.failure_unrecorded", code=record["code"],
+            log.error("task.failure_unrecorded", code=record.code,
                       db_error=redact_message(f"{type(db_error).__name__}: {db_error}")[:300])  # fmt: skip
         (log.error if failure.final else log.warning)(
-            "task.attempt_failed", code=record["code"], category=record["category"],
-            severity=record["severity"], final=failure.final, next_retry_delay_s=record["next_retry_delay_s"],
+            "task.attempt_failed", code=record.code, category=record.category,
+            severity=record.severity, final=failure.final, next_retry_delay_s=record.next_retry_delay_s,
         )  # fmt: skip
-        await self._alert(AlertEvent("error", f"[{record['code']}] task {record['task']} of {inp.crew_name}",
-                                     severity=record["severity"], execution_id=inp.execution_id, error=record))  # fmt: skip
+        await self._alert(AlertEvent("error", f"[{record.code}] task {record.task} of {inp.crew_name}",
+                                     severity=record.severity, execution_id=inp.execution_id, error=record.to_dict()))  # fmt: skip
         if opened and permit is not None:
             await self._alert(AlertEvent("circuit_opened", f"circuit of {permit.service} opened",
                                          severity="high", service=permit.service))  # fmt: skip
         # Heartbeat details outlive this attempt: the next one continues these counts.
         activity.heartbeat(state.to_details())
-        if record["code"] in PROCESS_EXHAUSTION_CODES and self._on_exhausted is not None:
-            self._on_exhausted(record["code"])
+        if record.code in PROCESS_EXHAUSTION_CODES and self._on_exhausted is not None:
+            self._on_exhausted(record.code)
         return failure
 
     async def _heartbeating(
@@ -236,11 +244,6 @@ class CrewActivities:
             if done:
                 return future.result()
             activity.heartbeat(state.to_details())
-
-
-def _llm_chain(agent: dict[str, Any]) -> list[dict[str, Any]]:
-    """The agent's LLM, then its fallbacks in order."""
-    return [agent["llm"], *agent.get("fallback_llms", [])]
 
 
 def _result(row: TaskRun, reused: bool = False) -> TaskResult:

@@ -86,20 +86,26 @@ class CrewAITaskRunner:
         # Both are context variables of this thread: they do not leak into other tasks.
         set_suppress_console_output(True)
         _active_llm_rate_limit_retry.set(True)  # "a retry loop is already active": CrewAI's is off
-        llm_spec = request.agent["llm"]
-        api_key = resolve_secret(llm_spec.get("api_key_env"))
-        if llm_spec.get("api_key_env") and not api_key:
+        llm_spec = request.agent.llm
+        api_key = resolve_secret(llm_spec.api_key_env)
+        if llm_spec.api_key_env and not api_key:
             raise ConfigurationError(
-                f"environment variable {llm_spec['api_key_env']} is not set", code="CONFIG_SECRET_MISSING"
+                f"environment variable {llm_spec.api_key_env} is not set", code="CONFIG_SECRET_MISSING"
             )
         if api_key:
             add_secrets([api_key])  # whatever its variable is called, it never leaves redacted text
-        llm = self._llms.get((llm_spec["model"], llm_spec.get("base_url"), api_key or _NO_KEY,
-                              llm_spec.get("timeout_s", 60.0), llm_spec.get("temperature")))  # fmt: skip
+        key = (
+            llm_spec.model,
+            llm_spec.base_url,
+            api_key or _NO_KEY,
+            llm_spec.timeout_s,
+            llm_spec.temperature,
+        )
+        llm = self._llms.get(key)
         agent = Agent(
-            role=interpolate(request.agent["role"], request.inputs),
-            goal=interpolate(request.agent["goal"], request.inputs),
-            backstory=interpolate(request.agent.get("backstory", ""), request.inputs),
+            role=interpolate(request.agent.role, request.inputs),
+            goal=interpolate(request.agent.goal, request.inputs),
+            backstory=interpolate(request.agent.backstory, request.inputs),
             llm=llm,
             max_retry_limit=0,
             allow_delegation=False,
@@ -110,9 +116,9 @@ class CrewAITaskRunner:
             memory=False,
         )
         task = Task(
-            name=request.task["name"],
-            description=interpolate(request.task["description"], request.inputs),
-            expected_output=interpolate(request.task["expected_output"], request.inputs),
+            name=request.task.name,
+            description=interpolate(request.task.description, request.inputs),
+            expected_output=interpolate(request.task.expected_output, request.inputs),
             agent=agent,
         )
         context = "\n\n----------\n\n".join(
@@ -127,7 +133,7 @@ class CrewAITaskRunner:
         output = str(result.raw)
         if not output.strip():
             raise LLMOutputError("the agent returned an empty answer")
-        return TaskRunOutcome(output=output, model=llm_spec["model"])
+        return TaskRunOutcome(output=output, model=llm_spec.model)
 
 
 def close_clients(llm: object) -> None:

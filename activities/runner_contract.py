@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from backend.specs import AgentSpec, TaskSpec
+
 
 @dataclass
 class TaskRunRequest:
-    agent: dict[str, Any]  # AgentSpec
-    task: dict[str, Any]  # TaskSpec
+    agent: AgentSpec  # with the LLM of its chain this attempt calls
+    task: TaskSpec
     inputs: dict[str, Any]
     context: dict[str, str]  # task name -> output, in the order the task lists them
 

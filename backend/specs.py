@@ -118,6 +118,11 @@ class AgentSpec(_Strict):
     llm: LLMSpec
     fallback_llms: list[LLMSpec] = Field(default_factory=list, max_length=5)
 
+    @property
+    def chain(self) -> list[LLMSpec]:
+        """The agent's LLM, then its fallbacks in order."""
+        return [self.llm, *self.fallback_llms]
+
 
 class TaskSpec(_Strict):
     name: str = Field(pattern=_NAME)

@@ -30,6 +30,7 @@ from backend.db.database import Database
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.models import ErrorEvent, Execution
 from backend.db.store import Store
+from backend.exceptions.records import ErrorRecord
 from backend.settings import Settings
 from bench.procs import progress
 from bench.samples import error_records
@@ -153,7 +154,7 @@ def write_rate(store: Store, records: list[dict[str, Any]], n: int, rep: int) ->
         {"name": "research", "agent": "researcher"}]}, inputs={}, idempotency_key=None, request_hash=None)  # fmt: skip
     started = time.perf_counter()
     for i in range(n):
-        record = dict(records[i % len(records)], attempt=1_000_000 * (rep + 1) + i)
+        record = ErrorRecord.from_dict(dict(records[i % len(records)], attempt=1_000_000 * (rep + 1) + i))
         store.record_attempt_failure(execution.id, "research", record=record, final=False)
     return n / (time.perf_counter() - started)
 

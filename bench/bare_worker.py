@@ -17,6 +17,7 @@ from temporalio import activity
 from temporalio.worker import Worker
 
 from backend.settings import Settings
+from backend.specs import AgentSpec, TaskSpec
 from bench.bare_workflow import BARE_TASK_ACTIVITY, TRIVIAL_ACTIVITY, BareCrewWorkflow, TrivialWorkflow
 from bench.procs import connect
 
@@ -31,7 +32,8 @@ def crew_task_activity(pool: ThreadPoolExecutor) -> Any:
     async def run_crew_task(
         agent: dict[str, Any], task: dict[str, Any], inputs: dict[str, Any], context: dict[str, str]
     ) -> str:
-        request = TaskRunRequest(agent=agent, task=task, inputs=inputs, context=context)
+        request = TaskRunRequest(agent=AgentSpec.model_validate(agent), task=TaskSpec.model_validate(task),
+                                 inputs=inputs, context=context)  # fmt: skip
         # CrewAI is synchronous: a thread of the pool, as crewrun's activity does it.
         outcome = await asyncio.get_running_loop().run_in_executor(pool, runner.run, request)
         return outcome.output

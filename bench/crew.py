@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.specs import CrewSpec
+from backend.specs import AgentSpec, CrewSpec, TaskSpec
 
 
 def research_spec(sim_url: str, name: str, **llm: Any) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def run_in_process(spec: dict[str, Any], inputs: dict[str, Any]) -> dict[str, st
     runner = CrewAITaskRunner()
     outputs: dict[str, str] = {}
     for agent, task, context in task_requests(spec):
-        request = TaskRunRequest(agent=agent, task=task, inputs=inputs,
-                                 context={name: outputs[name] for name in context})  # fmt: skip
+        request = TaskRunRequest(agent=AgentSpec.model_validate(agent), task=TaskSpec.model_validate(task),
+                                 inputs=inputs, context={name: outputs[name] for name in context})  # fmt: skip
         outputs[task["name"]] = runner.run(request).output
     return outputs

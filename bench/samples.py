@@ -62,5 +62,5 @@ def error_records(n_kinds: int | None = None) -> list[dict[str, Any]]:
     for name, exc in list(exceptions().items())[:n_kinds]:
         failure = boundary.failure(exc, state=AttemptState(), table=DEFAULT_POLICIES,
                                    context=AttemptContext("research", "researcher", f"svc-{len(name) % 3}", 1))  # fmt: skip
-        records.append(failure.record)
+        records.append(failure.record.to_dict())
     return records

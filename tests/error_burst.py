@@ -40,6 +40,6 @@ def burst(store: Store, executions: int = 10, per_execution: int = 5) -> list[st
                 context=AttemptContext("research", "researcher", "openai", attempt),
             )  # fmt: skip
             # Spread over 50 minutes from T0: all inside the 04:00 and 05:00 hour buckets.
-            failure.record["occurred_at"] = (T0 + timedelta(minutes=e * 5 + attempt)).isoformat()
+            failure.record.occurred_at = (T0 + timedelta(minutes=e * 5 + attempt)).isoformat()
             assert store.record_attempt_failure(execution.id, "research", record=failure.record, final=False)
     return ids

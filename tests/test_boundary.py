@@ -51,6 +51,7 @@ RECORD_KEYS = {
     "cause_chain",
     "occurred_at",
     "attempt_started_at",
+    "cause",  # an execution-level record's underlying failure (None in an attempt's)
 }
 
 
@@ -133,7 +134,7 @@ def test_rate_limit_failure_is_a_retryable_application_error_after_retry_after()
     )
     assert error.message == (
         "[LLM_RATE_LIMITED] openai 429 — task research, agent researcher, attempt 1/12: "
-        + failure.record["message"].split(": ", 1)[1][:UI_MESSAGE_CHARS]
+        + failure.record.message.split(": ", 1)[1][:UI_MESSAGE_CHARS]
     )
     assert str(error) == f"rate_limit: {error.message}"  # temporalio prefixes the type
 
@@ -145,7 +146,7 @@ def test_rate_limit_record_is_details_zero() -> None:
     failure = fail(boundary, exc, AttemptState())
 
     record = failure.error.details[0]
-    assert record is failure.record
+    assert record == failure.record.to_dict()  # the details carry the record as JSON
     assert set(record) == RECORD_KEYS
     assert {
         k: record[k] for k in ("code", "category", "severity", "retryable", "service", "task", "agent")
@@ -186,9 +187,9 @@ def test_record_carries_the_attempt_start_and_the_temporal_attempt_number() -> N
         rate_limit(), state=AttemptState(), table=resolve(), context=context(attempt=7, started_at=started)
     )
 
-    assert failure.record["attempt_started_at"] == "2025-03-14T12:00:00+00:00"
-    assert failure.record["attempt"] == 7
-    assert failure.record["category_attempt"] == 1
+    assert failure.record.attempt_started_at == "2025-03-14T12:00:00+00:00"
+    assert failure.record.attempt == 7
+    assert failure.record.category_attempt == 1
 
 
 def test_rate_limit_budget_of_12_makes_the_12th_failure_final() -> None:
@@ -207,8 +208,8 @@ def test_rate_limit_budget_of_12_makes_the_12th_failure_final() -> None:
     assert last.final is True
     assert last.error.non_retryable is True
     assert last.error.next_retry_delay is None
-    assert last.record["retryable"] is False
-    assert last.record["next_retry_delay_s"] is None
+    assert last.record.retryable is False
+    assert last.record.next_retry_delay_s is None
     assert "attempt 12/12:" in last.error.message
     assert state.failures == {"rate_limit": 12}
 
@@ -220,8 +221,8 @@ def test_unauthorized_is_final_on_the_first_failure() -> None:
     assert failure.error.non_retryable is True
     assert failure.error.next_retry_delay is None
     assert failure.error.type == "authentication"
-    assert failure.record["code"] == "LLM_AUTH_FAILED"
-    assert failure.record["severity"] == "critical"
+    assert failure.record.code == "LLM_AUTH_FAILED"
+    assert failure.record.severity == "critical"
     assert failure.error.message.startswith(
         "[LLM_AUTH_FAILED] openai 401 — task research, agent researcher, attempt 1/1: "
     )
@@ -259,7 +260,7 @@ def test_timeout_message_names_the_exception_type_when_there_is_no_status() -> N
         "[LLM_TIMEOUT] openai APITimeoutError — task research, agent researcher, attempt 1/5: "
         "Request timed out."
     )
-    assert failure.record["status_code"] is None
+    assert failure.record.status_code is None
 
 
 def test_timeout_delay_is_the_jittered_backoff() -> None:
@@ -281,14 +282,14 @@ def test_unknown_error_is_internal_with_two_attempts() -> None:
     first = fail(boundary, raised(KeyError("result")), state)
     second = fail(boundary, raised(KeyError("result")), state)
 
-    assert first.record["code"] == second.record["code"] == "INTERNAL_ERROR"
+    assert first.record.code == second.record.code == "INTERNAL_ERROR"
     assert first.error.type == "internal"
     assert (first.final, second.final) == (False, True)
     assert first.error.message == (
         "[INTERNAL_ERROR] openai KeyError — task research, agent researcher, attempt 1/2: 'result'"
     )
-    assert second.record["max_attempts"] == 2
-    assert first.record["fingerprint"] == second.record["fingerprint"]
+    assert second.record.max_attempts == 2
+    assert first.record.fingerprint == second.record.fingerprint
 
 
 def test_non_retryable_code_is_final_even_when_the_table_would_retry() -> None:
@@ -303,7 +304,7 @@ def test_non_retryable_code_is_final_even_when_the_table_would_retry() -> None:
     )
 
     assert failure.final is True
-    assert failure.record["max_attempts"] == 5
+    assert failure.record.max_attempts == 5
 
 
 def test_category_missing_from_the_table_gets_one_attempt() -> None:
@@ -317,8 +318,8 @@ def test_category_missing_from_the_table_gets_one_attempt() -> None:
     )
 
     assert failure.final is True
-    assert failure.record["max_attempts"] == 1
-    assert failure.record["code"] == "NETWORK_CONNECT_FAILED"
+    assert failure.record.max_attempts == 1
+    assert failure.record.code == "NETWORK_CONNECT_FAILED"
 
 
 def test_overridden_budget_is_honoured() -> None:
@@ -350,10 +351,10 @@ def test_cause_chain_lists_every_exception_redacted() -> None:
 
     failure = fail(ErrorBoundary(rng=random.Random(0)), outer, AttemptState())
 
-    assert failure.record["code"] == "NETWORK_CONNECTION_RESET"
-    assert failure.record["exception_type"] == "ConnectionResetError"
-    assert failure.record["message"] == "ConnectionResetError: reset; api_key=[REDACTED]"
-    assert failure.record["cause_chain"] == [
+    assert failure.record.code == "NETWORK_CONNECTION_RESET"
+    assert failure.record.exception_type == "ConnectionResetError"
+    assert failure.record.message == "ConnectionResetError: reset; api_key=[REDACTED]"
+    assert failure.record.cause_chain == [
         {"type": "RuntimeError", "message": "LLM call failed"},
         {"type": "ConnectionResetError", "message": "reset; api_key=[REDACTED]"},
     ]
@@ -364,8 +365,8 @@ def test_long_messages_are_bounded() -> None:
 
     failure = fail(ErrorBoundary(rng=random.Random(0)), exc, AttemptState())
 
-    assert len(failure.record["message"]) == 2000
-    assert len(failure.record["cause_chain"][0]["message"]) == 500
+    assert len(failure.record.message) == 2000
+    assert len(failure.record.cause_chain[0]["message"]) == 500
     assert failure.error.message.endswith(": " + "x" * UI_MESSAGE_CHARS)
 
 
@@ -451,15 +452,15 @@ def test_secrets_in_the_provider_body_reach_neither_record_nor_message() -> None
 
     failure = fail(ErrorBoundary(rng=random.Random(0)), exc, AttemptState())
 
-    dumped = json.dumps(failure.record)
+    dumped = json.dumps(failure.record.to_dict())
     surfaces = [dumped, failure.error.message, str(failure.error), json.dumps(list(failure.error.details))]
     for text in surfaces:
         assert "sk-canary-1234567890" not in text
         assert env_secret not in text
         assert "canary-env-value" not in text
-    assert "[REDACTED]" in failure.record["message"]
-    assert "[REDACTED]" in failure.record["stack"]
-    assert "[REDACTED]" in failure.record["cause_chain"][0]["message"]
+    assert "[REDACTED]" in failure.record.message
+    assert "[REDACTED]" in failure.record.stack
+    assert "[REDACTED]" in failure.record.cause_chain[0]["message"]
 
 
 # ---------------------------------------------------------------- huge Retry-After
@@ -475,9 +476,9 @@ def test_huge_retry_after_waits_a_day_plus_jitter(retry_after: str, seed: int) -
     assert failure.error.non_retryable is False
     assert failure.error.next_retry_delay is not None
     assert timedelta(seconds=86_400) <= failure.error.next_retry_delay <= timedelta(seconds=86_400 * 1.2)
-    assert failure.record["retry_after_s"] == 86_400.0
-    assert failure.record["next_retry_delay_s"] == round(failure.error.next_retry_delay.total_seconds(), 3)
-    json.dumps(failure.record, allow_nan=False)  # capped: no Infinity in the record
+    assert failure.record.retry_after_s == 86_400.0
+    assert failure.record.next_retry_delay_s == round(failure.error.next_retry_delay.total_seconds(), 3)
+    json.dumps(failure.record.to_dict(), allow_nan=False)  # capped: no Infinity in the record
 
 
 def test_infinite_retry_after_of_a_crewrun_error_is_capped_by_the_delay() -> None:
@@ -501,18 +502,18 @@ def test_spent_provider_budget_switches_to_the_fallback_llm_with_fresh_budgets()
                                 fallback="backup-model")  # fmt: skip
     assert (switched.final, switched.error.non_retryable) == (False, False)
     assert switched.error.next_retry_delay == timedelta(seconds=0.1)
-    assert switched.record["fallback_to"] == "backup-model"
+    assert switched.record.fallback_to == "backup-model"
     assert (state.llm_index, state.failures) == (1, {})
     assert AttemptState.from_details([state.to_details()]).llm_index == 1
 
     # Quota has no retries of its own: with a fallback left it switches at once; without, final.
     quota = boundary.failure(CrewrunError("billing", code="LLM_QUOTA_EXHAUSTED"), state=AttemptState(), table=resolve(),
                              context=context(1), fallback="backup-model")  # fmt: skip
-    assert quota.final is False and quota.record["fallback_to"] == "backup-model"
+    assert quota.final is False and quota.record.fallback_to == "backup-model"
     last = boundary.failure(CrewrunError("billing", code="LLM_QUOTA_EXHAUSTED"), state=AttemptState(llm_index=1), table=resolve(),
                             context=context(2), fallback=None)  # fmt: skip
-    assert last.final is True and last.record["fallback_to"] is None
+    assert last.final is True and last.record.fallback_to is None
     # A content refusal is not the provider's trouble: no fallback.
     refused = boundary.failure(ContextLengthError("long"), state=AttemptState(), table=resolve(),
                                context=context(1), fallback="backup-model")  # fmt: skip
-    assert refused.final is True and refused.record["fallback_to"] is None
+    assert refused.final is True and refused.record.fallback_to is None

@@ -14,9 +14,9 @@ from tests.support import SimulatorServer, research_spec
 
 
 def request_for(sim: SimulatorServer, agent: int, topic: str = "otters") -> TaskRunRequest:
-    spec: dict[str, Any] = CrewSpec.model_validate(research_spec(sim.base_url)).model_dump(mode="json")
+    spec = CrewSpec.model_validate(research_spec(sim.base_url))
     return TaskRunRequest(
-        agent=spec["agents"][agent], task=spec["tasks"][agent], inputs={"topic": topic}, context={}
+        agent=spec.agents[agent], task=spec.tasks[agent], inputs={"topic": topic}, context={}
     )
 
 

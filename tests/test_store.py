@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from backend.db.store import CrewNameTaken, IdempotencyKeyReused, LogLine, Store, decode_cursor
+from backend.exceptions.records import ErrorRecord
 from backend.status import ExecutionStatus as E
 from backend.status import TaskStatus as T
 from tests.commit_faults import CommitFaults
@@ -77,14 +78,14 @@ def test_task_output_is_written_once_and_attempts_only_grow(db: Store) -> None:
     assert db.context_for(execution_id, ["one", "two"]) == {"one": "first"}
 
 
-def _record(attempt: int, code: str = "LLM_RATE_LIMITED") -> dict[str, object]:
-    return {
+def _record(attempt: int, code: str = "LLM_RATE_LIMITED") -> ErrorRecord:
+    return ErrorRecord.from_dict({
         "code": code, "category": "rate_limit", "severity": "low", "retryable": True, "message": "m",
         "service": "openai", "task": "two", "agent": "b", "attempt": attempt, "category_attempt": attempt,
         "max_attempts": 12, "fingerprint": "f" * 16, "exception_type": "openai.RateLimitError",
         "stack": "", "cause_chain": [{"type": "x", "message": "y"}],
         "occurred_at": "2026-11-29T04:00:00+00:00", "attempt_started_at": None,
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 def test_attempt_failures_become_error_events_once_and_the_last_error_stays_on_the_task(db: Store) -> None:

@@ -18,6 +18,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 
 with workflow.unsafe.imports_passed_through():
     from backend.exceptions import retry_policy
+    from backend.exceptions.records import ErrorRecord
+    from backend.specs import AgentSpec, CrewSpec, TaskSpec
     from backend.status import ExecutionStatus, TaskStatus
     from workflows import failures, policies
     from workflows.contracts import (
@@ -61,7 +63,7 @@ class _Decision:
 class _TaskFailed(Exception):
     """A task ended for good: the execution fails (after compensation)."""
 
-    def __init__(self, status: str, reason: str, error: dict[str, Any]) -> None:
+    def __init__(self, status: str, reason: str, error: ErrorRecord) -> None:
         super().__init__(reason)
         self.status, self.reason, self.error = status, reason, error
 
@@ -147,9 +149,9 @@ class CrewExecutionWorkflow:
             await self._end_badly(inp, failed.status, failed.reason, failed.error)
             error = failed.error
             raise ApplicationError(
-                f"[{error['code']}] {failed.reason}: {error['message'][:300]}",
-                error,
-                type=error["category"],
+                f"[{error.code}] {failed.reason}: {error.message[:300]}",
+                error.to_dict(),
+                type=error.category,
                 non_retryable=True,
             ) from None
         except ApplicationError:
@@ -163,20 +165,23 @@ class CrewExecutionWorkflow:
             if is_cancelled_exception(err):  # an activity cancelled along with the workflow
                 await self._end_badly(inp, ExecutionStatus.CANCELLED, "execution cancelled", None)
                 raise asyncio.CancelledError() from err
-            # A bug in workflow code (or an input it cannot handle) fails the execution with a
-            # code and a record, instead of retrying the workflow task forever.
+            # A bug in workflow code (or an input it cannot handle, a spec that does not
+            # validate) fails the execution with a code and a record, instead of retrying the
+            # workflow task forever.
             error = failures.workflow_code_error(err)
             await self._end_badly(inp, ExecutionStatus.FAILED, "workflow code error", error)
             raise ApplicationError(
-                error["message"], error, type=error["category"], non_retryable=True
+                error.message, error.to_dict(), type=error.category, non_retryable=True
             ) from err
 
     async def _run(self, inp: CrewExecutionInput) -> CrewExecutionResult:
-        spec = inp.spec
-        agents = {a["name"]: dict(a) for a in spec["agents"]}
+        # The spec travels as JSON; here it is typed (a spec that does not validate is a
+        # workflow code error, see run()).
+        spec = CrewSpec.model_validate(inp.spec)
+        agents = {a.name: a for a in spec.agents}
         inputs = dict(inp.inputs)
-        self._tasks = [TaskProgress(name=t["name"], agent=t["agent"]) for t in spec["tasks"]]
-        self._task_names = {t["name"] for t in spec["tasks"]}
+        self._tasks = [TaskProgress(name=t.name, agent=t.agent) for t in spec.tasks]
+        self._task_names = {t.name for t in spec.tasks}
         workflow.upsert_search_attributes([CREW_KEY.value_set(inp.crew_name)])
         # Since STATUS_WITH_FIRST_TASK, the first task's first transaction marks the execution
         # running (one activity less per execution); histories from before replay the activity.
@@ -186,18 +191,20 @@ class CrewExecutionWorkflow:
         else:
             await self._set_status(inp, ExecutionStatus.RUNNING, "execution started")
 
-        names = [t["name"] for t in spec["tasks"]]
+        names = [t.name for t in spec.tasks]
         gaps: list[str] = []
-        for index, task in enumerate(spec["tasks"]):
+        for index, task in enumerate(spec.tasks):
             progress = self._tasks[index]
-            if task["name"] in inp.seeded:
+            if task.name in inp.seeded:
                 # Completed in an earlier run (a dead letter's checkpoint): never run again.
                 progress.status = TaskStatus.COMPLETED
                 continue
-            context = names[:index] if task.get("context") is None else list(task["context"])
+            context = names[:index] if task.context is None else list(task.context)
             while True:  # until the task completes, is skipped or degraded, or the run fails
                 try:
-                    result = await self._run_task(inp, task, agents[task["agent"]], inputs, progress, context)
+                    result = await self._run_task(
+                        inp, spec, task, agents[task.agent], inputs, progress, context
+                    )
                 except asyncio.CancelledError:
                     progress.status = TaskStatus.FAILED
                     raise
@@ -205,43 +212,11 @@ class CrewExecutionWorkflow:
                     if is_cancelled_exception(err):
                         progress.status = TaskStatus.FAILED
                         raise asyncio.CancelledError() from err
-                    error = failures.activity_error_record(err, task["name"], task["agent"])
-                    progress.error = error
-                    progress.attempts = int(error.get("attempt") or progress.attempts)
-                    if error["category"] in inp.tuning.pause_categories:
-                        decision = await self._pause(inp, task, error)
-                        if decision.kind == "resume" and decision.resume is not None:
-                            inputs.update(decision.resume.inputs_patch)
-                            if decision.resume.llm_override:
-                                agent = agents[task["agent"]]
-                                agent["llm"] = {**agent["llm"], **decision.resume.llm_override}
-                            await self._set_status(
-                                inp, ExecutionStatus.RUNNING, f"resumed task {task['name']}"
-                            )
-                            continue
-                        if decision.kind == "skip" and decision.skip is not None:
-                            await self._skip(inp, decision.skip)
-                            progress.status = TaskStatus.SKIPPED
-                            progress.output = decision.skip.output
-                            gaps.append(task["name"])
-                            await self._set_status(
-                                inp, ExecutionStatus.RUNNING, f"skipped task {task['name']}"
-                            )
-                            break
-                        raise _TaskFailed(
-                            ExecutionStatus.FAILED,
-                            f"task {task['name']} not recovered",
-                            self._unrecovered(inp, task, error, decision),
-                        ) from err
-                    if not task.get("critical", True):
-                        # An optional task failing for good leaves a gap, not a failed crew.
-                        progress.status = TaskStatus.DEGRADED
-                        progress.degraded = True
-                        gaps.append(task["name"])
-                        break
-                    progress.status = TaskStatus.FAILED
-                    workflow.set_current_details(failures.error_card(error))
-                    raise _TaskFailed(ExecutionStatus.FAILED, f"task {task['name']} failed", error) from err
+                    outcome = await self._after_failure(inp, task, agents, inputs, progress, err)
+                    if outcome == "retry":
+                        continue
+                    gaps.append(task.name)  # skipped or degraded: the crew goes on without it
+                    break
                 progress.status = TaskStatus.COMPLETED
                 progress.attempts = result.attempts
                 progress.output = result.output_preview
@@ -261,18 +236,63 @@ class CrewExecutionWorkflow:
             await self._set_status(inp, final, message, None)
         return CrewExecutionResult(inp.execution_id, self._status, self._tasks, gaps=gaps)
 
+    async def _after_failure(
+        self,
+        inp: CrewExecutionInput,
+        task: TaskSpec,
+        agents: dict[str, AgentSpec],
+        inputs: dict[str, Any],
+        progress: TaskProgress,
+        err: ActivityError,
+    ) -> str:
+        """A task failed for good: pause for an operator (then ``retry`` or ``skipped``), leave a gap
+        (``degraded``), or raise _TaskFailed."""
+        error = failures.activity_error_record(err, task.name, task.agent)
+        progress.error = error.to_dict()
+        progress.attempts = int(error.attempt or progress.attempts)
+        if error.category in inp.tuning.pause_categories:
+            decision = await self._pause(inp, task, error)
+            if decision.kind == "resume" and decision.resume is not None:
+                inputs.update(decision.resume.inputs_patch)
+                if decision.resume.llm_override:
+                    agent = agents[task.agent]
+                    llm = agent.llm.model_copy(update=decision.resume.llm_override)
+                    agents[task.agent] = agent.model_copy(update={"llm": llm})
+                await self._set_status(inp, ExecutionStatus.RUNNING, f"resumed task {task.name}")
+                return "retry"
+            if decision.kind == "skip" and decision.skip is not None:
+                await self._skip(inp, decision.skip)
+                progress.status = TaskStatus.SKIPPED
+                progress.output = decision.skip.output
+                await self._set_status(inp, ExecutionStatus.RUNNING, f"skipped task {task.name}")
+                return "skipped"
+            raise _TaskFailed(
+                ExecutionStatus.FAILED,
+                f"task {task.name} not recovered",
+                self._unrecovered(inp, task, error, decision),
+            ) from err
+        if not task.critical:
+            # An optional task failing for good leaves a gap, not a failed crew.
+            progress.status = TaskStatus.DEGRADED
+            progress.degraded = True
+            return "degraded"
+        progress.status = TaskStatus.FAILED
+        workflow.set_current_details(failures.error_card(error))
+        raise _TaskFailed(ExecutionStatus.FAILED, f"task {task.name} failed", error) from err
+
     async def _run_task(
         self,
         inp: CrewExecutionInput,
-        task: dict[str, Any],
-        agent: dict[str, Any],
+        spec: CrewSpec,
+        task: TaskSpec,
+        agent: AgentSpec,
         inputs: dict[str, Any],
         progress: TaskProgress,
         context: list[str],
     ) -> TaskResult:
         progress.status = TaskStatus.RUNNING
         progress.started_at = workflow.now().isoformat()
-        table = policies.task_retry_table(inp.spec, task, inp.tuning)
+        table = policies.task_retry_table(spec, task, inp.tuning)
         # The first task that runs carries the execution's "running" (see _run); once is enough.
         mark_running, self._running_pending = self._running_pending, False
         return await workflow.execute_activity(
@@ -280,14 +300,14 @@ class CrewExecutionWorkflow:
             RunTaskInput(
                 execution_id=inp.execution_id,
                 crew_name=inp.crew_name,
-                task=task,
-                agent=agent,
+                task=task.model_dump(mode="json"),
+                agent=agent.model_dump(mode="json"),
                 context=context,
                 inputs=inputs,
                 retry=retry_policy.to_json(table),
                 on_final_failure=FinalFailure(
                     pause=list(inp.tuning.pause_categories),
-                    otherwise=TaskStatus.FAILED if task.get("critical", True) else TaskStatus.DEGRADED,
+                    otherwise=TaskStatus.FAILED if task.critical else TaskStatus.DEGRADED,
                 ),
                 mark_running=mark_running,
             ),
@@ -295,12 +315,12 @@ class CrewExecutionWorkflow:
             **policies.task_activity_options(task, agent, inp.tuning, table),
         )
 
-    async def _pause(self, inp: CrewExecutionInput, task: dict[str, Any], error: dict[str, Any]) -> _Decision:
+    async def _pause(self, inp: CrewExecutionInput, task: TaskSpec, error: ErrorRecord) -> _Decision:
         """Wait for an operator: resume, skip or abort. The timeout leads to the dead letter path."""
-        self._paused_task = task["name"]
+        self._paused_task = task.name
         self._decision = None
         workflow.set_current_details(failures.pause_card(error, inp.tuning.pause_timeout_s))
-        await self._set_status(inp, ExecutionStatus.PAUSED, f"paused on {error['code']}", error)
+        await self._set_status(inp, ExecutionStatus.PAUSED, f"paused on {error.code}", error)
         try:
             await workflow.wait_condition(
                 lambda: self._decision is not None, timeout=timedelta(seconds=inp.tuning.pause_timeout_s)
@@ -315,11 +335,11 @@ class CrewExecutionWorkflow:
         return decision
 
     def _unrecovered(
-        self, inp: CrewExecutionInput, task: dict[str, Any], error: dict[str, Any], decision: _Decision
-    ) -> dict[str, Any]:
+        self, inp: CrewExecutionInput, task: TaskSpec, error: ErrorRecord, decision: _Decision
+    ) -> ErrorRecord:
         if decision.kind == "abort" and decision.abort is not None:
-            return failures.aborted_error(task["name"], task["agent"], decision.abort.reason, error)
-        return failures.pause_timeout_error(task["name"], task["agent"], error, inp.tuning.pause_timeout_s)
+            return failures.aborted_error(task.name, task.agent, decision.abort.reason, error)
+        return failures.pause_timeout_error(task.name, task.agent, error, inp.tuning.pause_timeout_s)
 
     async def _skip(self, inp: CrewExecutionInput, request: SkipRequest) -> None:
         await workflow.execute_activity(
@@ -329,7 +349,7 @@ class CrewExecutionWorkflow:
         )
 
     async def _end_badly(
-        self, inp: CrewExecutionInput, status: str, reason: str, error: dict[str, Any] | None
+        self, inp: CrewExecutionInput, status: str, reason: str, error: ErrorRecord | None
     ) -> None:
         """Failure or cancellation: one compensation activity writes the final status, the final
         error record and the dead letter in one transaction (idempotent per run; retried
@@ -338,24 +358,24 @@ class CrewExecutionWorkflow:
         self._show_status(status, error)
         await workflow.execute_activity(
             COMPENSATE_ACTIVITY,
-            CompensationInput(inp.execution_id, status, reason, error),
+            CompensationInput(inp.execution_id, status, reason, error.to_dict() if error else None),
             **policies.COMPENSATION_ACTIVITY_OPTIONS,
         )
 
     async def _set_status(
-        self, inp: CrewExecutionInput, status: str, message: str, error: dict[str, Any] | None = None
+        self, inp: CrewExecutionInput, status: str, message: str, error: ErrorRecord | None = None
     ) -> None:
         self._show_status(status, error)
         await workflow.execute_activity(
             RECORD_STATUS_ACTIVITY,
-            StatusUpdate(inp.execution_id, status, message, error),
+            StatusUpdate(inp.execution_id, status, message, error.to_dict() if error else None),
             **policies.STATUS_ACTIVITY_OPTIONS,
         )
 
-    def _show_status(self, status: str, error: dict[str, Any] | None) -> None:
+    def _show_status(self, status: str, error: ErrorRecord | None) -> None:
         """The status (and, on errors, category and code) as search attributes for the Web UI/CLI."""
         self._status = status
         updates = [STATUS_KEY.value_set(status)]
         if error:
-            updates += [CATEGORY_KEY.value_set(error["category"]), CODE_KEY.value_set(error["code"])]
+            updates += [CATEGORY_KEY.value_set(error.category), CODE_KEY.value_set(error.code)]
         workflow.upsert_search_attributes(updates)

@@ -18,14 +18,17 @@ from temporalio.common import RetryPolicy
 
 from backend.exceptions.categories import NON_RETRYABLE, Category, CategoryPolicy
 from backend.exceptions.retry_policy import envelope, resolve
+from backend.specs import AgentSpec, CrewSpec, RetrySpec, TaskSpec
 from workflows.contracts import ActivityTuning
 
 
-def task_retry_table(
-    spec: dict[str, Any], task: dict[str, Any], tuning: ActivityTuning
-) -> dict[str, CategoryPolicy]:
+def task_retry_table(spec: CrewSpec, task: TaskSpec, tuning: ActivityTuning) -> dict[str, CategoryPolicy]:
     """Defaults, then the deployment's settings, then the crew's, then the task's overrides."""
-    return resolve(tuning.retry_overrides, spec.get("retry"), task.get("retry"))
+    return resolve(tuning.retry_overrides, _overrides(spec.retry), _overrides(task.retry))
+
+
+def _overrides(layer: RetrySpec) -> dict[str, dict[str, Any]]:
+    return {category: o.model_dump(exclude_none=True) for category, o in layer.items()}
 
 
 def task_retry_policy(table: dict[str, CategoryPolicy]) -> RetryPolicy:
@@ -40,14 +43,14 @@ def task_retry_policy(table: dict[str, CategoryPolicy]) -> RetryPolicy:
 
 
 def task_activity_options(
-    task: dict[str, Any], agent: dict[str, Any], tuning: ActivityTuning, table: dict[str, CategoryPolicy]
+    task: TaskSpec, agent: AgentSpec, tuning: ActivityTuning, table: dict[str, CategoryPolicy]
 ) -> dict[str, Any]:
-    timeout_s = task.get("timeout_s") or tuning.default_task_timeout_s
+    timeout_s = task.timeout_s or tuning.default_task_timeout_s
     return {
         "start_to_close_timeout": timedelta(seconds=timeout_s),
         "heartbeat_timeout": timedelta(seconds=tuning.heartbeat_timeout_s),
         "retry_policy": task_retry_policy(table),
-        "summary": f"task {task['name']} · agent {agent['name']} ({agent['role'][:60]})",
+        "summary": f"task {task.name} · agent {agent.name} ({agent.role[:60]})",
     }
 
 

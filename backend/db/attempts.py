@@ -20,6 +20,7 @@ from backend.db import executions
 from backend.db.executions import LogLine, coalesce, greatest
 from backend.db.models import ErrorEvent, Execution, TaskRun, utcnow
 from backend.db.paging import Page, oldest_first
+from backend.exceptions.records import ErrorRecord
 from backend.status import ExecutionStatus, TaskStatus, task_predecessors
 
 
@@ -92,7 +93,7 @@ def record_failure(
     execution_id: str,
     task: str,
     *,
-    record: dict[str, Any],
+    record: ErrorRecord,
     final: bool,
     final_status: str = TaskStatus.FAILED,
     log: LogLine | None = None,
@@ -104,14 +105,14 @@ def record_failure(
         select(ErrorEvent.id).where(
             ErrorEvent.execution_id == execution_id,
             ErrorEvent.task == task,
-            ErrorEvent.attempt == record["attempt"],
+            ErrorEvent.attempt == record.attempt,
         )
     )
     if already is not None:
         return False
     crew_id = s.scalar(select(Execution.crew_id).where(Execution.id == execution_id))
     s.add(error_event(execution_id, crew_id, task, record))
-    values: dict[str, Any] = {"error": record}
+    values: dict[str, Any] = {"error": record.to_dict()}
     if final:
         values |= {
             "status": final_status,
@@ -162,31 +163,31 @@ def _task(s: Session, execution_id: str, task: str) -> TaskRun | None:
     ).first()
 
 
-def error_event(execution_id: str, crew_id: str | None, task: str, r: dict[str, Any]) -> ErrorEvent:
+def error_event(execution_id: str, crew_id: str | None, task: str, r: ErrorRecord) -> ErrorEvent:
     return ErrorEvent(
         execution_id=execution_id,
         crew_id=crew_id,
         task=task,
-        agent=r["agent"],
-        attempt=r["attempt"],
-        category_attempt=r["category_attempt"],
-        max_attempts=r["max_attempts"],
-        code=r["code"],
-        category=r["category"],
-        severity=r["severity"],
-        retryable=r["retryable"],
-        service=r.get("service"),
-        message=r["message"],
-        exception_type=r["exception_type"],
-        fingerprint=r["fingerprint"],
-        status_code=r.get("status_code"),
-        provider_code=r.get("provider_code"),
-        retry_after_s=r.get("retry_after_s"),
-        next_retry_delay_s=r.get("next_retry_delay_s"),
-        stack=r.get("stack", ""),
-        cause_chain=r.get("cause_chain", []),
-        occurred_at=_parse_time(r.get("occurred_at")) or utcnow(),
-        attempt_started_at=_parse_time(r.get("attempt_started_at")),
+        agent=r.agent,
+        attempt=r.attempt,
+        category_attempt=r.category_attempt,
+        max_attempts=r.max_attempts,
+        code=r.code,
+        category=r.category,
+        severity=r.severity,
+        retryable=r.retryable,
+        service=r.service,
+        message=r.message,
+        exception_type=r.exception_type,
+        fingerprint=r.fingerprint,
+        status_code=r.status_code,
+        provider_code=r.provider_code,
+        retry_after_s=r.retry_after_s,
+        next_retry_delay_s=r.next_retry_delay_s,
+        stack=r.stack,
+        cause_chain=r.cause_chain,
+        occurred_at=_parse_time(r.occurred_at) or utcnow(),
+        attempt_started_at=_parse_time(r.attempt_started_at),
     )
 
 

@@ -20,6 +20,7 @@ from backend.db.dead_letters import Compensation, DeadLetterNotOpen
 from backend.db.executions import IdempotencyKeyReused, LogLine, Transition, workflow_id_for
 from backend.db.models import Crew, DeadLetter, ErrorEvent, Execution, ExecutionFailure, ExecutionLog, TaskRun
 from backend.db.paging import Page, decode_cursor
+from backend.exceptions.records import ErrorRecord
 from backend.status import TaskStatus
 
 __all__ = [
@@ -145,7 +146,7 @@ class Store:
         execution_id: str,
         task: str,
         *,
-        record: dict[str, Any],
+        record: ErrorRecord,
         final: bool,
         final_status: str = TaskStatus.FAILED,
     ) -> bool:
