@@ -45,8 +45,12 @@ async def main() -> int:
 
     def exhausted(code: str) -> None:
         if not recycle:
-            log.error("worker.recycling", code=code, pid=os.getpid(),
-                      reason="this process ran out of a resource; exiting for a fresh one")  # fmt: skip
+            log.error(
+                "worker.recycling",
+                code=code,
+                pid=os.getpid(),
+                reason="this process ran out of a resource; exiting for a fresh one",
+            )
         recycle.append(code)
         stop.set()
 
@@ -55,9 +59,13 @@ async def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info(
-        "worker.started", task_queue=settings.task_queue, pid=os.getpid(), temporal=settings.temporal_address,
-        metrics_port=settings.worker_metrics_port, sdk_metrics_port=settings.worker_sdk_metrics_port,
-    )  # fmt: skip
+        "worker.started",
+        task_queue=settings.task_queue,
+        pid=os.getpid(),
+        temporal=settings.temporal_address,
+        metrics_port=settings.worker_metrics_port,
+        sdk_metrics_port=settings.worker_sdk_metrics_port,
+    )
     async with worker:
         watchdog = asyncio.create_task(_watch_descriptors(DescriptorWatch(), exhausted, stop))
         await stop.wait()

@@ -46,9 +46,12 @@ async def raise_alert(alerter: Alerter | None, event: AlertEvent, max_interval_s
         client = activity.client()
         for alert_id in ids:
             await client.start_workflow(
-                ALERT_WORKFLOW_NAME, args=[alert_id, max_interval_s], id=f"alert-{alert_id}",
-                task_queue=activity.info().task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )  # fmt: skip
+                ALERT_WORKFLOW_NAME,
+                args=[alert_id, max_interval_s],
+                id=f"alert-{alert_id}",
+                task_queue=activity.info().task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
         return ids
     except Exception as exc:  # alerting must not turn a task failure into a different one
         log.error("alert.raise_failed", error=f"{type(exc).__name__}: {exc}"[:300], kind=event.kind)

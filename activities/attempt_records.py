@@ -39,8 +39,15 @@ class AttemptRecords:
         self._db = db
         self._breaker = breaker
 
-    def begin(self, inp: RunTaskInput, task_spec: TaskSpec, agent: AgentSpec, attempt: int, started_at: datetime,
-              state: AttemptState) -> Begun:  # fmt: skip
+    def begin(
+        self,
+        inp: RunTaskInput,
+        task_spec: TaskSpec,
+        agent: AgentSpec,
+        attempt: int,
+        started_at: datetime,
+        state: AttemptState,
+    ) -> Begun:
         """Raises CircuitOpenError (after committing the claim) when no LLM of the chain may be
         called now: the boundary turns it into a wait until the next probe."""
         task = inp.task["name"]
@@ -49,8 +56,15 @@ class AttemptRecords:
                 record = ErrorRecord.from_dict(pending)
                 line = LogLine("task.attempt_failed", record.message[:300], "warning", task=task)
                 attempts.record_failure(s, inp.execution_id, task, record=record, final=False, log=line)
-            start = attempts.begin(s, inp.execution_id, task, attempt, context_of=inp.context,
-                                   started_at=started_at, mark_running=inp.mark_running)  # fmt: skip
+            start = attempts.begin(
+                s,
+                inp.execution_id,
+                task,
+                attempt,
+                context_of=inp.context,
+                started_at=started_at,
+                mark_running=inp.mark_running,
+            )
             if start.reused:
                 return Begun(reused=start.task)
             permit, llm, refused = self._first_permitted(s, agent.chain, state.llm_index)
@@ -58,9 +72,11 @@ class AttemptRecords:
         if refused is not None:
             raise refused
         request = TaskRunRequest(
-            agent=agent.model_copy(update={"llm": llm}), task=task_spec, inputs=inp.inputs,
+            agent=agent.model_copy(update={"llm": llm}),
+            task=task_spec,
+            inputs=inp.inputs,
             context={n: start.context[n] for n in inp.context if n in start.context},
-        )  # fmt: skip
+        )
         return Begun(request, permit, llm)
 
     def _first_permitted(
@@ -81,8 +97,14 @@ class AttemptRecords:
         self, inp: RunTaskInput, attempt: int, permit: Permit | None, outcome: TaskRunOutcome
     ) -> TaskRun:
         with self._db.transaction("finish_attempt.completed") as s:
-            row = attempts.complete(s, inp.execution_id, inp.task["name"], output=outcome.output,
-                                    model=outcome.model, attempt=attempt)  # fmt: skip
+            row = attempts.complete(
+                s,
+                inp.execution_id,
+                inp.task["name"],
+                output=outcome.output,
+                model=outcome.model,
+                attempt=attempt,
+            )
             if permit is not None:
                 self._breaker.record_in(s, permit, None)
         return row
@@ -94,12 +116,24 @@ class AttemptRecords:
         decided which, ``on_final_failure``) and the breaker's record of the call. Returns True
         when this failure opened the service's breaker."""
         paused = final and record.category in inp.on_final_failure.pause
-        data = {"code": record.code, "category": record.category, "severity": record.severity,
-                "attempt": record.attempt, "next_retry_delay_s": record.next_retry_delay_s}  # fmt: skip
+        data = {
+            "code": record.code,
+            "category": record.category,
+            "severity": record.severity,
+            "attempt": record.attempt,
+            "next_retry_delay_s": record.next_retry_delay_s,
+        }
         line = LogLine(
             "task.attempt_failed", message, "error" if final else "warning", data, inp.task["name"]
         )
         with self._db.transaction("finish_attempt.failed") as s:
-            attempts.record_failure(s, inp.execution_id, inp.task["name"], record=record, final=final and not paused,
-                                    final_status=inp.on_final_failure.otherwise, log=line)  # fmt: skip
+            attempts.record_failure(
+                s,
+                inp.execution_id,
+                inp.task["name"],
+                record=record,
+                final=final and not paused,
+                final_status=inp.on_final_failure.otherwise,
+                log=line,
+            )
             return permit is not None and self._breaker.record_in(s, permit, record.category)

@@ -121,9 +121,14 @@ class ErrorBoundary:
         record = self._record(exc, found, context, count, policy.maximum_attempts, retry, delay)
         record.fallback_to = fallback if switch else None
         state.history.append(
-            {"attempt": record.attempt, "code": record.code, "category": record.category,
-             "occurred_at": record.occurred_at, "next_retry_delay_s": record.next_retry_delay_s}
-        )  # fmt: skip
+            {
+                "attempt": record.attempt,
+                "code": record.code,
+                "category": record.category,
+                "occurred_at": record.occurred_at,
+                "next_retry_delay_s": record.next_retry_delay_s,
+            }
+        )
         del state.history[:-HISTORY_LIMIT]
         error = ApplicationError(
             _ui_message(record),

@@ -79,8 +79,12 @@ class CrewActivities:
     async def record_execution_status(self, update: StatusUpdate) -> str | None:
         _bind_execution(update.execution_id)
         level = "error" if update.status == ExecutionStatus.FAILED else "info"
-        line = LogLine(f"execution.{update.status}", update.message, level,
-                       {"error": update.error} if update.error else None)  # fmt: skip
+        line = LogLine(
+            f"execution.{update.status}",
+            update.message,
+            level,
+            {"error": update.error} if update.error else None,
+        )
         result = await self._db(
             self._store.transition_execution, update.execution_id, update.status, error=update.error, log=line
         )
@@ -91,9 +95,16 @@ class CrewActivities:
             # this activity (one per pause) names the incident, so a retry raises nothing twice.
             info = activity.info()
             code = (update.error or {}).get("code", "")
-            await self._alert(AlertEvent("paused", f"execution {update.execution_id} paused: {code}",
-                                         severity="high", execution_id=update.execution_id, error=update.error,
-                                         incident=f"{info.workflow_run_id}:{info.activity_id}"))  # fmt: skip
+            await self._alert(
+                AlertEvent(
+                    "paused",
+                    f"execution {update.execution_id} paused: {code}",
+                    severity="high",
+                    execution_id=update.execution_id,
+                    error=update.error,
+                    incident=f"{info.workflow_run_id}:{info.activity_id}",
+                )
+            )
         log.info("execution.status", execution_id=update.execution_id, status=result.status)
         return result.status
 
@@ -103,20 +114,38 @@ class CrewActivities:
         _bind_execution(inp.execution_id)
         info = activity.info()
         result = await self._db(
-            self._store.compensate, execution_id=inp.execution_id, workflow_id=info.workflow_id,
-            run_id=info.workflow_run_id, status=inp.status, error=inp.error, reason=inp.reason,
-        )  # fmt: skip
+            self._store.compensate,
+            execution_id=inp.execution_id,
+            workflow_id=info.workflow_id,
+            run_id=info.workflow_run_id,
+            status=inp.status,
+            error=inp.error,
+            reason=inp.reason,
+        )
         if result.created:
             self._metrics.dead_letters.inc()
             self._metrics.executions_finished.labels(inp.status).inc()
         # Also when an earlier attempt committed the record and died (an ambiguous commit) before
         # raising the alert: the incident (the dead letter) makes a second offer a no-op.
-        await self._alert(AlertEvent("dead_letter", f"execution {inp.execution_id} {inp.status}: {inp.reason}",
-                                     severity="high", execution_id=inp.execution_id, error=inp.error,
-                                     data={"dead_letter_id": result.dead_letter_id},
-                                     incident=result.dead_letter_id))  # fmt: skip
-        log.info("execution.compensated", execution_id=inp.execution_id, status=inp.status,
-                 dead_letter_id=result.dead_letter_id, created=result.created, attempt=info.attempt)  # fmt: skip
+        await self._alert(
+            AlertEvent(
+                "dead_letter",
+                f"execution {inp.execution_id} {inp.status}: {inp.reason}",
+                severity="high",
+                execution_id=inp.execution_id,
+                error=inp.error,
+                data={"dead_letter_id": result.dead_letter_id},
+                incident=result.dead_letter_id,
+            )
+        )
+        log.info(
+            "execution.compensated",
+            execution_id=inp.execution_id,
+            status=inp.status,
+            dead_letter_id=result.dead_letter_id,
+            created=result.created,
+            attempt=info.attempt,
+        )
         return result.dead_letter_id
 
     @activity.defn(name=SKIP_TASK_ACTIVITY)
@@ -133,9 +162,13 @@ class CrewActivities:
         # activity runs in an asyncio task of its own, and the SDK's "completing as failed" line
         # comes after this coroutine ends.
         structlog.contextvars.bind_contextvars(
-            execution_id=inp.execution_id, workflow_id=info.workflow_id, run_id=info.workflow_run_id,
-            task=inp.task.get("name"), agent=inp.agent.get("name"), attempt=info.attempt,
-        )  # fmt: skip
+            execution_id=inp.execution_id,
+            workflow_id=info.workflow_id,
+            run_id=info.workflow_run_id,
+            task=inp.task.get("name"),
+            agent=inp.agent.get("name"),
+            attempt=info.attempt,
+        )
         return await self._run_crew_task(inp, info)
 
     async def _run_crew_task(self, inp: RunTaskInput, info: activity.Info) -> TaskResult:
@@ -195,35 +228,63 @@ class CrewActivities:
             state=state,
             table=retry_policy.from_json(inp.retry) if inp.retry else dict(retry_policy.DEFAULT_POLICIES),
             context=AttemptContext(
-                task=inp.task.get("name", "?"), agent=inp.agent.get("name", "?"),
+                task=inp.task.get("name", "?"),
+                agent=inp.agent.get("name", "?"),
                 service=llm.service_name if llm else "unknown",
-                attempt=info.attempt, started_at=info.started_time,
+                attempt=info.attempt,
+                started_at=info.started_time,
             ),
             fallback=chain[state.llm_index + 1].model if state.llm_index + 1 < len(chain) else None,
-        )  # fmt: skip
+        )
         record = failure.record
         self._metrics.errors.labels(record.category, record.code, record.severity, record.service).inc()
         if not failure.final:
             self._metrics.retries.labels(record.category).inc()
         try:
-            opened = await self._db(self._records.failed, inp, record, final=failure.final, permit=permit,
-                                    message=failure.error.message)  # fmt: skip
+            opened = await self._db(
+                self._records.failed,
+                inp,
+                record,
+                final=failure.final,
+                permit=permit,
+                message=failure.error.message,
+            )
         except Exception as db_error:
             # The database is what fails (full, down): the event rides in the heartbeat details
             # and the next attempt writes it. The failure itself still leaves classified.
             state.keep_unrecorded(record)
             opened = False
-            log.error("task.failure_unrecorded", code=record.code,
-                      db_error=redact_message(f"{type(db_error).__name__}: {db_error}")[:300])  # fmt: skip
+            log.error(
+                "task.failure_unrecorded",
+                code=record.code,
+                db_error=redact_message(f"{type(db_error).__name__}: {db_error}")[:300],
+            )
         (log.error if failure.final else log.warning)(
-            "task.attempt_failed", code=record.code, category=record.category,
-            severity=record.severity, final=failure.final, next_retry_delay_s=record.next_retry_delay_s,
-        )  # fmt: skip
-        await self._alert(AlertEvent("error", f"[{record.code}] task {record.task} of {inp.crew_name}",
-                                     severity=record.severity, execution_id=inp.execution_id, error=record.to_dict()))  # fmt: skip
+            "task.attempt_failed",
+            code=record.code,
+            category=record.category,
+            severity=record.severity,
+            final=failure.final,
+            next_retry_delay_s=record.next_retry_delay_s,
+        )
+        await self._alert(
+            AlertEvent(
+                "error",
+                f"[{record.code}] task {record.task} of {inp.crew_name}",
+                severity=record.severity,
+                execution_id=inp.execution_id,
+                error=record.to_dict(),
+            )
+        )
         if opened and permit is not None:
-            await self._alert(AlertEvent("circuit_opened", f"circuit of {permit.service} opened",
-                                         severity="high", service=permit.service))  # fmt: skip
+            await self._alert(
+                AlertEvent(
+                    "circuit_opened",
+                    f"circuit of {permit.service} opened",
+                    severity="high",
+                    service=permit.service,
+                )
+            )
         # Heartbeat details outlive this attempt: the next one continues these counts.
         activity.heartbeat(state.to_details())
         if record.code in PROCESS_EXHAUSTION_CODES and self._on_exhausted is not None:
@@ -248,8 +309,14 @@ class CrewActivities:
 
 def _result(row: TaskRun, reused: bool = False) -> TaskResult:
     output = row.output or ""
-    return TaskResult(task=row.name, attempts=row.attempts, output_preview=output[:OUTPUT_PREVIEW_CHARS],
-                      output_chars=len(output), model=row.model, reused=reused)  # fmt: skip
+    return TaskResult(
+        task=row.name,
+        attempts=row.attempts,
+        output_preview=output[:OUTPUT_PREVIEW_CHARS],
+        output_chars=len(output),
+        model=row.model,
+        reused=reused,
+    )
 
 
 def _bind_execution(execution_id: str) -> None:

@@ -56,8 +56,14 @@ class LLMCache:
                 self._llms.move_to_end(key)
                 return self._llms[key]
         model, base_url, api_key, timeout, temperature = key
-        llm = LLM(model=model, base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0,
-                  temperature=temperature)  # fmt: skip
+        llm = LLM(
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=0,
+            temperature=temperature,
+        )
         evicted: list[LLM] = []
         with self._lock:
             llm = self._llms.setdefault(key, llm)

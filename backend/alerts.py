@@ -217,15 +217,30 @@ class Alerter:
             alerts.insert(
                 s,
                 Alert(
-                    id=alert_id, rule=rule.name, severity=error.get("severity", event.severity),
-                    title=event.title[:300], detail=str(detail)[:2000], dedup_key=key[:300],
+                    id=alert_id,
+                    rule=rule.name,
+                    severity=error.get("severity", event.severity),
+                    title=event.title[:300],
+                    detail=str(detail)[:2000],
+                    dedup_key=key[:300],
                     execution_id=event.execution_id,
-                    data=redact_data({"error": {k: error.get(k) for k in ("code", "category", "task", "agent", "service")}
-                                      if error else None, **event.data}),
-                    sinks=rule.sinks or list(self.sinks), delivered_sinks=[], delivered=False,
-                    delivery_attempts=0, created_at=utcnow(),
+                    data=redact_data(
+                        {
+                            "error": {
+                                k: error.get(k) for k in ("code", "category", "task", "agent", "service")
+                            }
+                            if error
+                            else None,
+                            **event.data,
+                        }
+                    ),
+                    sinks=rule.sinks or list(self.sinks),
+                    delivered_sinks=[],
+                    delivered=False,
+                    delivery_attempts=0,
+                    created_at=utcnow(),
                 ),
-            )  # fmt: skip
+            )
 
     # ----- delivering (called by the delivery activity, retried by Temporal) -----
 
@@ -254,10 +269,15 @@ class Alerter:
     @staticmethod
     def payload(alert: Alert) -> dict[str, Any]:
         return {
-            "id": alert.id, "rule": alert.rule, "severity": alert.severity, "title": alert.title,
-            "detail": alert.detail, "execution_id": alert.execution_id, "data": alert.data,
+            "id": alert.id,
+            "rule": alert.rule,
+            "severity": alert.severity,
+            "title": alert.title,
+            "detail": alert.detail,
+            "execution_id": alert.execution_id,
+            "data": alert.data,
             "created_at": alert.created_at.isoformat(),
-        }  # fmt: skip
+        }
 
     # ----- reading -----
 

@@ -66,10 +66,13 @@ def _run_stack(settings: Settings, *, demo: bool, keep_running: bool, workers: i
             def demo_run() -> None:
                 outcome["ok"] = False  # unless it returns saying so
                 outcome["ok"] = run_demo(
-                    stack.api_url, stack.simulator_url, temporal_address=f"127.0.0.1:{settings.temporal_port}",
-                    namespace=settings.temporal_namespace, breaker_failures=settings.breaker_consecutive_failures,
+                    stack.api_url,
+                    stack.simulator_url,
+                    temporal_address=f"127.0.0.1:{settings.temporal_port}",
+                    namespace=settings.temporal_namespace,
+                    breaker_failures=settings.breaker_consecutive_failures,
                     echo=typer.echo,
-                )  # fmt: skip
+                )
                 if keep_running:
                     typer.echo("stack is up; Ctrl-C stops it")
 
@@ -132,8 +135,10 @@ def status(
         up_s = (now - datetime.fromisoformat(child["started_at"])).total_seconds()
         uptime = f"{up_s:.0f} s" if child["state"] == "running" else "-"
         pid = str(child["pid"] or "-")
-        typer.echo(f"{child['name']:12} {child['state']:11} {pid:>8} {uptime:>9} {child['restarts']:>8}  "
-                   f"{child['last_exit'] or ''}")  # fmt: skip
+        typer.echo(
+            f"{child['name']:12} {child['state']:11} {pid:>8} {uptime:>9} {child['restarts']:>8}  "
+            f"{child['last_exit'] or ''}"
+        )
 
 
 @app.command("demo")
@@ -203,8 +208,12 @@ def api(
     configure_logging(settings.log_format, settings.log_level)
     bind = host or settings.api_host
     if not is_loopback(bind) and not settings.key_digests():
-        typer.secho(f"crewrun api: refusing to listen on {bind} without API keys "
-                    "(set CREWRUN_API_KEYS or CREWRUN_API_KEY_HASHES, or bind 127.0.0.1)", fg="red", err=True)  # fmt: skip
+        typer.secho(
+            f"crewrun api: refusing to listen on {bind} without API keys "
+            "(set CREWRUN_API_KEYS or CREWRUN_API_KEY_HASHES, or bind 127.0.0.1)",
+            fg="red",
+            err=True,
+        )
         raise typer.Exit(2)
     uvicorn.run(
         create_app(settings),

@@ -67,18 +67,38 @@ def demo_spec(simulator_url: str, name: str, scenario: Scenario) -> dict[str, An
 
 def scenarios(run_id: str, breaker_failures: int = 5) -> list[Scenario]:
     return [
-        Scenario("rate limits", f"rl{run_id}", faults=[
-            {"kind": "rate_limit", "agent": f"rl{run_id}-researcher", "count": 2, "retry_after_s": 1},
-            {"kind": "server_error", "agent": f"rl{run_id}-analyst", "count": 1, "status": 503}]),
-        Scenario("paused on 401", f"pa{run_id}", faults=[{"kind": "auth", "agent": f"pa{run_id}-analyst", "count": 1}]),
-        Scenario("dead-lettered", f"dl{run_id}",
-                 faults=[{"kind": "content_policy", "agent": f"dl{run_id}-writer", "count": 1}]),
-        Scenario("degraded", f"dg{run_id}", optional=("analyse",),
-                 faults=[{"kind": "content_policy", "agent": f"dg{run_id}-analyst", "count": 1}]),
+        Scenario(
+            "rate limits",
+            f"rl{run_id}",
+            faults=[
+                {"kind": "rate_limit", "agent": f"rl{run_id}-researcher", "count": 2, "retry_after_s": 1},
+                {"kind": "server_error", "agent": f"rl{run_id}-analyst", "count": 1, "status": 503},
+            ],
+        ),
+        Scenario(
+            "paused on 401",
+            f"pa{run_id}",
+            faults=[{"kind": "auth", "agent": f"pa{run_id}-analyst", "count": 1}],
+        ),
+        Scenario(
+            "dead-lettered",
+            f"dl{run_id}",
+            faults=[{"kind": "content_policy", "agent": f"dl{run_id}-writer", "count": 1}],
+        ),
+        Scenario(
+            "degraded",
+            f"dg{run_id}",
+            optional=("analyse",),
+            faults=[{"kind": "content_policy", "agent": f"dg{run_id}-analyst", "count": 1}],
+        ),
         # As many 503s in a row as open a breaker (CREWRUN_BREAKER_CONSECUTIVE_FAILURES, 5 by default).
-        Scenario("circuit breaker", f"cb{run_id}", service=f"demo-provider-{run_id}",
-                 faults=[{"kind": "server_error", "agent": f"cb{run_id}-researcher", "count": breaker_failures}]),
-    ]  # fmt: skip
+        Scenario(
+            "circuit breaker",
+            f"cb{run_id}",
+            service=f"demo-provider-{run_id}",
+            faults=[{"kind": "server_error", "agent": f"cb{run_id}-researcher", "count": breaker_failures}],
+        ),
+    ]
 
 
 class Demo:
@@ -108,8 +128,11 @@ class Demo:
         crew.raise_for_status()
         if scenario.faults:
             self.sim.post("/_sim/faults", json={"rules": scenario.faults}).raise_for_status()
-        started = self.api.post("/api/v1/executions", json={"crew_id": crew.json()["id"], "inputs": {"topic": "tidal energy"}},
-                                headers={"Idempotency-Key": name})  # fmt: skip
+        started = self.api.post(
+            "/api/v1/executions",
+            json={"crew_id": crew.json()["id"], "inputs": {"topic": "tidal energy"}},
+            headers={"Idempotency-Key": name},
+        )
         started.raise_for_status()
         scenario.execution = started.json()
 
@@ -125,8 +148,17 @@ class Demo:
         if paused["status"] != "paused":
             s.execution, s.outcome = paused, f"{paused['status']}, never paused"
             return
-        signal = [*self.temporal_cli, "workflow", "signal", "--workflow-id", paused["workflow_id"],
-                  "--name", "resume", "--input", "{}"]  # fmt: skip
+        signal = [
+            *self.temporal_cli,
+            "workflow",
+            "signal",
+            "--workflow-id",
+            paused["workflow_id"],
+            "--name",
+            "resume",
+            "--input",
+            "{}",
+        ]
         s.command = shlex.join(signal)
         subprocess.run(signal, check=True, capture_output=True, timeout=30)  # the printed command, as is
         done = self.wait(s.execution["id"], TERMINAL, timeout_s)

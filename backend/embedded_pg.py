@@ -112,21 +112,40 @@ class EmbeddedPostgres:
         _make_reachable(self.root)
         self._chown(self.root)
         subprocess.run(
-            [str(bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "-A", "trust",
-             "-E", "UTF8", "--no-sync", "--no-instructions"],
-            check=True, capture_output=True, timeout=120, preexec_fn=self.demote,
-        )  # fmt: skip
+            [
+                str(bin_dir() / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            preexec_fn=self.demote,
+        )
 
     def command(self) -> list[str]:
         """The foreground server; fsync off is for throwaway test data, not ``crewrun up``."""
         return [
             str(bin_dir() / "postgres"),
-            "-D", str(self.data_dir),
-            "-p", str(self.port),
-            "-k", str(self.root),  # its Unix socket stays in its own directory
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", "max_connections=200",
-        ]  # fmt: skip
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.root),  # its Unix socket stays in its own directory
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=200",
+        ]
 
     def start(self, *, fsync: bool = True, timeout_s: float = 30) -> None:
         self.init()

@@ -25,9 +25,11 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.errors = Counter(
-            "crewrun_errors", "Failed task attempts, by classification",
-            ["category", "code", "severity", "service"], registry=r,
-        )  # fmt: skip
+            "crewrun_errors",
+            "Failed task attempts, by classification",
+            ["category", "code", "severity", "service"],
+            registry=r,
+        )
         self.retries = Counter(
             "crewrun_retries", "Failed task attempts that will be retried", ["category"], registry=r
         )
@@ -35,9 +37,12 @@ class Metrics:
             "crewrun_executions_finished", "Executions that reached a terminal status", ["status"], registry=r
         )
         self.task_duration = Histogram(
-            "crewrun_task_attempt_duration_seconds", "Duration of crew task attempts", ["outcome"],
-            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=r,
-        )  # fmt: skip
+            "crewrun_task_attempt_duration_seconds",
+            "Duration of crew task attempts",
+            ["outcome"],
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
         self.dead_letters = Counter("crewrun_dead_letters", "Dead letters created", registry=r)
         self.alerts_sent = Counter(
             "crewrun_alerts_sent", "Alerts delivered to a sink", ["rule", "sink"], registry=r

@@ -36,7 +36,10 @@ async def redeliver_alerts(client: Client, settings: Settings, store: Store, *, 
     pending = await asyncio.to_thread(store.undelivered_alerts, before=cutoff, limit=100)
     for alert_id in pending:
         await client.start_workflow(
-            ALERT_WORKFLOW_NAME, args=[alert_id, settings.alert_delivery_max_interval_s], id=f"alert-{alert_id}",
-            task_queue=settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )  # fmt: skip
+            ALERT_WORKFLOW_NAME,
+            args=[alert_id, settings.alert_delivery_max_interval_s],
+            id=f"alert-{alert_id}",
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
     return len(pending)

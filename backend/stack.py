@@ -163,8 +163,9 @@ class Stack:
             "CREWRUN_WORKER_SDK_METRICS_PORT": str(sdk + 2 * index if sdk else 0),
         }
 
-    def _popen(self, child_name: str, cmd: list[str], extra_env: dict[str, str],
-               preexec: Callable[[], None] | None) -> tuple[subprocess.Popen[bytes], Path]:  # fmt: skip
+    def _popen(
+        self, child_name: str, cmd: list[str], extra_env: dict[str, str], preexec: Callable[[], None] | None
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         logs = self.settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{child_name}.log"

@@ -118,8 +118,10 @@ class Supervisor:
                 elif watch.state == "restarting" and now >= watch.restart_at:
                     self.stack.respawn(child)
                     watch.state, watch.up_since = "running", now
-                    self._say(f"crewrun up: {child.name} started again (pid {child.process.pid}, "
-                              f"restart {child.restarts})")  # fmt: skip
+                    self._say(
+                        f"crewrun up: {child.name} started again (pid {child.process.pid}, "
+                        f"restart {child.restarts})"
+                    )
                     changed = True
         if changed:
             self.write_status()
@@ -138,13 +140,17 @@ class Supervisor:
         where = f"(log: {child.log_path})"
         if len(watch.crashes) >= policy.crash_limit:
             watch.state = "given_up"
-            self._say(f"crewrun up: {child.name} {watch.last_exit}; it crashed {len(watch.crashes)} times "
-                      f"within {policy.crash_window_s:.0f} s, giving up on it {where}\n{tail}")  # fmt: skip
+            self._say(
+                f"crewrun up: {child.name} {watch.last_exit}; it crashed {len(watch.crashes)} times "
+                f"within {policy.crash_window_s:.0f} s, giving up on it {where}\n{tail}"
+            )
             return
         delay = policy.backoff(watch.consecutive)
         watch.state, watch.restart_at = "restarting", now + delay
-        self._say(f"crewrun up: {child.name} {watch.last_exit} after {now - watch.up_since:.1f} s; "
-                  f"restarting it in {delay:.0f} s {where}\n{tail}")  # fmt: skip
+        self._say(
+            f"crewrun up: {child.name} {watch.last_exit} after {now - watch.up_since:.1f} s; "
+            f"restarting it in {delay:.0f} s {where}\n{tail}"
+        )
 
     def status(self) -> dict[str, Any]:
         children = []
@@ -152,15 +158,17 @@ class Supervisor:
             for child in self.stack.children:
                 watch = self.watch(child)
                 alive = watch.state == "running" and child.process.poll() is None
-                children.append({
-                    "name": child.name,
-                    "pid": child.process.pid if alive else None,
-                    "state": watch.state,
-                    "started_at": datetime.fromtimestamp(child.started_at, UTC).isoformat(),
-                    "restarts": child.restarts,
-                    "last_exit": watch.last_exit,
-                    "log": str(child.log_path),
-                })  # fmt: skip
+                children.append(
+                    {
+                        "name": child.name,
+                        "pid": child.process.pid if alive else None,
+                        "state": watch.state,
+                        "started_at": datetime.fromtimestamp(child.started_at, UTC).isoformat(),
+                        "restarts": child.restarts,
+                        "last_exit": watch.last_exit,
+                        "log": str(child.log_path),
+                    }
+                )
         return {"supervisor_pid": os.getpid(), "children": children}
 
     def write_status(self) -> None:

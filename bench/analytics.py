@@ -82,10 +82,18 @@ def fingerprint_of(f: int) -> tuple[str, str, str, str, str]:
 
 def _executions_rows(now: datetime) -> list[dict[str, Any]]:
     return [
-        {"id": f"bench-exec-{i:06d}", "crew_name": f"crew-{i % 20}", "spec": {}, "inputs": {}, "status": "failed",
-         "workflow_id": f"bench-wf-{i:06d}", "created_at": now, "updated_at": now}
+        {
+            "id": f"bench-exec-{i:06d}",
+            "crew_name": f"crew-{i % 20}",
+            "spec": {},
+            "inputs": {},
+            "status": "failed",
+            "workflow_id": f"bench-wf-{i:06d}",
+            "created_at": now,
+            "updated_at": now,
+        }
         for i in range(EXECUTIONS)
-    ]  # fmt: skip
+    ]
 
 
 def load_sqlite(engine: Engine, events: int, seed: int = 1) -> None:
@@ -98,16 +106,33 @@ def load_sqlite(engine: Engine, events: int, seed: int = 1) -> None:
         f = int(rng.random() ** 2 * FINGERPRINTS)  # a few loud problems, a long tail of rare ones
         fp, code, category, severity, service = fingerprint_of(f)
         task, agent = TASKS[g % 3]
-        chunk.append({
-            "execution_id": f"bench-exec-{g % EXECUTIONS:06d}", "crew_id": None, "task": task, "agent": agent,
-            "attempt": g, "category_attempt": 1 + g % 5, "max_attempts": 6, "code": code, "category": category,
-            "severity": severity, "retryable": category not in ("authentication", "internal"), "service": service,
-            "message": f"{code}: provider said no (problem {f}) for request req_{g % 9973}",
-            "exception_type": "openai.APIStatusError", "fingerprint": fp, "status_code": 500 + f % 30,
-            "provider_code": None, "retry_after_s": None, "next_retry_delay_s": 1.5, "stack": STACK,
-            "cause_chain": [], "occurred_at": now - timedelta(seconds=(1 - (g + rng.random()) / events) * 30 * 86400),
-            "attempt_started_at": None,
-        })  # fmt: skip
+        chunk.append(
+            {
+                "execution_id": f"bench-exec-{g % EXECUTIONS:06d}",
+                "crew_id": None,
+                "task": task,
+                "agent": agent,
+                "attempt": g,
+                "category_attempt": 1 + g % 5,
+                "max_attempts": 6,
+                "code": code,
+                "category": category,
+                "severity": severity,
+                "retryable": category not in ("authentication", "internal"),
+                "service": service,
+                "message": f"{code}: provider said no (problem {f}) for request req_{g % 9973}",
+                "exception_type": "openai.APIStatusError",
+                "fingerprint": fp,
+                "status_code": 500 + f % 30,
+                "provider_code": None,
+                "retry_after_s": None,
+                "next_retry_delay_s": 1.5,
+                "stack": STACK,
+                "cause_chain": [],
+                "occurred_at": now - timedelta(seconds=(1 - (g + rng.random()) / events) * 30 * 86400),
+                "attempt_started_at": None,
+            }
+        )
         if len(chunk) == 10_000:
             with engine.begin() as conn:
                 conn.execute(insert(ErrorEvent), chunk)
@@ -126,7 +151,8 @@ def load_postgres(engine: Engine, events: int) -> None:
         conn.execute(insert(Execution), _executions_rows(datetime.now(UTC)))
         conn.execute(text("SELECT setseed(0.1)"))
         # f: fingerprint index, skewed like the SQLite load; every column derived from it agrees.
-        conn.execute(text(f"""
+        conn.execute(
+            text(f"""
             INSERT INTO error_events (execution_id, crew_id, task, agent, attempt, category_attempt, max_attempts,
                 code, category, severity, retryable, service, message, exception_type, fingerprint, status_code,
                 provider_code, retry_after_s, next_retry_delay_s, stack, cause_chain, occurred_at,
@@ -143,15 +169,23 @@ def load_postgres(engine: Engine, events: int) -> None:
                 :stack, '[]'::json, now() - (1 - (g + random()) / :n) * interval '30 days', NULL
             FROM (SELECT g, floor(random() ^ 2 * {FINGERPRINTS})::int AS f
                   FROM generate_series(0, :n - 1) AS g) AS s
-        """), {"stack": STACK, "n": events})  # fmt: skip
+        """),
+            {"stack": STACK, "n": events},
+        )
         conn.execute(text("ANALYZE"))
 
 
 def write_rate(store: Store, records: list[dict[str, Any]], n: int, rep: int) -> float:
     """Failed attempts recorded per second, one transaction each, as the activity boundary's
     caller does it (sequential: one worker thread's view)."""
-    execution, _ = store.create_execution(crew_id=None, crew_name="bench-write", spec={"tasks": [
-        {"name": "research", "agent": "researcher"}]}, inputs={}, idempotency_key=None, request_hash=None)  # fmt: skip
+    execution, _ = store.create_execution(
+        crew_id=None,
+        crew_name="bench-write",
+        spec={"tasks": [{"name": "research", "agent": "researcher"}]},
+        inputs={},
+        idempotency_key=None,
+        request_hash=None,
+    )
     started = time.perf_counter()
     for i in range(n):
         record = ErrorRecord.from_dict(dict(records[i % len(records)], attempt=1_000_000 * (rep + 1) + i))
@@ -183,10 +217,12 @@ def direct_query_ms(store: Store, n: int = 3) -> dict[str, float]:
     day = ErrorFilter(since=default_since())
     month = ErrorFilter(since=datetime.now(UTC) - timedelta(days=30))
     out = {}
-    for what, call in (("groups", lambda: analytics.groups(day, limit=50)),
-                       ("trends", lambda: analytics.trends(day, interval_s=3600)),
-                       ("groups 30 d", lambda: analytics.groups(month, limit=50)),
-                       ("trends 30 d", lambda: analytics.trends(month, interval_s=86400))):  # fmt: skip
+    for what, call in (
+        ("groups", lambda: analytics.groups(day, limit=50)),
+        ("trends", lambda: analytics.trends(day, interval_s=3600)),
+        ("groups 30 d", lambda: analytics.groups(month, limit=50)),
+        ("trends 30 d", lambda: analytics.trends(month, interval_s=86400)),
+    ):
         times = []
         for _ in range(n):
             started = time.perf_counter()
@@ -199,15 +235,19 @@ def direct_query_ms(store: Store, n: int = 3) -> dict[str, float]:
 def explain(engine: Engine, backend: str) -> dict[str, str]:
     """The plan of the groups query over the default window and over 30 days, for the write-up
     when a target is missed."""
-    return {"groups": _explain(engine, backend, timedelta(hours=24)),
-            "groups 30 d": _explain(engine, backend, timedelta(days=30))}  # fmt: skip
+    return {
+        "groups": _explain(engine, backend, timedelta(hours=24)),
+        "groups 30 d": _explain(engine, backend, timedelta(days=30)),
+    }
 
 
 def _explain(engine: Engine, backend: str, window: timedelta) -> str:
     since = datetime.now(UTC) - window
-    groups = ("SELECT fingerprint, category, code, severity, count(*), count(DISTINCT execution_id), "
-              "min(occurred_at), max(occurred_at), min(message) FROM error_events WHERE occurred_at >= :since "
-              "GROUP BY fingerprint, category, code, severity ORDER BY count(*) DESC, fingerprint LIMIT 50")  # fmt: skip
+    groups = (
+        "SELECT fingerprint, category, code, severity, count(*), count(DISTINCT execution_id), "
+        "min(occurred_at), max(occurred_at), min(message) FROM error_events WHERE occurred_at >= :since "
+        "GROUP BY fingerprint, category, code, severity ORDER BY count(*) DESC, fingerprint LIMIT 50"
+    )
     prefix = "EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "
     since_param = since.strftime("%Y-%m-%d %H:%M:%S.%f") if backend == "sqlite" else since
     with engine.connect() as conn:
@@ -215,8 +255,9 @@ def _explain(engine: Engine, backend: str, window: timedelta) -> str:
     return "\n".join(" ".join(str(c) for c in row) for row in rows)
 
 
-async def measure_db(backend: str, url: str, events: int, reps: int, requests: int, full_requests: int,
-                     writes: int, work: Path) -> DbResult:  # fmt: skip
+async def measure_db(
+    backend: str, url: str, events: int, reps: int, requests: int, full_requests: int, writes: int, work: Path
+) -> DbResult:
     result = DbResult(backend, events)
     upgrade_database(url)
     engine = make_engine(url)
@@ -241,17 +282,27 @@ async def measure_db(backend: str, url: str, events: int, reps: int, requests: i
                 result.add(what, await query_latencies(client, what, requests))
             for what in ("groups 30 d", "trends 30 d"):
                 result.add(what, await query_latencies(client, what, full_requests))
-            progress(f"analytics {backend} rep {rep + 1}/{reps}: groups p50 {result.p50_ms['groups'].values[-1]:.0f} "
-                     f"ms, trends p50 {result.p50_ms['trends'].values[-1]:.0f} ms, "
-                     f"{result.write_per_s.values[-1]:.0f} writes/s")  # fmt: skip
+            progress(
+                f"analytics {backend} rep {rep + 1}/{reps}: groups p50 {result.p50_ms['groups'].values[-1]:.0f} "
+                f"ms, trends p50 {result.p50_ms['trends'].values[-1]:.0f} ms, "
+                f"{result.write_per_s.values[-1]:.0f} writes/s"
+            )
     result.explain = explain(engine, backend)
     result.direct_ms = direct_query_ms(store)
     engine.dispose()
     return result
 
 
-async def measure(work: Path, *, sqlite_events: int, pg_events: int, reps: int, requests: int,
-                  full_requests: int, writes: int) -> list[DbResult]:  # fmt: skip
+async def measure(
+    work: Path,
+    *,
+    sqlite_events: int,
+    pg_events: int,
+    reps: int,
+    requests: int,
+    full_requests: int,
+    writes: int,
+) -> list[DbResult]:
     results = []
     sqlite_url = f"sqlite:///{work / 'analytics.db'}"
     results.append(
@@ -281,8 +332,15 @@ def markdown(results: list[DbResult], reps: int, requests: int, full_requests: i
             label = f"GET /errors/{what.split()[0]}" + (
                 " ?since=30 d ago" if " " in what else " (default: last 24 h)"
             )
-            rows.append([f"{r.backend}, {r.events:,} events", label, str(n), r.p50_ms[what].fmt("{:.0f}", " ms"),
-                         r.p99_ms[what].fmt("{:.0f}", " ms")])  # fmt: skip
+            rows.append(
+                [
+                    f"{r.backend}, {r.events:,} events",
+                    label,
+                    str(n),
+                    r.p50_ms[what].fmt("{:.0f}", " ms"),
+                    r.p99_ms[what].fmt("{:.0f}", " ms"),
+                ]
+            )
     write_rows = [[r.backend, f"{r.load_s:.0f} s", r.write_per_s.fmt("{:.0f}")] for r in results]
     return "\n\n".join(
         [
@@ -308,8 +366,14 @@ def diagnosis(results: list[DbResult], missed: list[tuple[DbResult, str]]) -> st
     for r in results:
         for what in (*ENDPOINTS, "groups 30 d", "trends 30 d"):
             window = "30 d" if " " in what else "24 h"
-            rows.append([f"{r.backend}, {r.events:,}", f"/errors/{what.split()[0]} ({window})",
-                         r.p50_ms[what].fmt("{:.0f}", " ms"), f"{r.direct_ms.get(what, float('nan')):.0f} ms"])  # fmt: skip
+            rows.append(
+                [
+                    f"{r.backend}, {r.events:,}",
+                    f"/errors/{what.split()[0]} ({window})",
+                    r.p50_ms[what].fmt("{:.0f}", " ms"),
+                    f"{r.direct_ms.get(what, float('nan')):.0f} ms",
+                ]
+            )
     parts = [
         "**Missed: " + ", ".join(f"{r.backend} {what}" for r, what in missed) + ". Where the time goes.** "
         "The whole request vs `ErrorAnalytics` called directly (the SQL and row mapping alone, p50 of 3):",
@@ -321,8 +385,10 @@ def diagnosis(results: list[DbResult], missed: list[tuple[DbResult, str]]) -> st
         if r.explain.get(key) and (r.backend, key) not in shown:
             shown.add((r.backend, key))
             window = "30 d" if " " in what else "default 24 h"
-            parts.append(f"Plan of the groups query on {r.backend}, {window} window (trends scans the same rows):"
-                         f"\n\n```\n{r.explain[key]}\n```")  # fmt: skip
+            parts.append(
+                f"Plan of the groups query on {r.backend}, {window} window (trends scans the same rows):"
+                f"\n\n```\n{r.explain[key]}\n```"
+            )
     parts.append(
         "Reading: compare the two right-hand columns: what is not SQL is FastAPI and serialisation. The "
         "groups query reads every event of the window from the table (the `occurred_at` index only finds "
@@ -340,7 +406,7 @@ def diagnosis(results: list[DbResult], missed: list[tuple[DbResult, str]]) -> st
             f"{r.p50_ms[w + ' 30 d'].median / r.p50_ms[w].median:.0f}× the default one for {w} on {r.backend}"
             for r in results
             for w in ENDPOINTS
-        )  # fmt: skip
+        )
         + ". What would "
         "fix it: (1) a covering index for the default path, `(occurred_at) INCLUDE (fingerprint, category, "
         "code, severity, execution_id)` on PostgreSQL, a composite one on SQLite, so the window is an "

@@ -32,8 +32,12 @@ def crew_task_activity(pool: ThreadPoolExecutor) -> Any:
     async def run_crew_task(
         agent: dict[str, Any], task: dict[str, Any], inputs: dict[str, Any], context: dict[str, str]
     ) -> str:
-        request = TaskRunRequest(agent=AgentSpec.model_validate(agent), task=TaskSpec.model_validate(task),
-                                 inputs=inputs, context=context)  # fmt: skip
+        request = TaskRunRequest(
+            agent=AgentSpec.model_validate(agent),
+            task=TaskSpec.model_validate(task),
+            inputs=inputs,
+            context=context,
+        )
         # CrewAI is synchronous: a thread of the pool, as crewrun's activity does it.
         outcome = await asyncio.get_running_loop().run_in_executor(pool, runner.run, request)
         return outcome.output
@@ -54,8 +58,13 @@ async def main(address: str, task_queue: str, trivial: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     activities = [noop] if trivial else [noop, crew_task_activity(pool)]
-    worker = Worker(client, task_queue=task_queue, workflows=[BareCrewWorkflow, TrivialWorkflow],
-                    activities=activities, max_concurrent_activities=slots)  # fmt: skip
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BareCrewWorkflow, TrivialWorkflow],
+        activities=activities,
+        max_concurrent_activities=slots,
+    )
     async with worker:
         print("bare worker polling", flush=True)
         await stop.wait()

@@ -20,19 +20,37 @@ def research_spec(sim_url: str, name: str, **llm: Any) -> dict[str, Any]:
                 "role": a.capitalize(),
                 "goal": f"Do the {a} part about {{topic}}",
                 "backstory": f"A seasoned {a}.",
-                "llm": {"model": "gpt-4o-mini", "base_url": f"{sim_url}/agents/{a}/v1", "timeout_s": 10, **llm},
+                "llm": {
+                    "model": "gpt-4o-mini",
+                    "base_url": f"{sim_url}/agents/{a}/v1",
+                    "timeout_s": 10,
+                    **llm,
+                },
             }
             for a in agents
         ],
         "tasks": [
-            {"name": "research", "description": "Research {topic}", "expected_output": "facts",
-             "agent": "researcher"},
-            {"name": "analyse", "description": "Analyse the facts about {topic}",
-             "expected_output": "an analysis", "agent": "analyst"},
-            {"name": "write", "description": "Write a short report on {topic}", "expected_output": "a report",
-             "agent": "writer", "context": ["analyse"]},
+            {
+                "name": "research",
+                "description": "Research {topic}",
+                "expected_output": "facts",
+                "agent": "researcher",
+            },
+            {
+                "name": "analyse",
+                "description": "Analyse the facts about {topic}",
+                "expected_output": "an analysis",
+                "agent": "analyst",
+            },
+            {
+                "name": "write",
+                "description": "Write a short report on {topic}",
+                "expected_output": "a report",
+                "agent": "writer",
+                "context": ["analyse"],
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 def task_requests(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any], list[str]]]:
@@ -55,7 +73,11 @@ def run_in_process(spec: dict[str, Any], inputs: dict[str, Any]) -> dict[str, st
     runner = CrewAITaskRunner()
     outputs: dict[str, str] = {}
     for agent, task, context in task_requests(spec):
-        request = TaskRunRequest(agent=AgentSpec.model_validate(agent), task=TaskSpec.model_validate(task),
-                                 inputs=inputs, context={name: outputs[name] for name in context})  # fmt: skip
+        request = TaskRunRequest(
+            agent=AgentSpec.model_validate(agent),
+            task=TaskSpec.model_validate(task),
+            inputs=inputs,
+            context={name: outputs[name] for name in context},
+        )
         outputs[task["name"]] = runner.run(request).output
     return outputs

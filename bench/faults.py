@@ -56,8 +56,13 @@ class FaultResult:
 
     @property
     def breaker_share(self) -> Figure:
-        return Figure([w / wo for w, wo in zip(self.with_breaker.values, self.without_breaker.values,
-                                                strict=False) if wo])  # fmt: skip
+        return Figure(
+            [
+                w / wo
+                for w, wo in zip(self.with_breaker.values, self.without_breaker.values, strict=False)
+                if wo
+            ]
+        )
 
 
 def sim_calls(stack: Stack) -> list[dict[str, Any]]:
@@ -89,8 +94,9 @@ def amplification_once(stack: Stack, case: str, n: int, rep: int, result: FaultR
             "items"
         ]
         budget = max(e["max_attempts"] for e in events)
-        result.observed.setdefault(case, set()).update(f"{e['code']} ({e['category']}, budget "
-                                                       f"{e['max_attempts']})" for e in events)  # fmt: skip
+        result.observed.setdefault(case, set()).update(
+            f"{e['code']} ({e['category']}, budget {e['max_attempts']})" for e in events
+        )
         if any(e["category"] != category for e in events):
             raise RuntimeError(
                 f"{case}: classified as {[e['category'] for e in events]}, expected {category}"
@@ -135,14 +141,18 @@ def measure(guarded: Stack, unguarded: Stack, r: FaultResult) -> FaultResult:
     for rep in range(r.reps):  # with, without, with, without, …
         r.with_breaker.add(outage_once(guarded, r))
         r.without_breaker.add(outage_once(unguarded, r))
-        progress(f"faults rep {rep + 1}/{r.reps} outage: {r.with_breaker.values[-1]:.0f} provider calls with "
-                 f"the breaker, {r.without_breaker.values[-1]:.0f} without")  # fmt: skip
+        progress(
+            f"faults rep {rep + 1}/{r.reps} outage: {r.with_breaker.values[-1]:.0f} provider calls with "
+            f"the breaker, {r.without_breaker.values[-1]:.0f} without"
+        )
     return r
 
 
 def markdown(r: FaultResult) -> str:
-    amp_rows = [[case, "; ".join(sorted(r.observed.get(case, ()))), fig.fmt("{:.2f}")]
-                for case, fig in r.amplification.items()]  # fmt: skip
+    amp_rows = [
+        [case, "; ".join(sorted(r.observed.get(case, ()))), fig.fmt("{:.2f}")]
+        for case, fig in r.amplification.items()
+    ]
     outage_rows = [
         ["with the circuit breaker", r.with_breaker.fmt("{:.0f}")],
         ["without (CREWRUN_BREAKER_ENABLED=false)", r.without_breaker.fmt("{:.0f}")],

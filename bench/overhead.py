@@ -97,8 +97,9 @@ async def run_b(client: Client, spec: dict[str, Any], n: int, concurrency: int) 
     async def one(i: int) -> float:
         started = time.perf_counter()
         ids.append(f"bench-bare-{uuid.uuid4()}")
-        await client.execute_workflow(BARE_CREW_WORKFLOW, args=[steps, {"topic": f"b-{i}"}], id=ids[-1],
-                                      task_queue=BARE_QUEUE)  # fmt: skip
+        await client.execute_workflow(
+            BARE_CREW_WORKFLOW, args=[steps, {"topic": f"b-{i}"}], id=ids[-1], task_queue=BARE_QUEUE
+        )
         return time.perf_counter() - started
 
     started = time.perf_counter()
@@ -202,16 +203,26 @@ async def measure(
             result.p50_ms[variant].add(ms(p50(batch.latencies_s)))
             result.p99_ms[variant].add(ms(p99(batch.latencies_s)))
             result.per_s[variant].add(batch.throughput)
-            progress(f"overhead rep {rep + 1}/{reps} {NAMES[variant]}: p50 {ms(p50(batch.latencies_s)):.0f} ms, "
-                     f"{batch.throughput:.2f} executions/s")  # fmt: skip
+            progress(
+                f"overhead rep {rep + 1}/{reps} {NAMES[variant]}: p50 {ms(p50(batch.latencies_s)):.0f} ms, "
+                f"{batch.throughput:.2f} executions/s"
+            )
         progress("overhead: profiling one more batch of (b) and (c) with py-spy and /proc CPU accounting")
-        processes = {"temporal server": stack.child("temporal").process.pid,
-                     "simulator": stack.child("simulator").process.pid, "bench client": os.getpid()}  # fmt: skip
+        processes = {
+            "temporal server": stack.child("temporal").process.pid,
+            "simulator": stack.child("simulator").process.pid,
+            "bench client": os.getpid(),
+        }
         profiled = {
             "b": (runners["b"], {"bare worker": bare.pid}),
-            "c": (runners["c"], {"crewrun worker": stack.child("worker").process.pid,
-                                 "crewrun API": stack.child("api").process.pid}),
-        }  # fmt: skip
+            "c": (
+                runners["c"],
+                {
+                    "crewrun worker": stack.child("worker").process.pid,
+                    "crewrun API": stack.child("api").process.pid,
+                },
+            ),
+        }
         for variant, (run, spied) in profiled.items():
             pids = processes | spied
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -248,10 +259,17 @@ def markdown(r: OverheadResult) -> str:
         for v in VARIANTS
     ]
     ratios = [
-        ["b/a (cost of durability)", r.ratio("b", "a").fmt("{:.2f}"), r.throughput_ratio("b", "a").fmt("{:.2f}")],
-        ["c/b (cost of crewrun's error handling)", r.ratio("c", "b").fmt("{:.2f}"),
-         r.throughput_ratio("c", "b").fmt("{:.2f}")],
-    ]  # fmt: skip
+        [
+            "b/a (cost of durability)",
+            r.ratio("b", "a").fmt("{:.2f}"),
+            r.throughput_ratio("b", "a").fmt("{:.2f}"),
+        ],
+        [
+            "c/b (cost of crewrun's error handling)",
+            r.ratio("c", "b").fmt("{:.2f}"),
+            r.throughput_ratio("c", "b").fmt("{:.2f}"),
+        ],
+    ]
     return "\n\n".join(
         [
             f"{r.executions} executions of the 3-task crew per variant and repetition, {r.concurrency} in "
@@ -286,8 +304,16 @@ def _ssl_note(profiles: dict[str, Path]) -> str:
 def markdown_diagnosis(r: OverheadResult) -> str:
     """CPU per execution by process for (b) and (c), and where crewrun's worker and API spend it."""
     names = sorted({n for per in r.cpu_per_execution.values() for n in per})
-    rows = [[n] + [f"{r.cpu_per_execution.get(v, {}).get(n, 0) * 1000:.0f} ms" if n in r.cpu_per_execution.get(v, {})
-                   else "–" for v in ("b", "c")] for n in names]  # fmt: skip
+    rows = [
+        [n]
+        + [
+            f"{r.cpu_per_execution.get(v, {}).get(n, 0) * 1000:.0f} ms"
+            if n in r.cpu_per_execution.get(v, {})
+            else "–"
+            for v in ("b", "c")
+        ]
+        for n in names
+    ]
     rows.append(
         ["**total**"]
         + [f"**{sum(r.cpu_per_execution.get(v, {}).values()) * 1000:.0f} ms**" for v in ("b", "c")]
@@ -304,7 +330,7 @@ def markdown_diagnosis(r: OverheadResult) -> str:
         table(
             ["", "(b) bare workflow", "(c) crewrun"],
             [[k] + [str(r.history.get(v, {}).get(k, 0)) for v in ("b", "c")] for k in keys],
-        ),  # fmt: skip
+        ),
     ]
     for name, path in r.profiles.items():
         parts.append(markdown_profile(f"py-spy, {name}", path))

@@ -50,8 +50,9 @@ async def batch(
     async def one() -> float:
         async with gate:
             started = time.perf_counter()
-            await client.execute_workflow(TRIVIAL_WORKFLOW, activities, id=f"bench-trivial-{uuid.uuid4()}",
-                                          task_queue=QUEUE)  # fmt: skip
+            await client.execute_workflow(
+                TRIVIAL_WORKFLOW, activities, id=f"bench-trivial-{uuid.uuid4()}", task_queue=QUEUE
+            )
             return time.perf_counter() - started
 
     started = time.perf_counter()
@@ -68,8 +69,12 @@ async def measure(work: Path, *, activities: int, workflows: dict[int, int], rep
         for mode in MODES:
             db = None if mode == "memory" else work / f"temporal-{mode}.db"
             address = stack.enter_context(dev_server(db, mode == "sqlite_wal", work / f"temporal-{mode}.log"))
-            stack.enter_context(python_child(["-m", "bench.bare_worker", address, QUEUE, "--trivial"],
-                                             work / f"trivial-worker-{mode}.log"))  # fmt: skip
+            stack.enter_context(
+                python_child(
+                    ["-m", "bench.bare_worker", address, QUEUE, "--trivial"],
+                    work / f"trivial-worker-{mode}.log",
+                )
+            )
             clients[mode] = await connect(address)
         progress("persistence: three dev servers up, warming up")
         for client in clients.values():
@@ -79,8 +84,10 @@ async def measure(work: Path, *, activities: int, workflows: dict[int, int], rep
                 for mode, client in clients.items():
                     per_s, latencies = await batch(client, n, c, activities)
                     result.add(mode, c, per_s, latencies)
-                    progress(f"persistence rep {rep + 1}/{reps} {mode} c={c}: {per_s:.0f} activities/s, "
-                             f"p50 {ms(p50(latencies)):.0f} ms")  # fmt: skip
+                    progress(
+                        f"persistence rep {rep + 1}/{reps} {mode} c={c}: {per_s:.0f} activities/s, "
+                        f"p50 {ms(p50(latencies)):.0f} ms"
+                    )
     return result
 
 
@@ -89,13 +96,25 @@ def markdown(r: PersistenceResult) -> str:
     for c in r.workflows:
         for mode, label in MODES.items():
             key = (mode, c)
-            rows.append([label, str(c), r.tasks_per_s[key].fmt("{:.0f}"), r.p50_ms[key].fmt("{:.0f}", " ms"),
-                         r.p99_ms[key].fmt("{:.0f}", " ms")])  # fmt: skip
+            rows.append(
+                [
+                    label,
+                    str(c),
+                    r.tasks_per_s[key].fmt("{:.0f}"),
+                    r.p50_ms[key].fmt("{:.0f}", " ms"),
+                    r.p99_ms[key].fmt("{:.0f}", " ms"),
+                ]
+            )
     speedup = []
     for c in r.workflows:
         wal, plain, mem = (r.tasks_per_s[(m, c)] for m in ("sqlite_wal", "sqlite", "memory"))
-        speedup.append([str(c), Figure([w / p for w, p in zip(wal.values, plain.values, strict=False)]).fmt("{:.2f}"),
-                        Figure([w / m for w, m in zip(wal.values, mem.values, strict=False)]).fmt("{:.2f}")])  # fmt: skip
+        speedup.append(
+            [
+                str(c),
+                Figure([w / p for w, p in zip(wal.values, plain.values, strict=False)]).fmt("{:.2f}"),
+                Figure([w / m for w, m in zip(wal.values, mem.values, strict=False)]).fmt("{:.2f}"),
+            ]
+        )
     sizes = ", ".join(f"{n} workflows at concurrency {c}" for c, n in r.workflows.items())
     return "\n\n".join(
         [

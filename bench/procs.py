@@ -95,8 +95,18 @@ def running_stack(settings: Settings, **env: str) -> Iterator[Stack]:
 def dev_server_command(port: int, db_file: Path | None, pragmas: bool) -> list[str]:
     """``temporal server start-dev`` as crewrun runs it (see backend.stack.temporal_command), with the
     persistence switched: in memory (no --db-filename), SQLite file, SQLite file + WAL/NORMAL."""
-    cmd = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--headless",
-           "--log-level", "error"]  # fmt: skip
+    cmd = [
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--headless",
+        "--log-level",
+        "error",
+    ]
     if db_file is not None:
         cmd += ["--db-filename", str(db_file)]
         if pragmas:
@@ -110,8 +120,12 @@ def dev_server_command(port: int, db_file: Path | None, pragmas: bool) -> list[s
 def dev_server(db_file: Path | None, pragmas: bool, log_path: Path) -> Iterator[str]:
     port = free_port()
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(dev_server_command(port, db_file, pragmas), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            dev_server_command(port, db_file, pragmas),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for_port(port, 60, process)
         yield f"127.0.0.1:{port}"
@@ -124,8 +138,13 @@ def python_child(
     args: list[str], log_path: Path, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
-                                   env=os.environ | (env or {}), start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | (env or {}),
+            start_new_session=True,
+        )
     try:
         yield process
     finally:

@@ -47,10 +47,28 @@ def sampled(pids: dict[str, int], out_dir: Path, seconds: int = 600) -> Iterator
     if tool:
         for name, pid in pids.items():
             outputs[name] = out_dir / f"py-spy-{name}.txt"
-            procs.append(subprocess.Popen([tool, "record", "--pid", str(pid), "--duration", str(seconds), "--rate",
-                                           "200", "--format", "raw", "--full-filenames", "--output", str(outputs[name]),
-                                           "--nonblocking"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    [
+                        tool,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--duration",
+                        str(seconds),
+                        "--rate",
+                        "200",
+                        "--format",
+                        "raw",
+                        "--full-filenames",
+                        "--output",
+                        str(outputs[name]),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         time.sleep(1.0)  # py-spy attaches
     try:
         yield outputs
@@ -121,13 +139,15 @@ def markdown_profile(title: str, collapsed: Path) -> str:
             [header, "share"], [[f"`{k}`", f"{n / s.total:.0%}"] for k, n in counter.most_common(top)]
         )
 
-    return "\n\n".join([
-        f"{title}: {s.total} samples (py-spy, 200 Hz, all threads, non-idle). Stdlib `concurrent` "
-        "(`_worker`) and `selectors` samples are threads and the event loop waiting for work.",
-        share(s.by_package, "innermost frame's package"),
-        share(s.by_leaf, "innermost function", 6),
-        share(s.by_own, "innermost crewrun function on the stack"),
-    ])  # fmt: skip
+    return "\n\n".join(
+        [
+            f"{title}: {s.total} samples (py-spy, 200 Hz, all threads, non-idle). Stdlib `concurrent` "
+            "(`_worker`) and `selectors` samples are threads and the event loop waiting for work.",
+            share(s.by_package, "innermost frame's package"),
+            share(s.by_leaf, "innermost function", 6),
+            share(s.by_own, "innermost crewrun function on the stack"),
+        ]
+    )
 
 
 def redaction_breakdown(text: str, repeat: int = 300) -> list[tuple[str, float, bool]]:

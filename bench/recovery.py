@@ -81,8 +81,11 @@ def resume_latencies(stack: Stack, crew_id: str, n: int, rep: int) -> list[float
     for eid, topic in zip(ids, topics, strict=True):
         sent = time.time()
         httpx.post(f"{api}/api/v1/executions/{eid}/resume", json={}, timeout=30).raise_for_status()
-        call = wait_for(lambda topic=topic: [c for c in calls_for(sim, "analyst", topic) if c["outcome"] == "ok"],
-                        60, "the resumed task's provider call")[0]  # fmt: skip
+        call = wait_for(
+            lambda topic=topic: [c for c in calls_for(sim, "analyst", topic) if c["outcome"] == "ok"],
+            60,
+            "the resumed task's provider call",
+        )[0]
         latencies.append(call["at"] - sent)
     for eid in ids:
         wait_for(lambda eid=eid: status(api, eid) in TERMINAL, 60, "the resumed execution to finish", 0.2)
@@ -91,8 +94,11 @@ def resume_latencies(stack: Stack, crew_id: str, n: int, rep: int) -> list[float
 
 def _spawn_standby(stack: Stack, name: str) -> Child:
     # Metrics ports off: the worker being replaced still holds the configured ones.
-    child = stack._spawn(name, [sys.executable, "-m", "worker"],
-                         {"CREWRUN_WORKER_METRICS_PORT": "0", "CREWRUN_WORKER_SDK_METRICS_PORT": "0"})  # fmt: skip
+    child = stack._spawn(
+        name,
+        [sys.executable, "-m", "worker"],
+        {"CREWRUN_WORKER_METRICS_PORT": "0", "CREWRUN_WORKER_SDK_METRICS_PORT": "0"},
+    )
     wait_for(lambda: b"worker.started" in child.log_path.read_bytes(), 120, f"{name} to start", 0.2)
     time.sleep(1.0)  # its pollers reach the server just after the log line
     return child

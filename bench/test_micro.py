@@ -28,8 +28,10 @@ _KB_PARTS = [
     "and had produced a partial answer about their diet, habitat and social behaviour. ",
 ]
 KB_TEXT = ("".join(_KB_PARTS) * 2)[:1024]
-STACK_8KB = ('  File "/srv/app/.venv/lib/python3.11/site-packages/openai/_base_client.py", line 1047, in request\n'
-             "    raise self._make_status_error_from_response(err.response) from None\n" * 60)[:8192]  # fmt: skip
+STACK_8KB = (
+    '  File "/srv/app/.venv/lib/python3.11/site-packages/openai/_base_client.py", line 1047, in request\n'
+    "    raise self._make_status_error_from_response(err.response) from None\n" * 60
+)[:8192]
 
 
 @pytest.mark.parametrize("kind", list(EXCEPTIONS))

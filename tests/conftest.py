@@ -33,11 +33,22 @@ os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 FAST_RETRY = {category: {"initial_interval_s": 0.05, "maximum_interval_s": 0.2} for category in OVERRIDABLE}
 
 
-LONG_FIRST = [f"tests.{name}" for name in (
-    "test_load_e2e", "test_breaker_e2e", "test_scenarios_processes", "test_e2e", "test_supervisor_e2e",
-    "test_resource_exhaustion", "test_scenarios", "test_alerts", "test_compensation_outage", "test_api_fuzz",
-    "test_pause_cli_e2e",
-)]  # fmt: skip
+LONG_FIRST = [
+    f"tests.{name}"
+    for name in (
+        "test_load_e2e",
+        "test_breaker_e2e",
+        "test_scenarios_processes",
+        "test_e2e",
+        "test_supervisor_e2e",
+        "test_resource_exhaustion",
+        "test_scenarios",
+        "test_alerts",
+        "test_compensation_outage",
+        "test_api_fuzz",
+        "test_pause_cli_e2e",
+    )
+]
 
 
 # Modules whose tests share a module-scoped server or stack: one test process runs each of them

@@ -19,8 +19,12 @@ SPEC = {"name": "c", "tasks": [{"name": "research", "agent": "researcher"}]}
 
 def rate_limit(request_id: str) -> openai.RateLimitError:
     request = httpx.Request("POST", "https://api.openai.com/v1/chat/completions")
-    body = {"error": {"message": f"Rate limit reached for gpt-4o (request {request_id}). Try again in 20s.",
-                      "code": "rate_limit_exceeded"}}  # fmt: skip
+    body = {
+        "error": {
+            "message": f"Rate limit reached for gpt-4o (request {request_id}). Try again in 20s.",
+            "code": "rate_limit_exceeded",
+        }
+    }
     response = httpx.Response(429, json=body, headers={"retry-after": "20"}, request=request)
     return openai.RateLimitError(body["error"]["message"], response=response, body=body["error"])
 
@@ -30,15 +34,18 @@ def burst(store: Store, executions: int = 10, per_execution: int = 5) -> list[st
     boundary = ErrorBoundary(rng=random.Random(0))
     ids = []
     for e in range(executions):
-        execution, _ = store.create_execution(crew_id=None, crew_name="c", spec=SPEC, inputs={},
-                                              idempotency_key=None, request_hash=None)  # fmt: skip
+        execution, _ = store.create_execution(
+            crew_id=None, crew_name="c", spec=SPEC, inputs={}, idempotency_key=None, request_hash=None
+        )
         ids.append(execution.id)
         state = AttemptState()
         for attempt in range(1, per_execution + 1):
             failure = boundary.failure(
-                rate_limit(f"req_{e:02d}{attempt:02d}abcdef"), state=state, table=resolve(),
+                rate_limit(f"req_{e:02d}{attempt:02d}abcdef"),
+                state=state,
+                table=resolve(),
                 context=AttemptContext("research", "researcher", "openai", attempt),
-            )  # fmt: skip
+            )
             # Spread over 50 minutes from T0: all inside the 04:00 and 05:00 hour buckets.
             failure.record.occurred_at = (T0 + timedelta(minutes=e * 5 + attempt)).isoformat()
             assert store.record_attempt_failure(execution.id, "research", record=failure.record, final=False)

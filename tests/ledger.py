@@ -40,9 +40,11 @@ class LedgerReport:
 
     def line(self) -> str:
         s = self.by_status
-        return (f"accepted {self.accepted}, completed {s['completed']}, degraded {s['degraded']}, failed {s['failed']}, "
-                f"cancelled {s['cancelled']}, final records {self.final_records}, dead letters {self.dead_letters}, "
-                f"dead-letter alerts {self.dead_letter_alerts}, duplicates {self.duplicates}, leaks {self.leaks}")  # fmt: skip
+        return (
+            f"accepted {self.accepted}, completed {s['completed']}, degraded {s['degraded']}, failed {s['failed']}, "
+            f"cancelled {s['cancelled']}, final records {self.final_records}, dead letters {self.dead_letters}, "
+            f"dead-letter alerts {self.dead_letter_alerts}, duplicates {self.duplicates}, leaks {self.leaks}"
+        )
 
 
 async def closed_workflow(
@@ -107,9 +109,13 @@ async def check_ledger(
         report.problems += [f"{e}: ended badly without a dead letter" for e in missing]
         # One alert per alert-worthy event: every dead letter raises exactly one (rule kind
         # dead_letter, on by default), whatever retries the compensation went through.
-        alerted = dict(s.execute(
-            select(Alert.execution_id, func.count()).where(Alert.rule == "dead-letter", Alert.execution_id.in_(accepted))
-            .group_by(Alert.execution_id)).all())  # fmt: skip
+        alerted = dict(
+            s.execute(
+                select(Alert.execution_id, func.count())
+                .where(Alert.rule == "dead-letter", Alert.execution_id.in_(accepted))
+                .group_by(Alert.execution_id)
+            ).all()
+        )
         report.dead_letter_alerts = sum(alerted.values())
         report.duplicates += sum(n - 1 for n in alerted.values() if n > 1)
         if expect_dead_letter_alerts:
@@ -117,9 +123,10 @@ async def check_ledger(
                 f"{e}: dead letter without its alert" for e in ended_badly if e not in alerted
             ]
         outputs = s.execute(
-            select(TaskRun.execution_id, TaskRun.name, func.count()).where(TaskRun.execution_id.in_(accepted))
+            select(TaskRun.execution_id, TaskRun.name, func.count())
+            .where(TaskRun.execution_id.in_(accepted))
             .group_by(TaskRun.execution_id, TaskRun.name)
-        ).all()  # fmt: skip
+        ).all()
         report.duplicates += sum(n - 1 for _, _, n in outputs if n > 1)
     balance = sum(report.by_status[s] for s in TERMINAL)
     if balance != report.accepted:
@@ -153,11 +160,27 @@ async def places_a_secret_could_reach(
         responses.append((await api.get(path, params={"limit": 100})).text)
     histories = []
     for e in accepted:
-        histories.append(subprocess.run(
-            [tool_path("temporal"), "workflow", "show", "--workflow-id", workflow_id_for(e), "--output", "json",
-             "--address", client.service_client.config.target_host, "--namespace", client.namespace],
-            capture_output=True, text=True, check=True, timeout=30,
-        ).stdout)  # fmt: skip
+        histories.append(
+            subprocess.run(
+                [
+                    tool_path("temporal"),
+                    "workflow",
+                    "show",
+                    "--workflow-id",
+                    workflow_id_for(e),
+                    "--output",
+                    "json",
+                    "--address",
+                    client.service_client.config.target_host,
+                    "--namespace",
+                    client.namespace,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            ).stdout
+        )
     return {
         "db": _all_rows(db_url),
         "api": "\n".join(responses),

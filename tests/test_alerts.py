@@ -76,12 +76,16 @@ def receiver() -> Iterator[WebhookReceiver]:
 async def alerting_api(
     temporal_client: Client, settings: Settings, receiver: WebhookReceiver
 ) -> AsyncIterator[httpx.AsyncClient]:
-    alerting = settings.model_copy(update={
-        "pause_categories": [],  # fail on the 401 at once
-        "alert_rules": [AlertRule(name="critical-error", kind="severity", min_severity="critical", cooldown_s=600)],
-        "alert_webhook_url": receiver.url,
-        "alert_delivery_max_interval_s": 2.0,
-    })  # fmt: skip
+    alerting = settings.model_copy(
+        update={
+            "pause_categories": [],  # fail on the 401 at once
+            "alert_rules": [
+                AlertRule(name="critical-error", kind="severity", min_severity="critical", cooldown_s=600)
+            ],
+            "alert_webhook_url": receiver.url,
+            "alert_delivery_max_interval_s": 2.0,
+        }
+    )
     app = create_app(alerting, temporal_client=temporal_client, reconcile=False)
     worker = build_worker(temporal_client, alerting)
     async with (
@@ -104,7 +108,7 @@ async def test_critical_failure_repeated_20_times_is_one_alert_delivered_after_a
                 "/api/v1/executions",
                 json={"crew": research_spec(sim.base_url, name=f"alert-{i}"), "inputs": {"topic": "x"}},
             )
-        ).json()["id"]  # fmt: skip
+        ).json()["id"]
         for i in range(20)
     ]
     for execution_id in started:
@@ -134,16 +138,26 @@ async def test_critical_failure_repeated_20_times_is_one_alert_delivered_after_a
 def _error(
     code: str = "NETWORK_CONNECT_FAILED", category: str = "network", severity: str = "medium"
 ) -> dict[str, Any]:
-    return {"code": code, "category": category, "severity": severity, "service": "openai", "task": "t",
-            "agent": "a", "message": "boom"}  # fmt: skip
+    return {
+        "code": code,
+        "category": category,
+        "severity": severity,
+        "service": "openai",
+        "task": "t",
+        "agent": "a",
+        "message": "boom",
+    }
 
 
 def test_rate_rule_fires_once_when_the_window_fills(store: Any) -> None:
     from backend.alerts import Alerter, AlertEvent, LogSink
     from tests.error_burst import burst
 
-    alerter = Alerter(store.db, [AlertRule(name="limits", kind="rate", category="rate_limit", count=6, window_s=10**9)],
-                      [LogSink()])  # fmt: skip
+    alerter = Alerter(
+        store.db,
+        [AlertRule(name="limits", kind="rate", category="rate_limit", count=6, window_s=10**9)],
+        [LogSink()],
+    )
     event = AlertEvent("error", "rate limited", error=_error("LLM_RATE_LIMITED", "rate_limit", "low"))
     burst(store, executions=1, per_execution=5)
     assert alerter.raise_for(event) == []  # 5 < 6
@@ -156,10 +170,19 @@ def test_rate_rule_fires_once_when_the_window_fills(store: Any) -> None:
 def test_slack_and_webhook_sinks_each_get_the_alert_once(store: Any, receiver: WebhookReceiver) -> None:
     from backend.alerts import Alerter, AlertEvent, LogSink, SinkUnavailable, SlackSink, WebhookSink
 
-    alerter = Alerter(store.db, [AlertRule(name="paused", kind="paused", cooldown_s=0)],
-                      [LogSink(), WebhookSink(receiver.url), SlackSink(receiver.url)])  # fmt: skip
-    (alert_id,) = alerter.raise_for(AlertEvent("paused", "execution e1 paused: LLM_AUTH_FAILED", execution_id="e1",
-                                               error=_error("LLM_AUTH_FAILED", "authentication", "critical")))  # fmt: skip
+    alerter = Alerter(
+        store.db,
+        [AlertRule(name="paused", kind="paused", cooldown_s=0)],
+        [LogSink(), WebhookSink(receiver.url), SlackSink(receiver.url)],
+    )
+    (alert_id,) = alerter.raise_for(
+        AlertEvent(
+            "paused",
+            "execution e1 paused: LLM_AUTH_FAILED",
+            execution_id="e1",
+            error=_error("LLM_AUTH_FAILED", "authentication", "critical"),
+        )
+    )
     receiver.down_until = time.monotonic() + 60
     with httpx.Client(timeout=5) as client, pytest.raises(SinkUnavailable):
         alerter.deliver(alert_id, client)

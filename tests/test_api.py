@@ -228,12 +228,26 @@ async def test_health_and_error_codes(api: httpx.AsyncClient) -> None:
     codes = {c["code"]: c for c in listed}
     assert len(codes) == len(listed)  # each code once, whichever registry it is in
     assert codes["CREW_SPEC_INVALID"] | {"description": "", "remedy": ""} == {
-        "code": "CREW_SPEC_INVALID", "kind": "problem", "category": None, "severity": None, "retryable": False,
-        "http_status": 422, "description": "", "remedy": ""}  # fmt: skip
+        "code": "CREW_SPEC_INVALID",
+        "kind": "problem",
+        "category": None,
+        "severity": None,
+        "retryable": False,
+        "http_status": 422,
+        "description": "",
+        "remedy": "",
+    }
     assert codes["API_RATE_LIMITED"]["retryable"] is True  # ask again after Retry-After
     assert codes["LLM_AUTH_FAILED"] | {"description": "", "remedy": ""} == {
-        "code": "LLM_AUTH_FAILED", "kind": "failure", "category": "authentication", "severity": "critical",
-        "retryable": False, "http_status": 401, "description": "", "remedy": ""}  # fmt: skip
+        "code": "LLM_AUTH_FAILED",
+        "kind": "failure",
+        "category": "authentication",
+        "severity": "critical",
+        "retryable": False,
+        "http_status": 401,
+        "description": "",
+        "remedy": "",
+    }
     assert codes["LLM_RATE_LIMITED"]["retryable"] is True and codes["TASK_TIMED_OUT"]["retryable"] is False
 
 
@@ -273,16 +287,22 @@ async def test_poison_inputs_get_4xx_never_5xx(api: httpx.AsyncClient, sim: Simu
     deep: Any = "x"
     for _ in range(40):
         deep = {"k": deep}
-    assert_problem(await api.post("/api/v1/executions", json={"crew": spec, "inputs": {"topic": deep}}),
-                   422, "REQUEST_INVALID")  # fmt: skip
+    assert_problem(
+        await api.post("/api/v1/executions", json={"crew": spec, "inputs": {"topic": deep}}),
+        422,
+        "REQUEST_INVALID",
+    )
     nul_spec = research_spec(sim.base_url, name="poison")
     nul_spec["agents"][0]["goal"] = "goal\x00"
     assert_problem(await api.post("/api/v1/crews", json=nul_spec), 422, "CREW_SPEC_INVALID")
     assert_problem(await api.get("/api/v1/executions/a%00b"), 422, "REQUEST_INVALID")
     assert_problem(await api.get("/api/v1/executions", params={"crew_id": "x\x00"}), 422, "REQUEST_INVALID")
     big = b'{"crew_id": "' + b"x" * 10_000_000 + b'"}'
-    assert_problem(await api.post("/api/v1/executions", content=big, headers={"content-type": "application/json"}),
-                   413, "PAYLOAD_TOO_LARGE")  # fmt: skip
+    assert_problem(
+        await api.post("/api/v1/executions", content=big, headers={"content-type": "application/json"}),
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
     # Template injection in inputs is plain text: nothing is evaluated (tests/test_specs.py).
     injected = await api.post("/api/v1/executions", json={"crew": spec, "inputs": {"topic": "{0.__class__}"}})
     assert injected.status_code == 202
@@ -312,8 +332,9 @@ async def test_a_running_execution_whose_task_is_on_a_retry_shows_retrying(
     api: httpx.AsyncClient, store: Store
 ) -> None:
     spec = {"name": "c", "tasks": [{"name": "one", "agent": "a"}, {"name": "two", "agent": "a"}]}
-    execution, _ = store.create_execution(crew_id=None, crew_name="c", spec=spec, inputs={},
-                                          idempotency_key=None, request_hash=None)  # fmt: skip
+    execution, _ = store.create_execution(
+        crew_id=None, crew_name="c", spec=spec, inputs={}, idempotency_key=None, request_hash=None
+    )
     store.transition_execution(execution.id, "running")
     store.start_task_attempt(execution.id, "one", 1)
     assert (await api.get(f"/api/v1/executions/{execution.id}")).json()["status"] == "running"

@@ -65,9 +65,12 @@ def test_no_input_makes_the_api_fail_or_break_its_schema(
 
     @given(case=operation.as_strategy())
     @hypothesis_settings(
-        max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        derandomize=True,
+        database=None,
         suppress_health_check=list(HealthCheck),
-    )  # fmt: skip
+    )
     def check(case: schemathesis.Case) -> None:
         nonlocal cases
         cases += 1
@@ -133,10 +136,15 @@ def test_chained_requests_along_the_links_never_fail_or_break_the_schema(
     # No shrinking: every chained request reaches Temporal, and a failure is reported as found.
     Chained.run(
         settings=hypothesis_settings(
-            max_examples=STATEFUL_SCENARIOS, stateful_step_count=6, phases=[Phase.explicit, Phase.generate], deadline=None, derandomize=True,
-            database=None, suppress_health_check=list(HealthCheck),
+            max_examples=STATEFUL_SCENARIOS,
+            stateful_step_count=6,
+            phases=[Phase.explicit, Phase.generate],
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
         )
-    )  # fmt: skip
+    )
     print(f"\n{steps} chained requests; followed links into: {dict(followed)}")
     # The links were really followed: an id from one response fed the next request.
     assert followed["GET /api/v1/executions/{execution_id}"] > 0

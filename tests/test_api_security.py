@@ -21,8 +21,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 async def keyed_api(tmp_path: Path, db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(data_dir=tmp_path, database_url=db_url, api_keys=["dev-key-1"],
-                        api_key_hashes=[digest("stored-key-2")], api_rate_limit_per_minute=5)  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=db_url,
+        api_keys=["dev-key-1"],
+        api_key_hashes=[digest("stored-key-2")],
+        api_rate_limit_per_minute=5,
+    )
     app = create_app(settings, reconcile=False)
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -82,15 +87,30 @@ def test_key_ring_accepts_only_known_bearer_keys() -> None:
     assert not KeyRing([]).enabled
 
 
-@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("::1", True), ("localhost", True),
-                                                ("0.0.0.0", False), ("10.1.2.3", False), ("api.example", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.1.2.3", False),
+        ("api.example", False),
+    ],
+)
 def test_loopback_detection(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
 def test_api_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "CREWRUN_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "backend.cli", "api", "--host", "0.0.0.0", "--port", "1"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "api", "--host", "0.0.0.0", "--port", "1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "refusing to listen on 0.0.0.0 without API keys" in result.stderr

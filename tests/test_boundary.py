@@ -498,8 +498,13 @@ def test_spent_provider_budget_switches_to_the_fallback_llm_with_fresh_budgets()
 
     boundary = ErrorBoundary(rng=random.Random(0))
     state = AttemptState(failures={"external_service": 5, "network": 2})
-    switched = boundary.failure(CrewrunError("503", code="LLM_PROVIDER_ERROR"), state=state, table=resolve(), context=context(6),
-                                fallback="backup-model")  # fmt: skip
+    switched = boundary.failure(
+        CrewrunError("503", code="LLM_PROVIDER_ERROR"),
+        state=state,
+        table=resolve(),
+        context=context(6),
+        fallback="backup-model",
+    )
     assert (switched.final, switched.error.non_retryable) == (False, False)
     assert switched.error.next_retry_delay == timedelta(seconds=0.1)
     assert switched.record.fallback_to == "backup-model"
@@ -507,13 +512,28 @@ def test_spent_provider_budget_switches_to_the_fallback_llm_with_fresh_budgets()
     assert AttemptState.from_details([state.to_details()]).llm_index == 1
 
     # Quota has no retries of its own: with a fallback left it switches at once; without, final.
-    quota = boundary.failure(CrewrunError("billing", code="LLM_QUOTA_EXHAUSTED"), state=AttemptState(), table=resolve(),
-                             context=context(1), fallback="backup-model")  # fmt: skip
+    quota = boundary.failure(
+        CrewrunError("billing", code="LLM_QUOTA_EXHAUSTED"),
+        state=AttemptState(),
+        table=resolve(),
+        context=context(1),
+        fallback="backup-model",
+    )
     assert quota.final is False and quota.record.fallback_to == "backup-model"
-    last = boundary.failure(CrewrunError("billing", code="LLM_QUOTA_EXHAUSTED"), state=AttemptState(llm_index=1), table=resolve(),
-                            context=context(2), fallback=None)  # fmt: skip
+    last = boundary.failure(
+        CrewrunError("billing", code="LLM_QUOTA_EXHAUSTED"),
+        state=AttemptState(llm_index=1),
+        table=resolve(),
+        context=context(2),
+        fallback=None,
+    )
     assert last.final is True and last.record.fallback_to is None
     # A content refusal is not the provider's trouble: no fallback.
-    refused = boundary.failure(ContextLengthError("long"), state=AttemptState(), table=resolve(),
-                               context=context(1), fallback="backup-model")  # fmt: skip
+    refused = boundary.failure(
+        ContextLengthError("long"),
+        state=AttemptState(),
+        table=resolve(),
+        context=context(1),
+        fallback="backup-model",
+    )
     assert refused.final is True and refused.record.fallback_to is None

@@ -23,10 +23,16 @@ EXECUTIONS = 4
 
 def _settings(tmp_path: Path, db_url: str, name: str) -> Settings:
     return Settings(
-        data_dir=tmp_path / name, database_url=db_url, temporal_port=free_port(), temporal_ui_port=free_port(),
-        api_port=free_port(), simulator_port=free_port(), task_heartbeat_timeout_s=5,
-        worker_metrics_port=free_port(), worker_sdk_metrics_port=free_port(),
-    )  # fmt: skip
+        data_dir=tmp_path / name,
+        database_url=db_url,
+        temporal_port=free_port(),
+        temporal_ui_port=free_port(),
+        api_port=free_port(),
+        simulator_port=free_port(),
+        task_heartbeat_timeout_s=5,
+        worker_metrics_port=free_port(),
+        worker_sdk_metrics_port=free_port(),
+    )
 
 
 def _spec(sim: str, name: str) -> dict[str, Any]:

@@ -35,16 +35,28 @@ def test_every_failure_code_belongs_to_a_category_with_traits() -> None:
 
 def test_the_derived_views_are_the_table() -> None:
     assert NON_RETRYABLE == (
-        "validation", "context_length", "content_policy", "authentication", "quota_exhausted", "configuration",
+        "validation",
+        "context_length",
+        "content_policy",
+        "authentication",
+        "quota_exhausted",
+        "configuration",
         "cancelled",
-    )  # fmt: skip
+    )
     assert {"network", "timeout", "external_service"} == BREAKER_COUNTED
     assert {"network", "timeout", "rate_limit", "external_service", "quota_exhausted"} == FALLS_BACK
     assert PAUSES_BY_DEFAULT == ("authentication", "quota_exhausted", "configuration")
     assert {c: p.maximum_attempts for c, p in DEFAULT_POLICIES.items() if p.retryable} == {
-        "network": 8, "timeout": 5, "rate_limit": 12, "external_service": 6, "circuit_open": 1000,
-        "resource_exhaustion": 4, "database": 10, "llm_output": 3, "internal": 2,
-    }  # fmt: skip
+        "network": 8,
+        "timeout": 5,
+        "rate_limit": 12,
+        "external_service": 6,
+        "circuit_open": 1000,
+        "resource_exhaustion": 4,
+        "database": 10,
+        "llm_output": 3,
+        "internal": 2,
+    }
 
 
 def test_the_places_that_use_a_trait_read_it_from_the_table() -> None:
@@ -75,7 +87,13 @@ def test_every_code_the_api_answers_with_is_a_problem_code() -> None:
 
 def test_outcome_codes_are_final_and_never_retried() -> None:
     final = {code for code, entry in REGISTRY.items() if entry.final}
-    assert final == {"TASK_FAILED", "TASK_TIMED_OUT", "WORKFLOW_CODE_ERROR", "EXECUTION_PAUSE_TIMEOUT",
-                     "EXECUTION_ABORTED", "EXECUTION_CANCELLED"}  # fmt: skip
+    assert final == {
+        "TASK_FAILED",
+        "TASK_TIMED_OUT",
+        "WORKFLOW_CODE_ERROR",
+        "EXECUTION_PAUSE_TIMEOUT",
+        "EXECUTION_ABORTED",
+        "EXECUTION_CANCELLED",
+    }
     assert not any(REGISTRY[code].retryable for code in final)
     assert REGISTRY["LLM_TIMEOUT"].retryable and REGISTRY["INTERNAL_ERROR"].retryable

@@ -991,7 +991,7 @@ CORPUS = [
         ),
         Expect("NETWORK_CONNECT_FAILED", "network"),
         "openai-connection-error-EMFILE-text-only",
-    ),  # fmt: skip
+    ),
     case(
         lambda: raised(
             lambda: _raise(
@@ -1001,7 +1001,7 @@ CORPUS = [
         ),
         Expect("RESOURCE_FILE_LIMIT", "resource_exhaustion"),
         "openai-connection-error-from-EMFILE",
-    ),  # fmt: skip
+    ),
     case(
         lambda: sa.OperationalError("INSERT INTO error_events", {}, Exception("database or disk is full")),
         Expect("RESOURCE_DISK_FULL", "resource_exhaustion"),
@@ -1015,7 +1015,7 @@ CORPUS = [
         ),
         Expect("RESOURCE_DISK_FULL", "resource_exhaustion"),
         "postgresql-disk-full",
-    ),  # fmt: skip
+    ),
     case(
         lambda: json.JSONDecodeError("Expecting value", "Sure! Here is the JSON:", 0),
         Expect("LLM_OUTPUT_INVALID", "llm_output"),
@@ -1765,6 +1765,11 @@ def test_an_sdk_loaded_after_the_table_was_built_gets_its_rules() -> None:
         "found = classify(anthropic.RateLimitError('slow down', response=response, body=None))\n"
         "print(before, found.entry.code, found.retry_after_s)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert out.stdout.split() == ["False", "LLM_RATE_LIMITED", "7.0"], out.stderr

@@ -67,10 +67,16 @@ async def test_compensation_written_once_after_postgres_comes_back(
     sim.script.add_rules([FaultRule(kind="content_policy", agent="analyst", count=None)])
     spec = CrewSpec.model_validate(research_spec(sim.base_url)).model_dump(mode="json")
     executions = [
-        store.create_execution(crew_id=None, crew_name="research", spec=spec, inputs={"topic": f"t{i}"},
-                               idempotency_key=None, request_hash=None)[0]
+        store.create_execution(
+            crew_id=None,
+            crew_name="research",
+            spec=spec,
+            inputs={"topic": f"t{i}"},
+            idempotency_key=None,
+            request_hash=None,
+        )[0]
         for i in range(CONCURRENT)
-    ]  # fmt: skip
+    ]
     worker = build_worker(temporal_client, pg_settings, store=store)
     async with worker:
         handles = [await start_workflow(temporal_client, pg_settings, store, e) for e in executions]

@@ -145,11 +145,15 @@ def test_agent_level_llm_string_overrides_the_model_only(tmp_path: Path) -> None
     assert warnings == []
     writer, researcher = spec.agent("writer").llm, spec.agent("researcher").llm
     assert (writer.model, writer.base_url, writer.api_key_env) == (
-        "some-model", "http://127.0.0.1:9999/v1", "SIM_KEY",
-    )  # fmt: skip
+        "some-model",
+        "http://127.0.0.1:9999/v1",
+        "SIM_KEY",
+    )
     assert (researcher.model, researcher.base_url, researcher.api_key_env) == (
-        "gpt-4o-mini", "http://127.0.0.1:9999/v1", "SIM_KEY",
-    )  # fmt: skip
+        "gpt-4o-mini",
+        "http://127.0.0.1:9999/v1",
+        "SIM_KEY",
+    )
 
 
 @pytest.mark.parametrize(
@@ -238,8 +242,11 @@ def test_yaml_that_is_not_a_mapping_is_rejected(tmp_path: Path) -> None:
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "backend.cli", "import-crew", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_cli_import_crew_prints_the_spec_as_json() -> None:

@@ -36,8 +36,11 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A real file system of its own, 16 MB (tmpfs: needs root, as on this project's machines)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, f"cannot mount a tmpfs here (root needed): {done.stderr}"
     try:
         yield mount
@@ -72,13 +75,28 @@ async def test_a_full_disk_fails_attempts_as_disk_full_and_loses_nothing_committ
     upgrade_database(url)
     store = Store.from_url(url)
     settings = Settings(
-        data_dir=tmp_path, database_url=url, task_queue=f"disk-{uuid.uuid4().hex[:8]}", task_heartbeat_timeout_s=5,
-        retry={"resource_exhaustion": {"maximum_attempts": 30, "initial_interval_s": 0.2, "maximum_interval_s": 0.3}},
-    )  # fmt: skip
+        data_dir=tmp_path,
+        database_url=url,
+        task_queue=f"disk-{uuid.uuid4().hex[:8]}",
+        task_heartbeat_timeout_s=5,
+        retry={
+            "resource_exhaustion": {
+                "maximum_attempts": 30,
+                "initial_interval_s": 0.2,
+                "maximum_interval_s": 0.3,
+            }
+        },
+    )
     sim.script.add_rules([FaultRule(kind="slow", agent="analyst", delay_s=1)])
     spec = CrewSpec.model_validate(research_spec(sim.base_url)).model_dump(mode="json")
-    execution, _ = store.create_execution(crew_id=None, crew_name="research", spec=spec, inputs={"topic": "disks"},
-                                          idempotency_key=None, request_hash=None)  # fmt: skip
+    execution, _ = store.create_execution(
+        crew_id=None,
+        crew_name="research",
+        spec=spec,
+        inputs={"topic": "disks"},
+        idempotency_key=None,
+        request_hash=None,
+    )
     async with build_worker(temporal_client, settings, store=store):
         handle = await start_workflow(temporal_client, settings, store, execution)
         while not sim.calls("analyst"):  # task 2 is in flight: task 1's output is committed
@@ -92,8 +110,10 @@ async def test_a_full_disk_fails_attempts_as_disk_full_and_loses_nothing_committ
         # The API on a full disk: a problem with a code, never a 500; the execution is untouched.
         app = create_app(settings, temporal_client=temporal_client, reconcile=False)
         async with app.router.lifespan_context(app), _api(app) as api:
-            refused = await api.post("/api/v1/executions", json={"crew": research_spec(sim.base_url, name="x"),
-                                                                  "inputs": {"topic": "more"}})  # fmt: skip
+            refused = await api.post(
+                "/api/v1/executions",
+                json={"crew": research_spec(sim.base_url, name="x"), "inputs": {"topic": "more"}},
+            )
         assert refused.status_code == 503, refused.text
         assert refused.json()["code"] == "DATABASE_UNAVAILABLE"
         assert refused.json()["detail"] == "the backend database is out of disk space"

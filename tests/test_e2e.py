@@ -114,8 +114,12 @@ def test_the_demo_shows_every_mechanism_ending_as_designed(stack: Stack) -> None
     from backend.demo import run_demo
 
     lines: list[str] = []
-    ok = run_demo(stack.api_url, stack.simulator_url, temporal_address=f"127.0.0.1:{stack.settings.temporal_port}",
-                  echo=lines.append)  # fmt: skip
+    ok = run_demo(
+        stack.api_url,
+        stack.simulator_url,
+        temporal_address=f"127.0.0.1:{stack.settings.temporal_port}",
+        echo=lines.append,
+    )
     labels = {"rate limits", "paused on 401", "dead-lettered", "degraded", "circuit breaker"}
     table = {line[:16].strip(): line for line in lines if line[:16].strip() in labels}
     assert ok is True, "\n".join(lines)

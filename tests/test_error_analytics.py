@@ -28,7 +28,12 @@ def test_burst_of_identical_failures_is_one_group_with_its_executions(
     assert len(groups) == 1
     group = groups[0]
     assert (group.code, group.category, group.severity, group.count, group.executions) == (
-        "LLM_RATE_LIMITED", "rate_limit", "low", 50, 10)  # fmt: skip
+        "LLM_RATE_LIMITED",
+        "rate_limit",
+        "low",
+        50,
+        10,
+    )
     assert group.first_seen == T0 + timedelta(minutes=1)
     assert group.last_seen == T0 + timedelta(minutes=50)
     assert "Rate limit reached" in group.sample_message
@@ -57,8 +62,9 @@ def test_error_list_filters_and_pages_newest_first(analytics: tuple[Store, Error
     times = [e.occurred_at for e in first.items + rest.items]
     assert len(times) == 6 and times == sorted(times, reverse=True) and rest.next_cursor is None
     assert stats.errors(ErrorFilter(severity="critical"), limit=10, cursor=None).items == []
-    window = stats.errors(ErrorFilter(since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=6)),
-                          limit=10, cursor=None)  # fmt: skip
+    window = stats.errors(
+        ErrorFilter(since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=6)), limit=10, cursor=None
+    )
     assert sorted(e.attempt for e in window.items) == [2, 3]  # minutes 2 and 3; 6 is excluded
 
 

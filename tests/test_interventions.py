@@ -39,12 +39,21 @@ async def test_auth_failure_pauses_and_resume_retries_the_task(
     assert paused["tasks"][1]["status"] in ("running", "retrying")  # open for a resume, not failed
 
     # Wrong-state and wrong-task requests are refused, not ignored.
-    assert_problem(await api.post(f"/api/v1/executions/{execution_id}/resume", json={"task": "write"}),
-                   409, "EXECUTION_NOT_PAUSED")  # fmt: skip
-    assert_problem(await api.post(f"/api/v1/executions/{execution_id}/skip", json={"task": "nope"}),
-                   422, "TASK_UNKNOWN")  # fmt: skip
-    assert_problem(await api.post(f"/api/v1/executions/{execution_id}/resume",
-                                  json={"llm_override": {"base_url": "ftp://x"}}), 422, "REQUEST_INVALID")  # fmt: skip
+    assert_problem(
+        await api.post(f"/api/v1/executions/{execution_id}/resume", json={"task": "write"}),
+        409,
+        "EXECUTION_NOT_PAUSED",
+    )
+    assert_problem(
+        await api.post(f"/api/v1/executions/{execution_id}/skip", json={"task": "nope"}), 422, "TASK_UNKNOWN"
+    )
+    assert_problem(
+        await api.post(
+            f"/api/v1/executions/{execution_id}/resume", json={"llm_override": {"base_url": "ftp://x"}}
+        ),
+        422,
+        "REQUEST_INVALID",
+    )
 
     sim.script.heal()  # the operator fixed the key
     resumed = await api.post(
@@ -64,8 +73,11 @@ async def test_resume_of_a_running_execution_is_refused(api: httpx.AsyncClient, 
     execution_id = await start(api, research_spec(sim.base_url, name="running"))
     await wait_status(api, execution_id, "running")
     assert_problem(await api.post(f"/api/v1/executions/{execution_id}/resume"), 409, "EXECUTION_NOT_PAUSED")
-    assert_problem(await api.post(f"/api/v1/executions/{execution_id}/skip", json={"task": "research"}),
-                   409, "EXECUTION_NOT_PAUSED")  # fmt: skip
+    assert_problem(
+        await api.post(f"/api/v1/executions/{execution_id}/skip", json={"task": "research"}),
+        409,
+        "EXECUTION_NOT_PAUSED",
+    )
     assert (await wait_terminal(api, execution_id))["status"] == "completed"
 
 
@@ -75,8 +87,9 @@ async def test_skip_marks_the_paused_task_and_the_crew_ends_degraded(
     sim.script.add_rules([FaultRule(kind="quota", agent="analyst", count=None)])
     execution_id = await start(api, research_spec(sim.base_url, name="skip"))
     await wait_status(api, execution_id, "paused")
-    skipped = await api.post(f"/api/v1/executions/{execution_id}/skip",
-                             json={"task": "analyse", "output": "analysis done by hand"})  # fmt: skip
+    skipped = await api.post(
+        f"/api/v1/executions/{execution_id}/skip", json={"task": "analyse", "output": "analysis done by hand"}
+    )
     assert skipped.status_code == 202
     done = await wait_terminal(api, execution_id)
 

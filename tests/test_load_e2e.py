@@ -34,10 +34,15 @@ async def test_200_concurrent_executions_under_faults_balance_the_ledger(
     stack.start()
     try:
         sim, api_url = stack.simulator_url, stack.api_url
-        httpx.post(f"{sim}/_sim/faults", json={"rules": [
-            {"kind": "content_policy", "agent": "*", "count": None, "probability": 0.10},
-            {"kind": "server_error", "agent": "*", "count": None, "probability": 0.30, "status": 503},
-        ]}).raise_for_status()  # fmt: skip
+        httpx.post(
+            f"{sim}/_sim/faults",
+            json={
+                "rules": [
+                    {"kind": "content_policy", "agent": "*", "count": None, "probability": 0.10},
+                    {"kind": "server_error", "agent": "*", "count": None, "probability": 0.30, "status": 503},
+                ]
+            },
+        ).raise_for_status()
         spec = research_spec(lambda a: f"{sim}/agents/{a}/v1", name="load")
         started = time.monotonic()
         with httpx.Client(base_url=api_url, timeout=30) as api:
@@ -67,8 +72,9 @@ async def test_200_concurrent_executions_under_faults_balance_the_ledger(
         client = await connect(
             settings.model_copy(update={"temporal_address": f"127.0.0.1:{settings.temporal_port}"})
         )
-        report = await check_ledger(store, client, accepted, max_calls_per_logical_call=6,
-                                    calls_per_task=calls_by_logical_call(calls))  # fmt: skip
+        report = await check_ledger(
+            store, client, accepted, max_calls_per_logical_call=6, calls_per_task=calls_by_logical_call(calls)
+        )
     finally:
         stack.stop()
 

@@ -26,13 +26,20 @@ async def test_every_line_of_a_failing_execution_carries_its_context_and_no_secr
     api: httpx.AsyncClient, sim: SimulatorServer, captured_logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LOG_CANARY_KEY", CANARY)
-    sim.script.add_rules([
-        FaultRule(kind="server_error", agent="analyst", count=1, status=503),
-        FaultRule(kind="auth", agent="analyst", count=None, message="Incorrect API key provided: {api_key}"),
-    ])  # fmt: skip
+    sim.script.add_rules(
+        [
+            FaultRule(kind="server_error", agent="analyst", count=1, status=503),
+            FaultRule(
+                kind="auth", agent="analyst", count=None, message="Incorrect API key provided: {api_key}"
+            ),
+        ]
+    )
     spec = research_spec(sim.base_url, name="logs", api_key_env="LOG_CANARY_KEY")
-    started = await api.post("/api/v1/executions", json={"crew": spec, "inputs": {"topic": "x"}},
-                             headers={"X-Request-ID": "req-test-42"})  # fmt: skip
+    started = await api.post(
+        "/api/v1/executions",
+        json={"crew": spec, "inputs": {"topic": "x"}},
+        headers={"X-Request-ID": "req-test-42"},
+    )
     assert started.headers["X-Request-ID"] == "req-test-42"
     done = await wait_terminal(api, started.json()["id"])
     assert done["status"] == "failed"

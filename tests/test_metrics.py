@@ -42,12 +42,18 @@ async def test_metrics_after_a_scripted_run_read_exactly(
     metered_api: httpx.AsyncClient, sim: SimulatorServer
 ) -> None:
     api = metered_api
-    sim.script.add_rules([
-        FaultRule(kind="server_error", agent="researcher", count=2, status=503),
-        FaultRule(kind="content_policy", agent="writer", count=1),
-    ])  # fmt: skip
-    ok = (await api.post("/api/v1/executions", json={"crew": research_spec(sim.base_url, name="m1"),
-                                                     "inputs": {"topic": "a"}})).json()  # fmt: skip
+    sim.script.add_rules(
+        [
+            FaultRule(kind="server_error", agent="researcher", count=2, status=503),
+            FaultRule(kind="content_policy", agent="writer", count=1),
+        ]
+    )
+    ok = (
+        await api.post(
+            "/api/v1/executions",
+            json={"crew": research_spec(sim.base_url, name="m1"), "inputs": {"topic": "a"}},
+        )
+    ).json()
     done = await wait_terminal(api, ok["id"])
     assert done["status"] == "failed"  # the writer's refusal is the first run's last task
 
@@ -55,10 +61,18 @@ async def test_metrics_after_a_scripted_run_read_exactly(
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     got = samples(response.text)
 
-    overloaded = (("category", "external_service"), ("code", "LLM_PROVIDER_OVERLOADED"), ("service", "127.0.0.1"),
-                  ("severity", "medium"))  # fmt: skip
-    refused = (("category", "content_policy"), ("code", "LLM_CONTENT_REFUSED"), ("service", "127.0.0.1"),
-               ("severity", "medium"))  # fmt: skip
+    overloaded = (
+        ("category", "external_service"),
+        ("code", "LLM_PROVIDER_OVERLOADED"),
+        ("service", "127.0.0.1"),
+        ("severity", "medium"),
+    )
+    refused = (
+        ("category", "content_policy"),
+        ("code", "LLM_CONTENT_REFUSED"),
+        ("service", "127.0.0.1"),
+        ("severity", "medium"),
+    )
     assert got[("crewrun_errors_total", overloaded)] == 2
     assert got[("crewrun_errors_total", refused)] == 1
     assert got[("crewrun_retries_total", (("category", "external_service"),))] == 2
@@ -71,8 +85,16 @@ async def test_metrics_after_a_scripted_run_read_exactly(
     # Attempts: 2 failed + 3 completed... of which the writer's failed: 3 failures, 2 successes.
     assert got[("crewrun_task_attempt_duration_seconds_count", (("outcome", "failed"),))] == 3
     assert got[("crewrun_task_attempt_duration_seconds_count", (("outcome", "completed"),))] == 2
-    assert got[("crewrun_http_requests_total", (("method", "POST"), ("route", "/api/v1/executions"),
-                                                ("status", "202")))] == 1  # fmt: skip
+    assert (
+        got[
+            (
+                "crewrun_http_requests_total",
+                (("method", "POST"), ("route", "/api/v1/executions"), ("status", "202")),
+            )
+        ]
+        == 1
+    )
     # Route templates, never ids, as labels.
-    assert not any(execution_id in label for (_, labels) in got for _, label in labels
-                   for execution_id in (ok["id"],))  # fmt: skip
+    assert not any(
+        execution_id in label for (_, labels) in got for _, label in labels for execution_id in (ok["id"],)
+    )

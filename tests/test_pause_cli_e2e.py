@@ -48,8 +48,17 @@ def test_paused_execution_is_found_by_the_cli_and_resumed_by_its_signal(tmp_path
         assert httpx.get(f"{api}/api/v1/executions/{execution['id']}").json()["status"] == "paused"
 
         httpx.post(f"{sim}/_sim/heal").raise_for_status()
-        temporal(stack, "workflow", "signal", "--workflow-id", execution["workflow_id"], "--name", "resume",
-                 "--input", "{}")  # fmt: skip
+        temporal(
+            stack,
+            "workflow",
+            "signal",
+            "--workflow-id",
+            execution["workflow_id"],
+            "--name",
+            "resume",
+            "--input",
+            "{}",
+        )
         done = wait_for(lambda: terminal(api, execution["id"]), 60, "the resumed execution to finish")
         assert done["status"] == "completed"
         assert len(sim_calls(sim, "researcher")) == 1  # task 1 was called once in total

@@ -92,8 +92,13 @@ class Stack:
         )
         store = Store.from_url(settings.database_url)
         calls = httpx.get(f"{self.sim}/_sim/requests").json()["calls"]
-        return await check_ledger(store, await connect(settings), ids, max_calls_per_logical_call=2,
-                                  calls_per_task=calls_by_logical_call(calls))  # fmt: skip
+        return await check_ledger(
+            store,
+            await connect(settings),
+            ids,
+            max_calls_per_logical_call=2,
+            calls_per_task=calls_by_logical_call(calls),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +163,11 @@ async def test_a_worker_out_of_file_descriptors_fails_the_attempt_and_is_replace
         f"{stack.sim}/_sim/faults", json={"kind": "slow", "agent": "analyst", "delay_s": 3}
     ).raise_for_status()
     execution_id = stack.start("out of descriptors", crew_id)
-    wait_for(lambda: [c for c in sim_calls(stack.sim, "analyst") if "out of descriptors" in c["task_hint"]],
-             30, "task 2 to call the provider")  # fmt: skip
+    wait_for(
+        lambda: [c for c in sim_calls(stack.sim, "analyst") if "out of descriptors" in c["task_hint"]],
+        30,
+        "task 2 to call the provider",
+    )
     _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (idle, hard))
 

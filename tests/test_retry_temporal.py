@@ -143,8 +143,11 @@ async def test_authentication_failure_is_attempted_once_then_pauses_until_the_ti
     row = skip_store.get_execution(execution_id)
     assert row is not None and row.status == "failed"
     assert row.error["code"] == "EXECUTION_PAUSE_TIMEOUT" and row.error["cause"]["code"] == "LLM_AUTH_FAILED"
-    letters = [d for d in skip_store.list_dead_letters(status=None, limit=50, cursor=None).items
-               if d.execution_id == execution_id]  # fmt: skip
+    letters = [
+        d
+        for d in skip_store.list_dead_letters(status=None, limit=50, cursor=None).items
+        if d.execution_id == execution_id
+    ]
     assert len(letters) == 1 and letters[0].error["code"] == "EXECUTION_PAUSE_TIMEOUT"
     assert len(skip_store.failures_of(execution_id)) == 1
     statuses = [x.event for x in skip_store.list_logs(execution_id, limit=500, cursor=None).items]

@@ -38,8 +38,10 @@ from tests.support import (
 )
 
 CONCURRENT = 20
-CANARY_401 = (f"Incorrect API key provided: {{api_key}}. Debug: Bearer {BODY_SECRET} "
-              f"at https://llm.example/v1?api_key={QUERY_SECRET}&x=1")  # fmt: skip
+CANARY_401 = (
+    f"Incorrect API key provided: {{api_key}}. Debug: Bearer {BODY_SECRET} "
+    f"at https://llm.example/v1?api_key={QUERY_SECRET}&x=1"
+)
 
 
 @pytest.fixture
@@ -81,7 +83,7 @@ def accept(store: Store, sim: SimulatorServer, n: int) -> list[str]:
             inputs={"topic": f"t{i}"},
             idempotency_key=None,
             request_hash=None,
-        )[0].id  # fmt: skip
+        )[0].id
         for i in range(n)
     ]
 
@@ -110,8 +112,13 @@ async def test_s4_accepted_executions_the_api_never_started_are_started_by_the_r
     )
     assert started[0] == CONCURRENT and started[1] in (0, CONCURRENT)
     await wait_all_terminal(faulty_store, ids)
-    report = await check_ledger(faulty_store, temporal_client, ids, max_calls_per_logical_call=1,
-                                calls_per_task=calls_by_logical_call(sim.calls()))  # fmt: skip
+    report = await check_ledger(
+        faulty_store,
+        temporal_client,
+        ids,
+        max_calls_per_logical_call=1,
+        calls_per_task=calls_by_logical_call(sim.calls()),
+    )
     print(f"\nS4: {report.line()}")
     assert report.problems == [] and report.by_status["completed"] == CONCURRENT and report.duplicates == 0
     assert len(sim.calls()) == 3 * CONCURRENT  # every task ran exactly once
@@ -132,8 +139,13 @@ async def test_s2_output_committed_but_attempt_unreported_is_reused_not_recomput
     await wait_all_terminal(faulty_store, ids)
 
     assert faults.fired == ["finish_attempt.completed"] * 10
-    report = await check_ledger(faulty_store, temporal_client, ids, max_calls_per_logical_call=1,
-                                calls_per_task=calls_by_logical_call(sim.calls()))  # fmt: skip
+    report = await check_ledger(
+        faulty_store,
+        temporal_client,
+        ids,
+        max_calls_per_logical_call=1,
+        calls_per_task=calls_by_logical_call(sim.calls()),
+    )
     print(f"\nS2: {report.line()}")
     assert report.problems == [] and report.by_status["completed"] == CONCURRENT and report.duplicates == 0
     assert len(sim.calls()) == 3 * CONCURRENT  # the retried attempts reused the committed outputs
@@ -160,18 +172,33 @@ async def start_concurrently(api: httpx.AsyncClient, spec: dict[str, Any], n: in
     """Register the crew, then post n executions at once (distinct inputs: one logical call each)."""
     crew = await api.post("/api/v1/crews", json=spec)
     assert crew.status_code == 201, crew.text
-    responses = await asyncio.gather(*(
-        api.post("/api/v1/executions", json={"crew_id": crew.json()["id"], "inputs": {"topic": f"t{i}"}})
-        for i in range(n)
-    ))  # fmt: skip
+    responses = await asyncio.gather(
+        *(
+            api.post("/api/v1/executions", json={"crew_id": crew.json()["id"], "inputs": {"topic": f"t{i}"}})
+            for i in range(n)
+        )
+    )
     assert {r.status_code for r in responses} == {202}, [r.text for r in responses if r.status_code != 202]
     return [r.json()["id"] for r in responses]
 
 
-async def ledger_of(store: Store, client: Client, sim: SimulatorServer, ids: list[str], name: str,
-                    max_calls: int | None = None, **secrets: Any) -> LedgerReport:  # fmt: skip
-    report = await check_ledger(store, client, ids, max_calls_per_logical_call=max_calls,
-                                calls_per_task=calls_by_logical_call(sim.calls()), **secrets)  # fmt: skip
+async def ledger_of(
+    store: Store,
+    client: Client,
+    sim: SimulatorServer,
+    ids: list[str],
+    name: str,
+    max_calls: int | None = None,
+    **secrets: Any,
+) -> LedgerReport:
+    report = await check_ledger(
+        store,
+        client,
+        ids,
+        max_calls_per_logical_call=max_calls,
+        calls_per_task=calls_by_logical_call(sim.calls()),
+        **secrets,
+    )
     print(f"\n{name}: {report.line()}; {len(sim.calls())} provider calls")
     assert report.problems == [] and report.duplicates == 0
     return report
@@ -189,12 +216,16 @@ async def test_s6_transient_faults_on_half_the_calls_finish_within_budget_honour
     scenario_api: httpx.AsyncClient, temporal_client: Client, faulty_store: Store, sim: SimulatorServer
 ) -> None:
     # Independent coins in order: 1 - 0.8 * 0.8 * 0.9 * 0.9 = 48 % of all calls fail transiently.
-    sim.script.add_rules([
-        FaultRule(kind="rate_limit", count=None, probability=0.2, retry_after_s=0.5),
-        FaultRule(kind="server_error", count=None, probability=0.2, status=503),
-        FaultRule(kind="reset", count=None, probability=0.1),
-        FaultRule(kind="timeout", count=None, probability=0.1, delay_s=3),  # the client gives up after 1 s
-    ])  # fmt: skip
+    sim.script.add_rules(
+        [
+            FaultRule(kind="rate_limit", count=None, probability=0.2, retry_after_s=0.5),
+            FaultRule(kind="server_error", count=None, probability=0.2, status=503),
+            FaultRule(kind="reset", count=None, probability=0.1),
+            FaultRule(
+                kind="timeout", count=None, probability=0.1, delay_s=3
+            ),  # the client gives up after 1 s
+        ]
+    )
     ids = await start_concurrently(
         scenario_api, research_spec(sim.base_url, name="s6", timeout_s=1) | {"retry": S6_RETRY}
     )
@@ -214,13 +245,16 @@ async def test_s6_transient_faults_on_half_the_calls_finish_within_budget_honour
         assert [c["outcome"] for c in calls].count("ok") + [c["outcome"] for c in calls].count("timeout") >= 1
         for kind, budget in BUDGET_OF_FAULT.items():
             assert sum(c["outcome"] == kind for c in calls) < budget  # the category's budget was enough
-        waits_after_429 += [b["at"] - a["at"] for a, b in zip(calls, calls[1:], strict=False)
-                            if a["outcome"] == "rate_limit"]  # fmt: skip
+        waits_after_429 += [
+            b["at"] - a["at"] for a, b in zip(calls, calls[1:], strict=False) if a["outcome"] == "rate_limit"
+        ]
     # The simulator sends retry-after-ms: 500 and Retry-After: 1; the later one is honoured.
     assert waits_after_429 and min(waits_after_429) >= 1.0
     assert len({round(w, 3) for w in waits_after_429}) > 1  # jittered, not all identical
-    print(f"S6: {len(faults)} faults of {len(sim.calls())} calls; waits after a 429: "
-          f"{min(waits_after_429):.2f}-{max(waits_after_429):.2f} s")  # fmt: skip
+    print(
+        f"S6: {len(faults)} faults of {len(sim.calls())} calls; waits after a 429: "
+        f"{min(waits_after_429):.2f}-{max(waits_after_429):.2f} s"
+    )
 
 
 async def test_s7_permanent_faults_are_not_retried_pause_or_end_in_one_record_dead_letter_and_alert(
@@ -237,11 +271,13 @@ async def test_s7_permanent_faults_are_not_retried_pause_or_end_in_one_record_de
     monkeypatch.setenv("CANARY_PROVIDER_KEY", KEY)
     # Exact counts, whichever executions the calls belong to: 5 refusals at task 1, 5 prompts too long
     # at task 2, 5 bad keys at task 3 (an operator can fix those: they pause).
-    sim.script.add_rules([
-        FaultRule(kind="content_policy", agent="researcher", count=5),
-        FaultRule(kind="context_length", agent="analyst", count=5),
-        FaultRule(kind="auth", agent="writer", count=5, message=CANARY_401),
-    ])  # fmt: skip
+    sim.script.add_rules(
+        [
+            FaultRule(kind="content_policy", agent="researcher", count=5),
+            FaultRule(kind="context_length", agent="analyst", count=5),
+            FaultRule(kind="auth", agent="writer", count=5, message=CANARY_401),
+        ]
+    )
     ids = await start_concurrently(
         api, research_spec(sim.base_url, name="s7", api_key_env="CANARY_PROVIDER_KEY")
     )
@@ -260,8 +296,9 @@ async def test_s7_permanent_faults_are_not_retried_pause_or_end_in_one_record_de
     assert {r.status_code for r in resumed} == {202}
     await wait_all_terminal(faulty_store, ids)
 
-    places = await places_a_secret_could_reach(api, temporal_client, settings.database_url, ids,
-                                               captured_logs.getvalue())  # fmt: skip
+    places = await places_a_secret_could_reach(
+        api, temporal_client, settings.database_url, ids, captured_logs.getvalue()
+    )
     assert all("LLM_AUTH_FAILED" in places[p] for p in ("db", "api", "history", "logs"))  # not vacuous
     report = await ledger_of(faulty_store, temporal_client, sim, ids, "S7", canaries=CANARIES, places=places)
     assert report.leaks == 0
@@ -308,8 +345,10 @@ async def test_s9_outage_opens_the_breaker_parks_20_executions_and_a_probe_close
     # Without the breaker each first task would spend its whole 6-call budget (120 calls) and fail.
     # With it: the calls already in flight when it opened, then about one probe per cooldown.
     bound = CONCURRENT + outage_s / cooldown_s + 3
-    print(f"S9: {len(during)} provider calls during a {outage_s:.0f} s outage (bound {bound:.0f}); "
-          f"transitions {transitions[:3]}…{transitions[-2:]}")  # fmt: skip
+    print(
+        f"S9: {len(during)} provider calls during a {outage_s:.0f} s outage (bound {bound:.0f}); "
+        f"transitions {transitions[:3]}…{transitions[-2:]}"
+    )
     assert 0 < len(during) <= bound
     assert ("closed", "open") in transitions and transitions[-1] == ("half_open", "closed")
 
@@ -384,6 +423,10 @@ async def test_s11_ambiguous_commits_of_pauses_raise_each_pause_alert_once(
     report = await ledger_of(faulty_store, temporal_client, sim, ids, "S11 (pauses)")
     assert report.by_status["completed"] == CONCURRENT
     # The pause's log line commits with the pause: neither lost nor doubled by the retries.
-    paused_lines = {e: [x.event for x in faulty_store.list_logs(e, limit=500, cursor=None).items].count(
-        "execution.paused") for e in ids}  # fmt: skip
+    paused_lines = {
+        e: [x.event for x in faulty_store.list_logs(e, limit=500, cursor=None).items].count(
+            "execution.paused"
+        )
+        for e in ids
+    }
     assert set(paused_lines.values()) == {1}, paused_lines

@@ -56,8 +56,10 @@ class Run:
         self.sim = stack.simulator_url
         self.api = httpx.Client(base_url=stack.api_url, timeout=30)
         # Slow answers keep task 2 in flight (and heartbeating) long enough to hit it with a signal.
-        httpx.post(f"{self.sim}/_sim/faults", json={"kind": "slow", "agent": "analyst", "count": None,
-                                                    "delay_s": slow_analyst_s}).raise_for_status()  # fmt: skip
+        httpx.post(
+            f"{self.sim}/_sim/faults",
+            json={"kind": "slow", "agent": "analyst", "count": None, "delay_s": slow_analyst_s},
+        ).raise_for_status()
         self.spec = research_spec(lambda a: f"{self.sim}/agents/{a}/v1", timeout_s=60)
         self.crew_id = self.api.post("/api/v1/crews", json=self.spec).json()["id"]
         self.topics: dict[str, str] = {}
@@ -106,8 +108,13 @@ class Run:
         client = await connect(
             settings.model_copy(update={"temporal_address": f"127.0.0.1:{settings.temporal_port}"})
         )
-        return await check_ledger(store_of(settings), client, ids, max_calls_per_logical_call=max_calls,
-                                  calls_per_task=calls_by_logical_call(self.calls()))  # fmt: skip
+        return await check_ledger(
+            store_of(settings),
+            client,
+            ids,
+            max_calls_per_logical_call=max_calls,
+            calls_per_task=calls_by_logical_call(self.calls()),
+        )
 
 
 def store_of(settings: Settings) -> Store:
@@ -149,8 +156,10 @@ async def test_s1_worker_killed_mid_task_the_other_worker_finishes_without_rerun
     # must not have been called again at all.
     report = await run.ledger(ids, max_calls=2)
     attempts = run.attempts(ids)
-    print(f"\nS1: {report.line()}; {sum(calls.values())} provider calls for {len(calls)} logical calls; "
-          f"{len(done_before_kill)} outputs committed before the kill; {elapsed:.0f} s")  # fmt: skip
+    print(
+        f"\nS1: {report.line()}; {sum(calls.values())} provider calls for {len(calls)} logical calls; "
+        f"{len(done_before_kill)} outputs committed before the kill; {elapsed:.0f} s"
+    )
 
     assert report.problems == [] and report.by_status["completed"] == CONCURRENT and report.duplicates == 0
     assert len(calls) == 3 * CONCURRENT  # every task of every execution called the provider
@@ -201,8 +210,10 @@ async def test_s3_temporal_restarted_under_load_with_sigterm_then_sigkill_every_
     # the provider: at most one repeat per call in flight at the kill (the call journal of a later
     # issue makes such a repeat free). Nothing else calls twice.
     report = await run.ledger(ids, max_calls=2)
-    print(f"\nS3: {report.line()}; {sum(calls.values())} provider calls for {len(calls)} logical calls; "
-          f"in flight at SIGTERM/SIGKILL {in_flight}; Temporal exit codes {exit_codes}; {elapsed:.0f} s")  # fmt: skip
+    print(
+        f"\nS3: {report.line()}; {sum(calls.values())} provider calls for {len(calls)} logical calls; "
+        f"in flight at SIGTERM/SIGKILL {in_flight}; Temporal exit codes {exit_codes}; {elapsed:.0f} s"
+    )
 
     assert exit_codes == [0, -signal.SIGKILL]  # a graceful stop, then a hard one
     assert all(n > 0 for n in in_flight), "a restart came when no execution was running"

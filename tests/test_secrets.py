@@ -38,11 +38,17 @@ async def test_canary_secrets_leak_nowhere(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CANARY_PROVIDER_KEY", KEY)
-    sim.script.add_rules([FaultRule(
-        kind="auth", agent="analyst", count=None,
-        message=f"Incorrect API key provided: {{api_key}}. Debug: Bearer {BODY_SECRET} "
+    sim.script.add_rules(
+        [
+            FaultRule(
+                kind="auth",
+                agent="analyst",
+                count=None,
+                message=f"Incorrect API key provided: {{api_key}}. Debug: Bearer {BODY_SECRET} "
                 f"at https://llm.example/v1?api_key={QUERY_SECRET}&x=1",
-    )])  # fmt: skip
+            )
+        ]
+    )
     spec = research_spec(sim.base_url, name="canary", api_key_env="CANARY_PROVIDER_KEY")
     started = await api.post("/api/v1/executions", json={"crew": spec, "inputs": {"topic": "leaks"}})
     execution = await wait_terminal(api, started.json()["id"])

@@ -435,11 +435,14 @@ def test_requests_log_filters_by_agent_and_clears(sim: SimulatorServer) -> None:
     after = httpx.get(f"{sim.url}/_sim/requests", timeout=5).json()["calls"]
 
     assert [(c["seq"], c["agent"], c["task_hint"]) for c in everything] == [
-        (1, "a", "first"), (2, "b", "second"), (3, "a", "third"),
-    ]  # fmt: skip
+        (1, "a", "first"),
+        (2, "b", "second"),
+        (3, "a", "third"),
+    ]
     assert [(c["seq"], c["task_hint"], c["outcome"], c["status"]) for c in only_a] == [
-        (1, "first", "ok", 200), (3, "third", "ok", 200),
-    ]  # fmt: skip
+        (1, "first", "ok", 200),
+        (3, "third", "ok", 200),
+    ]
     assert cleared.status_code == 200
     assert cleared.json() == {"calls": []}
     assert after == []

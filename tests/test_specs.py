@@ -9,10 +9,18 @@ from pydantic import ValidationError
 
 from backend.specs import CrewSpec, LLMSpec, TaskSpec, missing_inputs, template_fields
 
-RETRY_CATEGORIES = sorted([
-    "network", "timeout", "rate_limit", "external_service", "resource_exhaustion", "database",
-    "llm_output", "internal",
-])  # fmt: skip
+RETRY_CATEGORIES = sorted(
+    [
+        "network",
+        "timeout",
+        "rate_limit",
+        "external_service",
+        "resource_exhaustion",
+        "database",
+        "llm_output",
+        "internal",
+    ]
+)
 
 
 def crew_data(contexts: dict[str, list[str] | None] | None = None) -> dict[str, Any]:
@@ -421,8 +429,12 @@ def test_llm_defaults() -> None:
     llm = LLMSpec(model="gpt-4o-mini")
 
     assert (llm.base_url, llm.api_key_env, llm.timeout_s, llm.service, llm.temperature) == (
-        None, None, 60.0, None, None,
-    )  # fmt: skip
+        None,
+        None,
+        60.0,
+        None,
+        None,
+    )
 
 
 @pytest.mark.parametrize("api_key_env", ["1STARTS_WITH_DIGIT", "HAS-DASH", "sk-abc123", ""])

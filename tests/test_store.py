@@ -79,13 +79,27 @@ def test_task_output_is_written_once_and_attempts_only_grow(db: Store) -> None:
 
 
 def _record(attempt: int, code: str = "LLM_RATE_LIMITED") -> ErrorRecord:
-    return ErrorRecord.from_dict({
-        "code": code, "category": "rate_limit", "severity": "low", "retryable": True, "message": "m",
-        "service": "openai", "task": "two", "agent": "b", "attempt": attempt, "category_attempt": attempt,
-        "max_attempts": 12, "fingerprint": "f" * 16, "exception_type": "openai.RateLimitError",
-        "stack": "", "cause_chain": [{"type": "x", "message": "y"}],
-        "occurred_at": "2026-11-29T04:00:00+00:00", "attempt_started_at": None,
-    })  # fmt: skip
+    return ErrorRecord.from_dict(
+        {
+            "code": code,
+            "category": "rate_limit",
+            "severity": "low",
+            "retryable": True,
+            "message": "m",
+            "service": "openai",
+            "task": "two",
+            "agent": "b",
+            "attempt": attempt,
+            "category_attempt": attempt,
+            "max_attempts": 12,
+            "fingerprint": "f" * 16,
+            "exception_type": "openai.RateLimitError",
+            "stack": "",
+            "cause_chain": [{"type": "x", "message": "y"}],
+            "occurred_at": "2026-11-29T04:00:00+00:00",
+            "attempt_started_at": None,
+        }
+    )
 
 
 def test_attempt_failures_become_error_events_once_and_the_last_error_stays_on_the_task(db: Store) -> None:

@@ -138,9 +138,14 @@ def test_a_crash_names_the_signal_that_killed_the_child(stack: Stack, clock: Clo
 
 @pytest.mark.parametrize(
     ("returncode", "text"),
-    [(0, "exit code 0"), (75, "exit code 75"), (-9, "killed by SIGKILL"), (-15, "killed by SIGTERM"),
-     (-200, "killed by signal 200")],
-)  # fmt: skip
+    [
+        (0, "exit code 0"),
+        (75, "exit code 75"),
+        (-9, "killed by SIGKILL"),
+        (-15, "killed by SIGTERM"),
+        (-200, "killed by signal 200"),
+    ],
+)
 def test_exits_are_described_by_code_or_signal(returncode: int, text: str) -> None:
     assert describe_exit(returncode) == text
 
@@ -158,8 +163,12 @@ def test_the_status_file_lists_every_child_while_the_supervisor_runs(stack: Stac
         assert (
             by_name["api"]["state"] == "running" and by_name["api"]["pid"] == stack.child("api").process.pid
         )
-        assert by_name["worker"] == by_name["worker"] | {"state": "restarting", "pid": None, "restarts": 0,
-                                                          "last_exit": "exit code 3"}  # fmt: skip
+        assert by_name["worker"] == by_name["worker"] | {
+            "state": "restarting",
+            "pid": None,
+            "restarts": 0,
+            "last_exit": "exit code 3",
+        }
     finally:
         stack.stop()
 

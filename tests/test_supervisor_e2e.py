@@ -63,8 +63,9 @@ def test_a_worker_killed_under_crewrun_up_is_restarted_and_the_execution_complet
         assert httpx.get(f"{api}/api/v1/executions/{execution_id}").status_code == 200
         restarted = wait_for(
             lambda: (c := child_of(settings.data_dir, "worker")) and c["restarts"] == 1 and c["pid"] and c,
-            15, "the supervisor to start the worker again",
-        )  # fmt: skip
+            15,
+            "the supervisor to start the worker again",
+        )
         assert restarted["pid"] != victim["pid"] and restarted["last_exit"] == "killed by SIGKILL"
         assert time.monotonic() - killed_at < 10  # "within a few seconds, nobody typing anything"
         assert healthy(api)
@@ -75,8 +76,14 @@ def test_a_worker_killed_under_crewrun_up_is_restarted_and_the_execution_complet
         assert len(sim_calls(sim, "analyst")) == 2  # the killed attempt and the one that finished
         assert [t["attempts"] for t in done["tasks"]] == [1, 2, 1]
 
-        shown = subprocess.run([sys.executable, "-m", "backend.cli", "status"], cwd=REPO, env=stack_env(settings),
-                               capture_output=True, text=True, timeout=30)  # fmt: skip
+        shown = subprocess.run(
+            [sys.executable, "-m", "backend.cli", "status"],
+            cwd=REPO,
+            env=stack_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert shown.returncode == 0, shown.stderr
         worker_line = next(line for line in shown.stdout.splitlines() if line.startswith("worker "))
         assert worker_line.split()[:3] == ["worker", "running", str(restarted["pid"])]

@@ -62,7 +62,12 @@ def test_a_process_at_its_descriptor_limit_knows_it() -> None:
         "        break\n"
         "print(before, at_descriptor_limit())\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
-                         cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert out.stdout.split() == ["False", "True"], out.stderr
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 100  # the limit was the child's only

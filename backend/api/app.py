@@ -126,12 +126,20 @@ def create_app(
             return await call_next(request)  # type: ignore[no-any-return]
         key = keys.identify(request.headers.get("authorization"))
         if key is None:
-            return problem_response("UNAUTHORIZED", "a valid bearer API key is required", request,
-                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            return problem_response(
+                "UNAUTHORIZED",
+                "a valid bearer API key is required",
+                request,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         wait = limiter.take(key)
         if wait:
-            return problem_response("API_RATE_LIMITED", "too many requests for this key", request,
-                                    headers={"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
+            return problem_response(
+                "API_RATE_LIMITED",
+                "too many requests for this key",
+                request,
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         return await call_next(request)  # type: ignore[no-any-return]
 
     @app.middleware("http")

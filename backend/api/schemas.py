@@ -209,14 +209,30 @@ class ErrorRecordPublic(BaseModel):
     @classmethod
     def of(cls, e: ErrorEvent) -> ErrorRecordPublic:
         return cls(
-            id=e.id, execution_id=e.execution_id, code=e.code, category=e.category, severity=e.severity,
-            retryable=e.retryable, message=e.message, service=e.service, task=e.task, agent=e.agent,
-            attempt=e.attempt, category_attempt=e.category_attempt, max_attempts=e.max_attempts,
-            fingerprint=e.fingerprint, exception_type=e.exception_type, status_code=e.status_code,
-            provider_code=e.provider_code, retry_after_s=e.retry_after_s,
-            next_retry_delay_s=e.next_retry_delay_s, stack=e.stack, cause_chain=list(e.cause_chain),
-            occurred_at=_utc(e.occurred_at), attempt_started_at=_utc(e.attempt_started_at),
-        )  # fmt: skip
+            id=e.id,
+            execution_id=e.execution_id,
+            code=e.code,
+            category=e.category,
+            severity=e.severity,
+            retryable=e.retryable,
+            message=e.message,
+            service=e.service,
+            task=e.task,
+            agent=e.agent,
+            attempt=e.attempt,
+            category_attempt=e.category_attempt,
+            max_attempts=e.max_attempts,
+            fingerprint=e.fingerprint,
+            exception_type=e.exception_type,
+            status_code=e.status_code,
+            provider_code=e.provider_code,
+            retry_after_s=e.retry_after_s,
+            next_retry_delay_s=e.next_retry_delay_s,
+            stack=e.stack,
+            cause_chain=list(e.cause_chain),
+            occurred_at=_utc(e.occurred_at),
+            attempt_started_at=_utc(e.attempt_started_at),
+        )
 
 
 class DeadLetterPublic(BaseModel):
@@ -235,10 +251,18 @@ class DeadLetterPublic(BaseModel):
     @classmethod
     def of(cls, d: DeadLetter) -> DeadLetterPublic:
         return cls(
-            id=d.id, execution_id=d.execution_id, crew_id=d.crew_id, reason=d.reason, error=d.error,
-            completed_tasks=list(d.completed_tasks), inputs=d.inputs, spec_version=d.spec_version,
-            status=d.status, replayed_execution_id=d.replayed_execution_id, created_at=_utc(d.created_at),
-        )  # fmt: skip
+            id=d.id,
+            execution_id=d.execution_id,
+            crew_id=d.crew_id,
+            reason=d.reason,
+            error=d.error,
+            completed_tasks=list(d.completed_tasks),
+            inputs=d.inputs,
+            spec_version=d.spec_version,
+            status=d.status,
+            replayed_execution_id=d.replayed_execution_id,
+            created_at=_utc(d.created_at),
+        )
 
 
 class ReplayRequest(BaseModel):
@@ -264,9 +288,14 @@ class CircuitBreakerPublic(BaseModel):
             return datetime.fromtimestamp(t, UTC) if t is not None else None
 
         return cls(
-            service=b.service, state=b.state, failure_rate=b.failure_rate, window_calls=b.window_calls,
-            consecutive_failures=b.consecutive_failures, opened_at=at(b.opened_at), next_probe_at=at(b.next_probe_at),
-        )  # fmt: skip
+            service=b.service,
+            state=b.state,
+            failure_rate=b.failure_rate,
+            window_calls=b.window_calls,
+            consecutive_failures=b.consecutive_failures,
+            opened_at=at(b.opened_at),
+            next_probe_at=at(b.next_probe_at),
+        )
 
 
 class ErrorGroupPublic(BaseModel):
@@ -303,10 +332,18 @@ class AlertPublic(BaseModel):
     @classmethod
     def of(cls, a: Alert) -> AlertPublic:
         return cls(
-            id=a.id, rule=a.rule, severity=a.severity, title=a.title, detail=a.detail,
-            execution_id=a.execution_id, created_at=_utc(a.created_at), delivered=a.delivered,
-            delivered_at=_utc(a.delivered_at), delivery_attempts=a.delivery_attempts, last_error=a.last_error,
-        )  # fmt: skip
+            id=a.id,
+            rule=a.rule,
+            severity=a.severity,
+            title=a.title,
+            detail=a.detail,
+            execution_id=a.execution_id,
+            created_at=_utc(a.created_at),
+            delivered=a.delivered,
+            delivered_at=_utc(a.delivered_at),
+            delivery_attempts=a.delivery_attempts,
+            last_error=a.last_error,
+        )
 
 
 class ProblemPublic(BaseModel):
@@ -323,10 +360,13 @@ class ProblemPublic(BaseModel):
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
-        status: {"model": ProblemPublic, "content": {"application/problem+json": {}},
-                 "description": "Problem details with a stable code"}
+        status: {
+            "model": ProblemPublic,
+            "content": {"application/problem+json": {}},
+            "description": "Problem details with a stable code",
+        }
         for status in statuses
-    }  # fmt: skip
+    }
 
 
 class HealthPublic(BaseModel):

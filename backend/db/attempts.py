@@ -44,10 +44,18 @@ def begin(
     status = TaskStatus.RUNNING if attempt <= 1 else TaskStatus.RETRYING
     s.execute(
         update(TaskRun)
-        .where(TaskRun.execution_id == execution_id, TaskRun.name == task, TaskRun.status.in_(task_predecessors(status)))
-        .values(status=status, attempts=greatest(TaskRun.attempts, attempt), started_at=coalesce(TaskRun.started_at, utcnow()))
+        .where(
+            TaskRun.execution_id == execution_id,
+            TaskRun.name == task,
+            TaskRun.status.in_(task_predecessors(status)),
+        )
+        .values(
+            status=status,
+            attempts=greatest(TaskRun.attempts, attempt),
+            started_at=coalesce(TaskRun.started_at, utcnow()),
+        )
         .execution_options(synchronize_session=False)
-    )  # fmt: skip
+    )
     row = _task(s, execution_id, task)
     if row is not None and row.status == TaskStatus.COMPLETED:
         return AttemptStart(row, reused=True, context={})
@@ -121,10 +129,14 @@ def record_failure(
         }
     s.execute(
         update(TaskRun)
-        .where(TaskRun.execution_id == execution_id, TaskRun.name == task, TaskRun.status.in_(task_predecessors(final_status)))
+        .where(
+            TaskRun.execution_id == execution_id,
+            TaskRun.name == task,
+            TaskRun.status.in_(task_predecessors(final_status)),
+        )
         .values(**values)
         .execution_options(synchronize_session=False)
-    )  # fmt: skip
+    )
     if log is not None:
         executions.add_log(s, execution_id, log)
     return True

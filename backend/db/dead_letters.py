@@ -62,15 +62,24 @@ def compensate(
     s.execute(
         update(Execution)
         .where(Execution.id == execution_id, Execution.status.in_(execution_predecessors(status)))
-        .values(status=status, error=error, finished_at=now, updated_at=now, started_at=coalesce(Execution.started_at, now))
+        .values(
+            status=status,
+            error=error,
+            finished_at=now,
+            updated_at=now,
+            started_at=coalesce(Execution.started_at, now),
+        )
         .execution_options(synchronize_session=False)
-    )  # fmt: skip
+    )
     s.execute(
         update(TaskRun)
-        .where(TaskRun.execution_id == execution_id, TaskRun.status.in_([TaskStatus.RUNNING, TaskStatus.RETRYING]))
+        .where(
+            TaskRun.execution_id == execution_id,
+            TaskRun.status.in_([TaskStatus.RUNNING, TaskStatus.RETRYING]),
+        )
         .values(status=TaskStatus.FAILED, finished_at=now)
         .execution_options(synchronize_session=False)
-    )  # fmt: skip
+    )
     events = s.scalars(
         select(ErrorEvent).where(ErrorEvent.execution_id == execution_id).order_by(ErrorEvent.id)
     )
@@ -79,8 +88,17 @@ def compensate(
         | {"occurred_at": e.occurred_at.isoformat()}
         for e in events
     ]
-    s.add(ExecutionFailure(execution_id=execution_id, workflow_id=workflow_id, run_id=run_id, status=status,
-                           error=error, error_chain=chain, created_at=now))  # fmt: skip
+    s.add(
+        ExecutionFailure(
+            execution_id=execution_id,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            status=status,
+            error=error,
+            error_chain=chain,
+            created_at=now,
+        )
+    )
     completed = [
         {"name": t.name, "agent": t.agent, "output": t.output, "model": t.model, "attempts": t.attempts}
         for t in execution.tasks
@@ -89,12 +107,22 @@ def compensate(
     crew = s.get(Crew, execution.crew_id) if execution.crew_id else None
     s.add(
         DeadLetter(
-            id=dead_letter_id, execution_id=execution_id, crew_id=execution.crew_id, workflow_id=workflow_id,
-            run_id=run_id, reason=reason[:500], error=error, completed_tasks=completed, inputs=execution.inputs,
-            spec=execution.spec, spec_version=crew.version if crew else None, status="open",
-            created_at=now, updated_at=now,
+            id=dead_letter_id,
+            execution_id=execution_id,
+            crew_id=execution.crew_id,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            reason=reason[:500],
+            error=error,
+            completed_tasks=completed,
+            inputs=execution.inputs,
+            spec=execution.spec,
+            spec_version=crew.version if crew else None,
+            status="open",
+            created_at=now,
+            updated_at=now,
         )
-    )  # fmt: skip
+    )
     line = LogLine(f"execution.{status}", reason[:500], "error", {"dead_letter_id": dead_letter_id})
     executions.add_log(s, execution_id, line)
     return Compensation(dead_letter_id, created=True)
@@ -139,9 +167,14 @@ def replay(s: Session, dead_letter_id: str, inputs_patch: dict[str, Any]) -> str
     done = {t["name"]: t for t in letter.completed_tasks}
     note = f"replay of dead letter {dead_letter_id}: {len(done)} tasks from the checkpoint"
     execution_id = executions.insert(
-        s, crew_id=letter.crew_id, crew_name=letter.spec["name"], spec=letter.spec,
-        inputs=letter.inputs | inputs_patch, seeded=done, note=note,
-    )  # fmt: skip
+        s,
+        crew_id=letter.crew_id,
+        crew_name=letter.spec["name"],
+        spec=letter.spec,
+        inputs=letter.inputs | inputs_patch,
+        seeded=done,
+        note=note,
+    )
     close(s, dead_letter_id, "replayed", execution_id)
     return execution_id
 

@@ -49,8 +49,15 @@ class LogLine:
     task: str | None = None
 
     def row(self, execution_id: str, at: datetime) -> ExecutionLog:
-        return ExecutionLog(execution_id=execution_id, event=self.event, message=self.message,
-                            level=self.level, task=self.task, data=self.data, at=at)  # fmt: skip
+        return ExecutionLog(
+            execution_id=execution_id,
+            event=self.event,
+            message=self.message,
+            level=self.level,
+            task=self.task,
+            data=self.data,
+            at=at,
+        )
 
 
 def workflow_id_for(execution_id: str) -> str:
@@ -95,11 +102,19 @@ def insert(
     now = utcnow()
     s.add(
         Execution(
-            id=execution_id, crew_id=crew_id, crew_name=crew_name, spec=spec, inputs=inputs,
-            status=ExecutionStatus.PENDING, workflow_id=workflow_id_for(execution_id),
-            idempotency_key=idempotency_key, request_hash=request_hash, created_at=now, updated_at=now,
+            id=execution_id,
+            crew_id=crew_id,
+            crew_name=crew_name,
+            spec=spec,
+            inputs=inputs,
+            status=ExecutionStatus.PENDING,
+            workflow_id=workflow_id_for(execution_id),
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            created_at=now,
+            updated_at=now,
         )
-    )  # fmt: skip
+    )
     s.flush()
     seeded = seeded or {}
     tasks = spec.get("tasks", [])
@@ -107,11 +122,16 @@ def insert(
         done = seeded.get(task["name"])
         s.add(
             TaskRun(
-                execution_id=execution_id, name=task["name"], agent=task["agent"], position=position,
-                status=TaskStatus.COMPLETED if done else TaskStatus.PENDING, attempts=0,
-                output=done["output"] if done else None, model=done["model"] if done else None,
+                execution_id=execution_id,
+                name=task["name"],
+                agent=task["agent"],
+                position=position,
+                status=TaskStatus.COMPLETED if done else TaskStatus.PENDING,
+                attempts=0,
+                output=done["output"] if done else None,
+                model=done["model"] if done else None,
             )
-        )  # fmt: skip
+        )
     s.add(
         LogLine("execution.accepted", note or f"crew {crew_name}: {len(tasks)} tasks").row(execution_id, now)
     )

@@ -79,8 +79,15 @@ class Store:
             return existing, False
         try:
             with self.db.transaction("create_execution") as s:
-                execution_id = executions.insert(s, crew_id=crew_id, crew_name=crew_name, spec=spec, inputs=inputs,
-                                                 idempotency_key=idempotency_key, request_hash=request_hash)  # fmt: skip
+                execution_id = executions.insert(
+                    s,
+                    crew_id=crew_id,
+                    crew_name=crew_name,
+                    spec=spec,
+                    inputs=inputs,
+                    idempotency_key=idempotency_key,
+                    request_hash=request_hash,
+                )
         except IntegrityError:
             # A concurrent request with the same key won the insert: answer with its execution.
             if idempotency_key and (existing := self._by_key(idempotency_key, request_hash)) is not None:
@@ -199,8 +206,15 @@ class Store:
         """Once per workflow run, whatever retries and races (see dead_letters.compensate)."""
         try:
             with self.db.transaction("compensate") as s:
-                return dead_letters.compensate(s, execution_id=execution_id, workflow_id=workflow_id, run_id=run_id,
-                                               status=status, error=error, reason=reason)  # fmt: skip
+                return dead_letters.compensate(
+                    s,
+                    execution_id=execution_id,
+                    workflow_id=workflow_id,
+                    run_id=run_id,
+                    status=status,
+                    error=error,
+                    reason=reason,
+                )
         except IntegrityError:
             with self.db.read() as s:  # a concurrent attempt of the same compensation committed first
                 found = dead_letters.compensation_of(s, workflow_id, run_id)

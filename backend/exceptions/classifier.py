@@ -341,7 +341,7 @@ def _rules(loaded: frozenset[str]) -> tuple[Rule, ...]:
                 openai.WebSocketConnectionClosedError,
             ),
             _always("NETWORK_CONNECTION_RESET"),
-        ),  # fmt: skip
+        ),
         (http("UnsupportedProtocol", "InvalidURL", "TooManyRedirects"), _always("CONFIG_INVALID")),
         # Our own misuse of the HTTP client is a bug, not the network's fault.
         (http("LocalProtocolError"), _always("INTERNAL_ERROR")),
@@ -353,7 +353,7 @@ def _rules(loaded: frozenset[str]) -> tuple[Rule, ...]:
                 anthropic.APIConnectionError,
             ),
             _always("NETWORK_CONNECT_FAILED"),
-        ),  # fmt: skip
+        ),
         # The provider answered, but not in a form the agent can use.
         (
             (
@@ -366,7 +366,7 @@ def _rules(loaded: frozenset[str]) -> tuple[Rule, ...]:
                 httpx2.SSEError,
             ),
             _always("LLM_OUTPUT_INVALID"),
-        ),  # fmt: skip
+        ),
         # A bare APIError is an error event inside a stream: the provider failed mid-answer.
         ((anthropic.RetryableError,), _always("LLM_PROVIDER_ERROR")),
         ((openai.APIError, anthropic.APIError), _exact_api_error(openai.APIError, anthropic.APIError)),

@@ -70,9 +70,14 @@ async def replay_dead_letter(
         raise ProblemError("PAYLOAD_TOO_LARGE", f"inputs exceed {settings.max_inputs_bytes} bytes")
     missing = missing_inputs(CrewSpec.model_validate(letter.spec), letter.inputs | patch)
     if missing:
-        raise ProblemError("CREW_SPEC_INVALID", "inputs lack placeholder values the crew uses",
-                           errors=[{"loc": ["inputs_patch", n], "msg": f"missing input for {{{n}}}", "type": "missing"}
-                                   for n in missing])  # fmt: skip
+        raise ProblemError(
+            "CREW_SPEC_INVALID",
+            "inputs lack placeholder values the crew uses",
+            errors=[
+                {"loc": ["inputs_patch", n], "msg": f"missing input for {{{n}}}", "type": "missing"}
+                for n in missing
+            ],
+        )
     try:
         execution = await asyncio.to_thread(store.replay_dead_letter, dead_letter_id, patch)
     except DeadLetterNotOpen as exc:

@@ -218,8 +218,11 @@ async def _intervene(
     except RPCError as exc:
         if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
             raise ProblemError("EXECUTION_NOT_PAUSED", "the execution's workflow is not running") from exc
-        raise ProblemError("TEMPORAL_UNAVAILABLE", "Temporal or its workers did not take the request in time",
-                           headers={"Retry-After": "5"}) from exc  # fmt: skip
+        raise ProblemError(
+            "TEMPORAL_UNAVAILABLE",
+            "Temporal or its workers did not take the request in time",
+            headers={"Retry-After": "5"},
+        ) from exc
 
 
 @router.post(
@@ -235,10 +238,19 @@ async def resume_execution(
     """Retry the paused task, optionally with an inputs patch or an LLM override."""
     body = body or ResumeBody()
     override = body.llm_override.model_dump(exclude_none=True) if body.llm_override else None
-    await _intervene(execution, client, "resume_execution",
-                     ResumeRequest(task=body.task, inputs_patch=body.inputs_patch, llm_override=override))  # fmt: skip
-    await asyncio.to_thread(store.add_log, execution.id, "execution.resume_requested", "via API",
-                            data={"inputs_patch": sorted(body.inputs_patch), "llm_override": bool(override)})  # fmt: skip
+    await _intervene(
+        execution,
+        client,
+        "resume_execution",
+        ResumeRequest(task=body.task, inputs_patch=body.inputs_patch, llm_override=override),
+    )
+    await asyncio.to_thread(
+        store.add_log,
+        execution.id,
+        "execution.resume_requested",
+        "via API",
+        data={"inputs_patch": sorted(body.inputs_patch), "llm_override": bool(override)},
+    )
     refreshed = await asyncio.to_thread(store.get_execution, execution.id)
     return ExecutionPublic.of(refreshed or execution, settings)
 
@@ -249,8 +261,11 @@ async def skip_task(
 ) -> ExecutionPublic:
     """Mark the paused task skipped (with an optional stand-in output) and continue."""
     if body.task not in {t.name for t in execution.tasks}:
-        raise ProblemError("TASK_UNKNOWN", f"the crew has no task {body.task!r}",
-                           errors=[{"loc": ["task"], "msg": "unknown task", "type": "unknown"}])  # fmt: skip
+        raise ProblemError(
+            "TASK_UNKNOWN",
+            f"the crew has no task {body.task!r}",
+            errors=[{"loc": ["task"], "msg": "unknown task", "type": "unknown"}],
+        )
     await _intervene(execution, client, "skip_task", SkipRequest(task=body.task, output=body.output))
     refreshed = await asyncio.to_thread(store.get_execution, execution.id)
     return ExecutionPublic.of(refreshed or execution, settings)

@@ -49,13 +49,30 @@ async def error_codes() -> list[ErrorCodePublic]:
     """Both registries: the codes a task or an execution fails with (kind ``failure``, with a
     category and a severity), and the codes the API answers bad requests with (kind ``problem``)."""
     failures = [
-        ErrorCodePublic(code=e.code, kind="failure", category=e.category.value, severity=e.severity.value,
-                        retryable=e.retryable, http_status=e.http_status, description=e.description, remedy=e.remedy)
+        ErrorCodePublic(
+            code=e.code,
+            kind="failure",
+            category=e.category.value,
+            severity=e.severity.value,
+            retryable=e.retryable,
+            http_status=e.http_status,
+            description=e.description,
+            remedy=e.remedy,
+        )
         for e in REGISTRY.values()
-    ]  # fmt: skip
+    ]
     problems = [
-        ErrorCodePublic(code=p.code, kind="problem", category=None, severity=None, retryable=p.retryable,
-                        http_status=p.http_status, description=p.description, remedy=p.remedy)
-        for p in PROBLEMS.values() if p.code not in REGISTRY
-    ]  # fmt: skip
+        ErrorCodePublic(
+            code=p.code,
+            kind="problem",
+            category=None,
+            severity=None,
+            retryable=p.retryable,
+            http_status=p.http_status,
+            description=p.description,
+            remedy=p.remedy,
+        )
+        for p in PROBLEMS.values()
+        if p.code not in REGISTRY
+    ]
     return failures + problems
