@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from backend.db import executions
 from backend.db.executions import LogLine, coalesce, greatest
-from backend.db.models import ErrorEvent, Execution, TaskRun, utcnow
+from backend.db.models import ErrorEvent, ErrorHourly, Execution, TaskRun, utcnow
 from backend.db.paging import Page, oldest_first
 from backend.exceptions.records import ErrorRecord
 from backend.status import ExecutionStatus, TaskStatus, task_predecessors
@@ -119,7 +121,9 @@ def record_failure(
     if already is not None:
         return False
     crew_id = s.scalar(select(Execution.crew_id).where(Execution.id == execution_id))
-    s.add(error_event(execution_id, crew_id, task, record))
+    event = error_event(execution_id, crew_id, task, record)
+    count_hourly(s, event)
+    s.add(event)
     values: dict[str, Any] = {"error": record.to_dict()}
     if final:
         values |= {
@@ -140,6 +144,44 @@ def record_failure(
     if log is not None:
         executions.add_log(s, execution_id, log)
     return True
+
+
+def count_hourly(s: Session, event: ErrorEvent) -> None:
+    """The event's hour in error_hourly, in the event's own transaction (before it is added: its
+    execution counts once per hour and group, at its first event there)."""
+    at = event.occurred_at if event.occurred_at.tzinfo else event.occurred_at.replace(tzinfo=UTC)
+    at = at.astimezone(UTC)
+    hour = at.replace(minute=0, second=0, microsecond=0)
+    earlier = s.scalar(
+        select(ErrorEvent.id)
+        .where(
+            ErrorEvent.execution_id == event.execution_id,
+            ErrorEvent.fingerprint == event.fingerprint,
+            ErrorEvent.occurred_at >= hour,
+            ErrorEvent.occurred_at < hour + timedelta(hours=1),
+        )
+        .limit(1)
+    )
+    fresh = 0 if earlier is not None else 1
+    row = {"hour": hour, "fingerprint": event.fingerprint, "category": event.category, "code": event.code,
+           "severity": event.severity, "crew_key": event.crew_id or "", "count": 1, "executions": fresh,
+           "first_seen": at, "last_seen": at, "sample_message": event.message}  # fmt: skip
+    postgres = s.get_bind().dialect.name == "postgresql"
+    insert = (postgresql_insert if postgres else sqlite_insert)(ErrorHourly).values(**row)
+    smaller, larger = (func.least, func.greatest) if postgres else (func.min, func.max)  # 2-argument min/max
+    table = ErrorHourly.__table__.c
+    s.execute(
+        insert.on_conflict_do_update(
+            index_elements=["hour", "fingerprint", "category", "code", "severity", "crew_key"],
+            set_={
+                "count": table.count + 1,
+                "executions": table.executions + fresh,
+                "first_seen": smaller(table.first_seen, insert.excluded.first_seen),
+                "last_seen": larger(table.last_seen, insert.excluded.last_seen),
+                "sample_message": smaller(table.sample_message, insert.excluded.sample_message),
+            },
+        )
+    )
 
 
 def context_for(s: Session, execution_id: str, tasks: Sequence[str]) -> dict[str, str]:

@@ -130,6 +130,34 @@ class ErrorEvent(Base):
     attempt_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class ErrorHourly(Base):
+    """Error events counted per hour and group, kept in the transaction that inserts each event:
+    what error analytics read for long windows (a month is 720 rows per group, not every event)."""
+
+    __tablename__ = "error_hourly"
+    __table_args__ = (
+        UniqueConstraint(
+            "hour", "fingerprint", "category", "code", "severity", "crew_key", name="uq_error_hourly"
+        ),
+        Index("ix_error_hourly_hour", "hour"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the start of the hour, UTC
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    crew_key: Mapped[str] = mapped_column(String(36), default="")  # the crew id, "" for inline crews
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    # Executions with this group's first event of the hour: summed over hours, an execution that
+    # fails the same way in two hours counts twice (see backend/db/analytics.py).
+    executions: Mapped[int] = mapped_column(Integer, default=0)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sample_message: Mapped[str] = mapped_column(Text)
+
+
 class CircuitBreakerRow(Base):
     """One breaker per external service, shared by every worker through this row."""
 
