@@ -16,7 +16,7 @@ from typing import Any
 from activities.boundary import AttemptState
 from activities.runner_contract import TaskRunOutcome, TaskRunRequest
 from backend.breaker import CircuitBreaker, Permit
-from backend.db import attempts
+from backend.db import attempts, executions
 from backend.db.database import Database
 from backend.db.executions import LogLine
 from backend.db.models import TaskRun
@@ -95,7 +95,9 @@ class AttemptRecords:
 
     def completed(
         self, inp: RunTaskInput, attempt: int, permit: Permit | None, outcome: TaskRunOutcome
-    ) -> TaskRun:
+    ) -> tuple[TaskRun, bool]:
+        """The output (and, for the last task, the execution's end); True when this call ended
+        the execution (a retry after an ambiguous commit finds it ended already)."""
         with self._db.transaction("finish_attempt.completed") as s:
             row = attempts.complete(
                 s,
@@ -107,7 +109,12 @@ class AttemptRecords:
             )
             if permit is not None:
                 self._breaker.record_in(s, permit, None)
-        return row
+            ended = False
+            if inp.finish_execution is not None:
+                end = inp.finish_execution
+                line = LogLine(f"execution.{end.status}", end.message)
+                ended = executions.transition(s, inp.execution_id, end.status, log=line).changed
+        return row, ended
 
     def failed(
         self, inp: RunTaskInput, record: ErrorRecord, *, final: bool, permit: Permit | None, message: str

@@ -192,7 +192,7 @@ class CrewActivities:
             assert begun.request is not None
             started = time.monotonic()
             outcome = await self._heartbeating(self._runner.run, begun.request, state)
-            row = await self._db(self._records.completed, inp, info.attempt, begun.permit, outcome)
+            row, ended = await self._db(self._records.completed, inp, info.attempt, begun.permit, outcome)
         except Exception as exc:
             chain = agent.chain if agent else []
             llm = (
@@ -205,6 +205,8 @@ class CrewActivities:
                 self._metrics.task_duration.labels("failed").observe(time.monotonic() - started)
             raise failure.error from None
         self._metrics.task_duration.labels("completed").observe(time.monotonic() - (started or 0))
+        if ended and inp.finish_execution is not None:
+            self._metrics.executions_finished.labels(inp.finish_execution.status).inc()
         log.info("task.completed", chars=len(row.output or ""))
         return _result(row)
 

@@ -175,20 +175,22 @@ def load_postgres(engine: Engine, events: int) -> None:
         conn.execute(text("ANALYZE"))
 
 
+WRITES_PER_EXECUTION = 10  # failed attempts per execution in the write benchmark
+
+
 def write_rate(store: Store, records: list[dict[str, Any]], n: int, rep: int) -> float:
     """Failed attempts recorded per second, one transaction each, as the activity boundary's
-    caller does it (sequential: one worker thread's view)."""
-    execution, _ = store.create_execution(
-        crew_id=None,
-        crew_name="bench-write",
-        spec={"tasks": [{"name": "research", "agent": "researcher"}]},
-        inputs={},
-        idempotency_key=None,
-        request_hash=None,
-    )
+    caller does it (sequential: one worker thread's view). A task has at most its retry envelope
+    of attempts, so the events go to executions of WRITES_PER_EXECUTION each, made beforehand."""
+    executions = [
+        store.create_execution(crew_id=None, crew_name="bench-write", inputs={}, idempotency_key=None,
+                               spec={"tasks": [{"name": "research", "agent": "researcher"}]}, request_hash=None)[0]
+        for _ in range(-(-n // WRITES_PER_EXECUTION))
+    ]  # fmt: skip
     started = time.perf_counter()
     for i in range(n):
         record = ErrorRecord.from_dict(dict(records[i % len(records)], attempt=1_000_000 * (rep + 1) + i))
+        execution = executions[i // WRITES_PER_EXECUTION]
         store.record_attempt_failure(execution.id, "research", record=record, final=False)
     return n / (time.perf_counter() - started)
 

@@ -30,6 +30,7 @@ from workflows.contracts import (
     CompensationInput,
     CrewExecutionInput,
     CrewExecutionResult,
+    FinishExecution,
     ResumeRequest,
     RunTaskInput,
     SkipRequest,
@@ -132,8 +133,13 @@ async def test_the_first_task_marks_the_execution_running_and_no_status_activity
     result = await (await start(temporal_client, queue)).result()
     assert result.status == "completed"
     assert [r.mark_running for r in s.runs] == [True, False, False]
+    assert [r.finish_execution for r in s.runs] == [
+        None,
+        None,
+        FinishExecution("completed", "execution completed"),
+    ]
     assert [r.on_final_failure.otherwise for r in s.runs] == ["failed"] * 3
-    assert s.statuses == [("completed", "execution completed")]  # "running" rode with task 1
+    assert s.statuses == []  # "running" rode with task 1, the end with task 3
 
 
 async def test_a_paused_task_is_retried_after_resume_with_the_patched_inputs(
@@ -148,7 +154,8 @@ async def test_a_paused_task_is_retried_after_resume_with_the_patched_inputs(
     assert result.status == "completed"
     assert [r.task["name"] for r in s.runs] == ["research", "analyse", "analyse", "write"]
     assert s.runs[2].inputs == {"topic": "patched"} and s.runs[3].inputs == {"topic": "patched"}
-    assert [status for status, _ in s.statuses] == ["paused", "running", "completed"]
+    assert [status for status, _ in s.statuses] == ["paused", "running"]
+    assert s.runs[-1].finish_execution == FinishExecution("completed", "execution completed")
     assert s.compensations == []
 
 
@@ -164,6 +171,8 @@ async def test_a_skipped_task_leaves_a_gap_and_the_crew_ends_degraded(
     assert (result.status, result.gaps) == ("degraded", ["analyse"])
     assert s.skipped == ["analyse"] and [r.task["name"] for r in s.runs] == ["research", "analyse", "write"]
     assert [t.status for t in result.tasks] == ["completed", "skipped", "completed"]
+    assert s.runs[-1].finish_execution == FinishExecution("degraded", "execution degraded; gaps: analyse")
+    assert [status for status, _ in s.statuses] == ["paused", "running"]
 
 
 async def test_an_aborted_pause_fails_the_execution_with_one_compensation(
@@ -203,7 +212,8 @@ async def test_an_optional_task_failing_for_good_degrades_without_a_pause(
     result = await (await start(temporal_client, queue, optional="analyse")).result()
     assert (result.status, result.gaps) == ("degraded", ["analyse"])
     assert [r.on_final_failure.otherwise for r in s.runs] == ["failed", "degraded", "failed"]
-    assert [status for status, _ in s.statuses] == ["degraded"]
+    assert s.statuses == []
+    assert s.runs[-1].finish_execution == FinishExecution("degraded", "execution degraded; gaps: analyse")
 
 
 async def test_a_critical_task_failing_for_good_fails_the_execution_once(

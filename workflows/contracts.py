@@ -56,6 +56,12 @@ class FinalFailure:
 
 
 @dataclass
+class FinishExecution:
+    status: str  # completed | degraded
+    message: str
+
+
+@dataclass
 class RunTaskInput:
     execution_id: str
     crew_name: str
@@ -68,6 +74,9 @@ class RunTaskInput:
     # The execution's first task: its first claim also marks the execution running (the
     # workflow's decision, written in the attempt's first transaction instead of an activity).
     mark_running: bool = False
+    # The execution's last task: when it completes, the execution ends with it (completed, or
+    # degraded when an earlier task left a gap), in the same transaction as its output.
+    finish_execution: FinishExecution | None = None
     # Sent by workflows started before on_final_failure existed; read by nothing.
     pause_categories: list[str] = field(default_factory=list)
 

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         CrewExecutionInput,
         CrewExecutionResult,
         FinalFailure,
+        FinishExecution,
         ResumeRequest,
         RunTaskInput,
         SkipRequest,
@@ -48,6 +49,13 @@ CODE_KEY = SearchAttributeKey.for_keyword("CrewErrorCode")
 CREW_KEY = SearchAttributeKey.for_keyword("CrewName")
 # workflow.patched markers: each names a change of the commands this workflow issues.
 STATUS_WITH_FIRST_TASK = "status-with-first-task"
+STATUS_WITH_LAST_TASK = "status-with-last-task"
+
+
+def _finish(gaps: list[str]) -> FinishExecution:
+    """How the execution ends when its last task completes."""
+    status = ExecutionStatus.DEGRADED if gaps else ExecutionStatus.COMPLETED
+    return FinishExecution(status, f"execution {status}" + (f"; gaps: {', '.join(gaps)}" if gaps else ""))
 
 
 @dataclass
@@ -193,6 +201,11 @@ class CrewExecutionWorkflow:
 
         names = [t.name for t in spec.tasks]
         gaps: list[str] = []
+        # Since STATUS_WITH_LAST_TASK, the last task's output and the execution's end are one
+        # transaction (one activity less again); a last task that does not complete, or one
+        # seeded from a dead letter, leaves the end to the status activity as before.
+        end_with_last_task = workflow.patched(STATUS_WITH_LAST_TASK)
+        ended = False
         for index, task in enumerate(spec.tasks):
             progress = self._tasks[index]
             if task.name in inp.seeded:
@@ -201,9 +214,11 @@ class CrewExecutionWorkflow:
                 continue
             context = names[:index] if task.context is None else list(task.context)
             while True:  # until the task completes, is skipped or degraded, or the run fails
+                last = index == len(spec.tasks) - 1
+                finish = _finish(gaps) if end_with_last_task and last else None
                 try:
                     result = await self._run_task(
-                        inp, spec, task, agents[task.agent], inputs, progress, context
+                        inp, spec, task, agents[task.agent], inputs, progress, context, finish
                     )
                 except asyncio.CancelledError:
                     progress.status = TaskStatus.FAILED
@@ -221,10 +236,14 @@ class CrewExecutionWorkflow:
                 progress.attempts = result.attempts
                 progress.output = result.output_preview
                 progress.finished_at = workflow.now().isoformat()
+                ended = finish is not None
                 break
 
-        final = ExecutionStatus.DEGRADED if gaps else ExecutionStatus.COMPLETED
-        message = f"execution {final}" + (f"; gaps: {', '.join(gaps)}" if gaps else "")
+        end = _finish(gaps)
+        final, message = end.status, end.message
+        if ended:
+            self._show_status(final, None)
+            return CrewExecutionResult(inp.execution_id, self._status, self._tasks, gaps=gaps)
         try:
             await self._set_status(inp, final, message, None)
         except (asyncio.CancelledError, ActivityError) as err:
@@ -289,6 +308,7 @@ class CrewExecutionWorkflow:
         inputs: dict[str, Any],
         progress: TaskProgress,
         context: list[str],
+        finish: FinishExecution | None = None,
     ) -> TaskResult:
         progress.status = TaskStatus.RUNNING
         progress.started_at = workflow.now().isoformat()
@@ -310,6 +330,7 @@ class CrewExecutionWorkflow:
                     otherwise=TaskStatus.FAILED if task.critical else TaskStatus.DEGRADED,
                 ),
                 mark_running=mark_running,
+                finish_execution=finish,
             ),
             result_type=TaskResult,
             **policies.task_activity_options(task, agent, inp.tuning, table),

@@ -148,7 +148,8 @@ def record_failure(
 
 def count_hourly(s: Session, event: ErrorEvent) -> None:
     """The event's hour in error_hourly, in the event's own transaction (before it is added: its
-    execution counts once per hour and group, at its first event there)."""
+    execution counts once per hour, group and task, at its first event there; the lookup stays on
+    the (execution, task) prefix of uq_error_events_attempt, a few rows whatever the table holds)."""
     at = event.occurred_at if event.occurred_at.tzinfo else event.occurred_at.replace(tzinfo=UTC)
     at = at.astimezone(UTC)
     hour = at.replace(minute=0, second=0, microsecond=0)
@@ -156,6 +157,7 @@ def count_hourly(s: Session, event: ErrorEvent) -> None:
         select(ErrorEvent.id)
         .where(
             ErrorEvent.execution_id == event.execution_id,
+            ErrorEvent.task == event.task,
             ErrorEvent.fingerprint == event.fingerprint,
             ErrorEvent.occurred_at >= hour,
             ErrorEvent.occurred_at < hour + timedelta(hours=1),
