@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
-from backend.ports import port_is_free
+from backend.ports import free_port, port_is_free
 from backend.supervisor import read_status
 from tests.support import (
     REPO,
@@ -95,3 +96,31 @@ def test_a_worker_killed_under_crewrun_up_is_restarted_and_the_execution_complet
     ports = (settings.temporal_port, settings.temporal_ui_port, settings.api_port, settings.simulator_port)
     wait_for(lambda: all(port_is_free("127.0.0.1", p) for p in ports), 15, "every child to stop")
     assert read_status(settings.data_dir) is None
+
+
+def test_crewrun_up_with_postgres_runs_the_backend_db_on_an_embedded_server(tmp_path: Path) -> None:
+    settings = stack_settings(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}")
+    pg_port = free_port()
+    api, sim = f"http://127.0.0.1:{settings.api_port}", f"http://127.0.0.1:{settings.simulator_port}"
+    log = tmp_path / "up.log"
+    up = crewrun_up(settings, log, "--postgres", CREWRUN_EMBEDDED_POSTGRES_PORT=str(pg_port))
+    try:
+        wait_for(
+            lambda: healthy(api) and child_of(settings.data_dir, "postgres"),
+            120,
+            f"crewrun up --postgres ({log})",
+        )
+        spec = research_spec(lambda a: f"{sim}/agents/{a}/v1")
+        execution_id = httpx.post(
+            f"{api}/api/v1/executions", json={"crew": spec, "inputs": {"topic": "pg"}}
+        ).json()["id"]
+        assert wait_for(lambda: terminal(api, execution_id), 90, "the execution")["status"] == "completed"
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/crewrun") as conn:
+            row = conn.execute("SELECT status FROM executions WHERE id = %s", (execution_id,)).fetchone()
+        assert row == ("completed",)  # the stack's DB is the embedded PostgreSQL, not the SQLite URL
+        assert (settings.data_dir / "pg" / "data" / "PG_VERSION").exists()
+        assert not (tmp_path / "unused.db").exists()
+    finally:
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0
+    wait_for(lambda: port_is_free("127.0.0.1", pg_port), 15, "PostgreSQL to stop with the stack")
