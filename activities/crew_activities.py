@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 import structlog
@@ -16,7 +18,7 @@ from temporalio import activity
 from activities.alert_activities import raise_alert
 from activities.attempt_records import AttemptRecords, Begun
 from activities.boundary import AttemptContext, AttemptState, ErrorBoundary, Failure
-from activities.runner_contract import TaskRunner, TaskRunRequest
+from activities.runner_contract import TaskRunner
 from backend.alerts import Alerter, AlertEvent
 from backend.breaker import CircuitBreaker, Permit
 from backend.db.models import TaskRun
@@ -175,40 +177,52 @@ class CrewActivities:
         # Per-category failure counts, the error history and the LLM of the chain, from the
         # attempts before this one (heartbeat details).
         state = AttemptState.from_details(info.heartbeat_details)
-        begun: Begun | None = None
-        agent: AgentSpec | None = None
-        started: float | None = None  # when the crew began to run
+        progress = _Progress()
         # Everything that can fail, the database included (a full disk, an outage), and a payload
         # that does not validate, leaves through the boundary: classified, counted.
         try:
-            task, agent = TaskSpec.model_validate(inp.task), AgentSpec.model_validate(inp.agent)
-            begun = await self._db(
-                self._records.begin, inp, task, agent, info.attempt, info.started_time, state
+            task, progress.agent = TaskSpec.model_validate(inp.task), AgentSpec.model_validate(inp.agent)
+            row, reused, ended = await self._heartbeating(
+                functools.partial(self._attempt, inp, task, info, state, progress), state
             )
-            if begun.reused is not None:
-                # An earlier attempt committed the output and died before reporting it: reuse it.
-                log.info("task.output_reused")
-                return _result(begun.reused, reused=True)
-            assert begun.request is not None
-            started = time.monotonic()
-            outcome = await self._heartbeating(self._runner.run, begun.request, state)
-            row, ended = await self._db(self._records.completed, inp, info.attempt, begun.permit, outcome)
         except Exception as exc:
-            chain = agent.chain if agent else []
+            begun, chain = progress.begun, progress.agent.chain if progress.agent else []
             llm = (
                 begun.llm
                 if begun and begun.llm
                 else (chain[min(state.llm_index, len(chain) - 1)] if chain else None)
             )
             failure = await self._fail(exc, inp, state, info, llm, begun.permit if begun else None, chain)
-            if started is not None:
-                self._metrics.task_duration.labels("failed").observe(time.monotonic() - started)
+            if progress.started is not None:
+                self._metrics.task_duration.labels("failed").observe(time.monotonic() - progress.started)
             raise failure.error from None
-        self._metrics.task_duration.labels("completed").observe(time.monotonic() - (started or 0))
+        if reused:
+            # An earlier attempt committed the output and died before reporting it: reused.
+            log.info("task.output_reused")
+            return _result(row, reused=True)
+        self._metrics.task_duration.labels("completed").observe(time.monotonic() - (progress.started or 0))
         if ended and inp.finish_execution is not None:
             self._metrics.executions_finished.labels(inp.finish_execution.status).inc()
         log.info("task.completed", chars=len(row.output or ""))
         return _result(row)
+
+    def _attempt(
+        self, inp: RunTaskInput, task: TaskSpec, info: activity.Info, state: AttemptState, progress: _Progress
+    ) -> tuple[TaskRun, bool, bool]:
+        """The attempt on its task thread, in one hop from the event loop (under load every hop
+        waits for the GIL): the first transaction, the crew's run, the last transaction.
+        Returns (the task's row, reused, whether this ended the execution)."""
+        assert progress.agent is not None
+        progress.begun = begun = self._records.begin(
+            inp, task, progress.agent, info.attempt, info.started_time, state
+        )
+        if begun.reused is not None:
+            return begun.reused, True, False
+        assert begun.request is not None
+        progress.started = time.monotonic()
+        outcome = self._runner.run(begun.request)
+        row, ended = self._records.completed(inp, info.attempt, begun.permit, outcome)
+        return row, False, ended
 
     async def _alert(self, event: AlertEvent) -> None:
         await raise_alert(self._alerter, event, self._alert_max_interval_s)
@@ -293,13 +307,11 @@ class CrewActivities:
             self._on_exhausted(record.code)
         return failure
 
-    async def _heartbeating(
-        self, fn: Callable[[TaskRunRequest], T], request: TaskRunRequest, state: AttemptState
-    ) -> T:
-        """Run the blocking CrewAI call in the task pool, heartbeating until it returns. Each
+    async def _heartbeating(self, call: Callable[[], T], state: AttemptState) -> T:
+        """Run the blocking attempt in the task pool, heartbeating until it returns. Each
         heartbeat carries the attempt state, so a worker crash does not lose the counts."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, contextvars.copy_context().run, fn, request)
+        future = loop.run_in_executor(self._executor, contextvars.copy_context().run, call)
         timeout = activity.info().heartbeat_timeout
         interval = max(0.2, timeout.total_seconds() / 3) if timeout else 10.0
         while True:
@@ -307,6 +319,15 @@ class CrewActivities:
             if done:
                 return future.result()
             activity.heartbeat(state.to_details())
+
+
+@dataclass
+class _Progress:
+    """How far an attempt got, for its failure path."""
+
+    agent: AgentSpec | None = None
+    begun: Begun | None = None
+    started: float | None = None  # when the crew began to run
 
 
 def _result(row: TaskRun, reused: bool = False) -> TaskResult:

@@ -10,9 +10,11 @@ rate reaches ``failure_rate``, or when ``consecutive_failures`` counted calls fa
 transient service failures count (network, timeout, external_service; rate_limit if configured):
 a 401, a bad request or a content refusal says nothing about the service's health.
 
-Every decision is one short write transaction that first locks the service's row (an UPDATE: a row
+Every transition is decided in a transaction that first locks the service's row (an UPDATE: a row
 lock on PostgreSQL, the database write lock on SQLite), so concurrent workers see one state and
-exactly one of them makes each transition. The clock is injected: tests never sleep.
+exactly one of them makes each transition. The common path of a healthy service takes no lock: a
+closed breaker admits on a plain read, and a success adds its call to the window with updates
+guarded by the closed state. The clock is injected: tests never sleep.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class CircuitBreaker:
         self._clock = clock
         self._rng = rng or random.Random()
         self._known: set[str] = set()  # services whose row this process made sure exists
+        self._pruned_at: dict[str, float] = {}  # when this process last pruned a service's old calls
 
     # ----- the two calls around every provider call: in a transaction of their own, or in the
     # caller's (a task attempt decides and records in the transactions it writes anyway) -----
@@ -106,6 +109,11 @@ class CircuitBreaker:
         if not self.config.enabled:
             return Permit(service)
         now = self._clock()
+        self._ensure_row(s, service, now)
+        if self._state(s, service) == CLOSED:
+            # The common case decides from a plain read: a breaker that another worker opens
+            # a moment later admits this call as one admitted just before it opened.
+            return Permit(service)
         with self._locked(s, service, now) as row:
             if row.state == CLOSED:
                 return Permit(service)
@@ -132,6 +140,8 @@ class CircuitBreaker:
             return False
         now = self._clock()
         counted_failure = category is not None and self.config.counts(category)
+        if not permit.probe and not counted_failure:
+            return self._record_uncounted(s, permit.service, ok=category is None, now=now)
         with self._locked(s, permit.service, now) as row:
             if permit.probe and row.state == HALF_OPEN:
                 if counted_failure:
@@ -139,17 +149,11 @@ class CircuitBreaker:
                 else:  # the service answered: healthy enough to take traffic again
                     self._close(s, row, "probe succeeded", now)
                 return False
-            if row.state != CLOSED or (category is not None and not counted_failure):
-                return False  # a late outcome of a call admitted before the breaker opened; or neutral
-            s.add(BreakerCall(service=permit.service, at=now, ok=not counted_failure))
-            row.consecutive_failures = row.consecutive_failures + 1 if counted_failure else 0
-            s.execute(
-                delete(BreakerCall).where(
-                    BreakerCall.service == permit.service, BreakerCall.at < now - self.config.window_s
-                )
-            )
-            if not counted_failure:
-                return False
+            if row.state != CLOSED:
+                return False  # a late failure of a call admitted before the breaker opened
+            s.add(BreakerCall(service=permit.service, at=now, ok=False))
+            row.consecutive_failures += 1
+            self._prune(s, permit.service, now)
             s.flush()
             calls, failures = self._window(s, permit.service, now)
             if row.consecutive_failures >= self.config.consecutive_failures:
@@ -192,6 +196,41 @@ class CircuitBreaker:
             )
 
     # ----- internals -----
+
+    def _record_uncounted(self, s: Session, service: str, *, ok: bool, now: float) -> bool:
+        """A success of an admitted call, or an outcome that says nothing about the service's
+        health (neutral: nothing to record). Without the row lock: a success only adds to the
+        window and ends a run of failures, and both updates are guarded by the closed state, so a
+        breaker another worker just opened is left as it is (its window is cleared when it closes)."""
+        if not ok or self._state(s, service) != CLOSED:
+            return False
+        s.add(BreakerCall(service=service, at=now, ok=True))
+        s.execute(
+            update(CircuitBreakerRow)
+            .where(
+                CircuitBreakerRow.service == service,
+                CircuitBreakerRow.state == CLOSED,
+                CircuitBreakerRow.consecutive_failures != 0,
+            )
+            .values(consecutive_failures=0)
+        )
+        if now - self._pruned_at.get(service, 0.0) >= self.config.window_s / 2:
+            self._prune(s, service, now)
+        return False
+
+    @staticmethod
+    def _state(s: Session, service: str) -> str | None:
+        return s.execute(select(CircuitBreakerRow.state).where(CircuitBreakerRow.service == service)).scalar()
+
+    def _prune(self, s: Session, service: str, now: float) -> None:
+        """Calls older than the window count for nothing: deleted with every failure, and with a
+        success at most twice per window and process (reads only count the window anyway)."""
+        s.execute(
+            delete(BreakerCall).where(
+                BreakerCall.service == service, BreakerCall.at < now - self.config.window_s
+            )
+        )
+        self._pruned_at[service] = now
 
     @contextmanager
     def _locked(self, s: Session, service: str, now: float) -> Iterator[CircuitBreakerRow]:

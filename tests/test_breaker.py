@@ -274,6 +274,44 @@ def test_a_success_also_evicts_calls_older_than_window_s(make_harness: MakeHarne
     assert (state.window_calls, state.failure_rate) == (2, 0.0)
 
 
+def test_successes_keep_the_stored_calls_bounded_by_about_one_and_a_half_windows(
+    make_harness: MakeHarness,
+) -> None:
+    h = make_harness(min_calls=4, failure_rate=0.5, consecutive_failures=100, window_s=60.0)
+    stored = []
+    for _ in range(120):  # one success every 5 s for 10 minutes
+        h.call(None)
+        stored.append(h.row_counts()["breaker_calls"])
+        h.clock.advance(5.0)
+    # 12 calls fit in a window; old ones are deleted at most half a window late.
+    assert max(stored) <= 18
+    assert stored[-1] >= 12  # the window itself is kept
+
+
+def test_a_success_after_the_breaker_opened_elsewhere_leaves_it_open_and_its_counts_alone(
+    make_harness: MakeHarness,
+) -> None:
+    h = make_harness(consecutive_failures=3, cooldown_s=30.0)
+    admitted = h.breaker.acquire(SERVICE)  # admitted while closed
+    h.calls(["network"] * 3)  # meanwhile other calls open it
+    assert h.state().state == "open"
+
+    assert h.breaker.record(admitted, None) is False
+    state = h.state()
+    assert (state.state, state.consecutive_failures) == ("open", 3)
+
+
+def test_a_breaker_row_lost_with_a_rolled_back_transaction_is_made_again(make_harness: MakeHarness) -> None:
+    h = make_harness(consecutive_failures=2)
+    with pytest.raises(RuntimeError), h.breaker._db.transaction("rolled back") as s:
+        h.breaker.acquire_in(s, SERVICE)  # this process now believes the row exists
+        raise RuntimeError("the attempt's transaction fails")
+    assert h.row_counts()["circuit_breakers"] == 0
+
+    h.calls(["network", "network"])
+    assert h.state().state == "open"
+
+
 def test_state_reports_only_the_calls_within_window_s(make_harness: MakeHarness) -> None:
     h = make_harness(min_calls=4, failure_rate=0.5, consecutive_failures=100, window_s=60.0)
     h.calls([None, "network", "network"])
