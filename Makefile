@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# Bytecode caching on for everything started from here, whatever the shell says: the suite starts
+# dozens of worker, API and server processes, each of which would otherwise compile crewrun's
+# modules again (and the workflow sandbox recompiles the workflow module for every run).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install run test test-postgres demo lint clean bench
 
