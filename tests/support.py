@@ -75,6 +75,16 @@ class SimulatorServer:
     def calls(self, agent: str | None = None) -> list[dict[str, Any]]:
         return self.script.calls_as_dicts(agent)
 
+    def llm_calls(self, agent: str | None = None) -> list[dict[str, Any]]:
+        return self.script.calls_as_dicts(agent, kind="llm")
+
+    def tool_calls(self, name: str | None = None) -> list[dict[str, Any]]:
+        return self.script.calls_as_dicts(tool=name, kind="tool")
+
+    def tool_url(self, name: str) -> str:
+        """The simulator's tool service for tool ``name``: POST the arguments as JSON."""
+        return f"{self.url}/tools/{name}"
+
 
 class ServedApp:
     """An ASGI app on a real loopback port, served by uvicorn in a thread (with its own loop)."""

@@ -388,6 +388,7 @@ def test_faults_route_accepts_one_bare_rule_and_returns_state_with_defaults(sim:
                 "delay_s": None,
                 "size_mb": None,
                 "message": None,
+                "tool": None,
             }
         ],
         "outages": [],
