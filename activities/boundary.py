@@ -18,12 +18,13 @@ from __future__ import annotations
 import random
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
+from activities.attempt_calls import CallFailed
 from backend.exceptions.categories import FALLS_BACK, CategoryPolicy
 from backend.exceptions.classifier import Classification, chain, classify, qualified_name, rules
 from backend.exceptions.fingerprint import fingerprint
@@ -103,23 +104,37 @@ class ErrorBoundary:
         fallback: str | None = None,
     ) -> Failure:
         """``fallback`` names the next LLM of the agent, if it has one left: when this LLM's
-        budget for a provider-side category is spent, the task moves on to it instead of failing."""
-        found = classify(exc)
+        budget for a provider-side category is spent, the task moves on to it instead of failing.
+        A failed call (``CallFailed``) names its service, and the tool it was; a tool's policy may
+        end the task at once (``action``)."""
+        call = exc.call if isinstance(exc, CallFailed) else None
+        if isinstance(exc, CallFailed) and exc.__cause__ is not None:
+            exc = exc.__cause__  # what the call raised is the failure
+        tool_call = call is not None and call.kind == "tool"
+        found = classify(exc, tool=tool_call)
         category = found.category
         policy = table.get(category) or CategoryPolicy(maximum_attempts=1)
         count = state.failures.get(category, 0) + 1
         state.failures[category] = count
-        retry = found.entry.retryable and policy.retryable and count < policy.maximum_attempts
+        forced = call.action if call is not None else None
+        retry = found.entry.retryable and policy.retryable and count < policy.maximum_attempts and not forced
         delay = next_delay(policy, count, self._rng, found.retry_after_s) if retry else None
         # Provider-side trouble another LLM may not have (the category's ``falls_back`` trait):
-        # once its budget is spent (at once, for quota), the agent's next LLM takes over.
-        switch = not retry and fallback is not None and category in FALLS_BACK
+        # once its budget is spent (at once, for quota), the agent's next LLM takes over. Only
+        # the agent's own LLM falls back: a tool's trouble is the tool's.
+        switch = (
+            not retry and fallback is not None and category in FALLS_BACK and not tool_call and not forced
+        )
+        if call is not None:
+            context = replace(context, service=call.service)
         if switch:
             state.llm_index += 1
             state.failures.clear()  # the fallback starts with fresh budgets
             retry, delay = True, FALLBACK_DELAY_S
         record = self._record(exc, found, context, count, policy.maximum_attempts, retry, delay)
         record.fallback_to = fallback if switch else None
+        record.tool = call.name if tool_call and call is not None else None
+        record.action = forced
         state.history.append(
             {
                 "attempt": record.attempt,
@@ -181,8 +196,10 @@ class ErrorBoundary:
 
 def _ui_message(record: ErrorRecord) -> str:
     what = f"{record.service} {record.status_code or record.exception_type.rsplit('.', 1)[-1]}"
+    tool = f", tool {record.tool}" if record.tool else ""
     where = (
-        f"task {record.task}, agent {record.agent}, attempt {record.category_attempt}/{record.max_attempts}"
+        f"task {record.task}, agent {record.agent}{tool}, "
+        f"attempt {record.category_attempt}/{record.max_attempts}"
     )
     detail = record.message.split(": ", 1)[-1][:UI_MESSAGE_CHARS]
     return f"[{record.code}] {what} — {where}: {detail}"

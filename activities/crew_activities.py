@@ -10,31 +10,35 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import structlog
 from temporalio import activity
 
 from activities.alert_activities import raise_alert
+from activities.attempt_calls import AttemptCalls, CallFailed
 from activities.attempt_records import AttemptRecords, Begun
 from activities.boundary import AttemptContext, AttemptState, ErrorBoundary, Failure
-from activities.runner_contract import TaskRunner
+from activities.runner_contract import StoredOutput, TaskRunner
 from backend.alerts import Alerter, AlertEvent
-from backend.breaker import CircuitBreaker, Permit
+from backend.breaker import CircuitBreaker
 from backend.db.models import TaskRun
 from backend.db.store import LogLine, Store
 from backend.exceptions import retry_policy
 from backend.exceptions.redaction import redact_message
 from backend.metrics import Metrics
-from backend.specs import AgentSpec, LLMSpec, TaskSpec
-from backend.status import TERMINAL_EXECUTION, ExecutionStatus
+from backend.specs import AgentSpec, TaskSpec
+from backend.status import TERMINAL_EXECUTION, ExecutionStatus, TaskStatus
 from workflows.contracts import (
     COMPENSATE_ACTIVITY,
     OUTPUT_PREVIEW_CHARS,
+    RECORD_FEEDBACK_ACTIVITY,
     RECORD_STATUS_ACTIVITY,
     RUN_TASK_ACTIVITY,
     SKIP_TASK_ACTIVITY,
     CompensationInput,
+    FeedbackInput,
     RunTaskInput,
     SkipTaskInput,
     StatusUpdate,
@@ -62,8 +66,11 @@ class CrewActivities:
         alerter: Alerter | None = None,
         alert_max_interval_s: float = 30.0,
         on_exhausted: Callable[[str], None] | None = None,
+        outputs_dir: Path | None = None,
     ) -> None:
         self._on_exhausted = on_exhausted
+        # Where tasks' output_files go: <outputs_dir>/<execution id>/<output_file>.
+        self._outputs_dir = outputs_dir
         self._alerter = alerter
         self._alert_max_interval_s = alert_max_interval_s
         self._store = store
@@ -156,6 +163,21 @@ class CrewActivities:
         await self._db(self._store.skip_task, inp.execution_id, inp.task, inp.output)
         log.info("task.skipped", execution_id=inp.execution_id, task=inp.task)
 
+    @activity.defn(name=RECORD_FEEDBACK_ACTIVITY)
+    async def record_feedback(self, inp: FeedbackInput) -> None:
+        """A person's decision on a task's output: approved, the task completes; rejected, the
+        feedback is kept for the task's next run."""
+        _bind_execution(inp.execution_id)
+        await self._db(
+            self._store.decide_feedback,
+            inp.execution_id,
+            inp.task,
+            revision=inp.revision,
+            approve=inp.approve,
+            feedback=inp.feedback,
+        )
+        log.info("task.feedback", execution_id=inp.execution_id, task=inp.task, approve=inp.approve)
+
     @activity.defn(name=RUN_TASK_ACTIVITY)
     async def run_crew_task(self, inp: RunTaskInput) -> TaskResult:
         info = activity.info()
@@ -186,19 +208,14 @@ class CrewActivities:
                 functools.partial(self._attempt, inp, task, info, state, progress), state
             )
         except Exception as exc:
-            begun, chain = progress.begun, progress.agent.chain if progress.agent else []
-            llm = (
-                begun.llm
-                if begun and begun.llm
-                else (chain[min(state.llm_index, len(chain) - 1)] if chain else None)
-            )
-            failure = await self._fail(exc, inp, state, info, llm, begun.permit if begun else None, chain)
+            failure = await self._fail(exc, inp, state, info, progress)
             if progress.started is not None:
                 self._metrics.task_duration.labels("failed").observe(time.monotonic() - progress.started)
             raise failure.error from None
         if reused:
             # An earlier attempt committed the output and died before reporting it: reused.
             log.info("task.output_reused")
+            await asyncio.to_thread(self._write_output_file, inp.execution_id, row)
             return _result(row, reused=True)
         self._metrics.task_duration.labels("completed").observe(time.monotonic() - (progress.started or 0))
         if ended and inp.finish_execution is not None:
@@ -210,35 +227,49 @@ class CrewActivities:
         self, inp: RunTaskInput, task: TaskSpec, info: activity.Info, state: AttemptState, progress: _Progress
     ) -> tuple[TaskRun, bool, bool]:
         """The attempt on its task thread, in one hop from the event loop (under load every hop
-        waits for the GIL): the first transaction, the crew's run, the last transaction.
-        Returns (the task's row, reused, whether this ended the execution)."""
+        waits for the GIL): the first transaction, the crew's run, the last transaction, the
+        task's output file. Returns (the task's row, reused, whether this ended the execution)."""
         assert progress.agent is not None
         progress.begun = begun = self._records.begin(
             inp, task, progress.agent, info.attempt, info.started_time, state
         )
         if begun.reused is not None:
             return begun.reused, True, False
-        assert begun.request is not None
+        assert begun.request is not None and begun.calls is not None
         progress.started = time.monotonic()
         outcome = self._runner.run(begun.request)
-        row, ended = self._records.completed(inp, info.attempt, begun.permit, outcome)
+        row, ended = self._records.completed(inp, info.attempt, begun.calls, outcome)
+        self._write_output_file(inp.execution_id, row)
         return row, False, ended
+
+    def _write_output_file(self, execution_id: str, row: TaskRun) -> None:
+        """The task's output_file, by the attempt that completed it (or the one that found its
+        output committed by an attempt that died before writing it): the same content each time."""
+        relative = (row.output_data or {}).get("output_file")
+        if not relative or self._outputs_dir is None:
+            return
+        from activities.task_outputs import write_output_file  # imports crewai: only when needed
+
+        data = row.output_data or {}
+        saved = StoredOutput(row.output or "", data.get("json_dict"), str(data.get("format") or "raw"))
+        write_output_file(self._outputs_dir / execution_id, relative, saved)
 
     async def _alert(self, event: AlertEvent) -> None:
         await raise_alert(self._alerter, event, self._alert_max_interval_s)
 
     async def _fail(
-        self,
-        exc: Exception,
-        inp: RunTaskInput,
-        state: AttemptState,
-        info: activity.Info,
-        llm: LLMSpec | None,
-        permit: Permit | None,
-        chain: list[LLMSpec],
+        self, exc: Exception, inp: RunTaskInput, state: AttemptState, info: activity.Info, progress: _Progress
     ) -> Failure:
-        """Classify; record the error event, the task's status and the breaker's outcome in one
+        """Classify; record the error event, the task's status and the breaker's outcomes in one
         transaction; alert; carry the counts over to the next attempt."""
+        begun, chain = progress.begun, progress.agent.chain if progress.agent else []
+        llm = (
+            begun.llm
+            if begun and begun.llm
+            else (chain[min(state.llm_index, len(chain) - 1)] if chain else None)
+        )
+        calls: AttemptCalls | None = begun.calls if begun else None
+        failed_call = exc.call if isinstance(exc, CallFailed) else None
         failure = self._boundary.failure(
             exc,
             state=state,
@@ -262,14 +293,15 @@ class CrewActivities:
                 inp,
                 record,
                 final=failure.final,
-                permit=permit,
+                calls=calls,
+                failed_call=failed_call,
                 message=failure.error.message,
             )
         except Exception as db_error:
             # The database is what fails (full, down): the event rides in the heartbeat details
             # and the next attempt writes it. The failure itself still leaves classified.
             state.keep_unrecorded(record)
-            opened = False
+            opened = []
             log.error(
                 "task.failure_unrecorded",
                 code=record.code,
@@ -281,6 +313,7 @@ class CrewActivities:
             category=record.category,
             severity=record.severity,
             final=failure.final,
+            tool=record.tool,
             next_retry_delay_s=record.next_retry_delay_s,
         )
         await self._alert(
@@ -292,14 +325,9 @@ class CrewActivities:
                 error=record.to_dict(),
             )
         )
-        if opened and permit is not None:
+        for service in opened:
             await self._alert(
-                AlertEvent(
-                    "circuit_opened",
-                    f"circuit of {permit.service} opened",
-                    severity="high",
-                    service=permit.service,
-                )
+                AlertEvent("circuit_opened", f"circuit of {service} opened", severity="high", service=service)
             )
         # Heartbeat details outlive this attempt: the next one continues these counts.
         activity.heartbeat(state.to_details())
@@ -339,6 +367,7 @@ def _result(row: TaskRun, reused: bool = False) -> TaskResult:
         output_chars=len(output),
         model=row.model,
         reused=reused,
+        awaiting_feedback=row.status == TaskStatus.AWAITING_FEEDBACK,
     )
 
 

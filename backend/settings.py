@@ -6,19 +6,20 @@ provider key an LLM spec names by ``api_key_env`` (the spec never carries the ke
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from backend.alerts import DEFAULT_RULES, AlertRule
 from backend.exceptions.categories import PAUSES_BY_DEFAULT
 from backend.exceptions.redaction import set_env_secrets
 from backend.exceptions.retry_policy import resolve
-from backend.specs import RetryOverride
+from backend.specs import LLMSpec, RetryOverride, RetrySpec, _Strict
 
 SEARCH_ATTRIBUTES: tuple[str, ...] = (
     "CrewExecutionStatus",
@@ -26,6 +27,51 @@ SEARCH_ATTRIBUTES: tuple[str, ...] = (
     "CrewErrorCode",
     "CrewName",
 )
+
+
+ToolAction = Literal["retry", "tell_llm", "pause", "fail"]
+
+
+class TaskSetting(_Strict):
+    """What a Python crew's code cannot say about a task: crewrun's own options for it."""
+
+    critical: bool | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    retry: RetrySpec = Field(default_factory=dict)
+
+
+class AgentSetting(_Strict):
+    fallback_llms: list[LLMSpec] = Field(default_factory=list, max_length=5)
+
+
+class CrewSetting(_Strict):
+    """A Python crew a worker carries: ``ref`` is ``module:attr``, a ``@CrewBase`` class or a
+    zero-argument callable returning a ``crewai.Crew``."""
+
+    ref: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    retry: RetrySpec = Field(default_factory=dict)
+    tasks: dict[str, TaskSetting] = Field(default_factory=dict)
+    agents: dict[str, AgentSetting] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_reference(cls, value: Any) -> Any:
+        return {"ref": value} if isinstance(value, str) else value
+
+
+class ToolSetting(_Strict):
+    """A tool's policy on this deployment (wins over what its code declares, field by field). With
+    ``ref`` (``module:attr``: a BaseTool instance or class, or a factory) it is also a tool of the
+    worker's registry, which JSON specs may name."""
+
+    ref: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    service: str | None = Field(default=None, max_length=100)
+    timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    on_failure: dict[str, ToolAction] = Field(default_factory=dict)
+    replay: bool | None = None
+
+    def policy_fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"ref"}, exclude_none=True, exclude_unset=True)
 
 
 class Settings(BaseSettings):
@@ -67,6 +113,12 @@ class Settings(BaseSettings):
     # Crew and task specs override these in turn.
     retry: dict[str, RetryOverride] = Field(default_factory=dict)
 
+    # Python crews this worker carries (name -> CrewSetting, or just "module:attr"), and folders
+    # to import them from; tools: per-tool policies and the registry JSON specs name tools from.
+    crews: dict[str, CrewSetting] = Field(default_factory=dict)
+    crew_paths: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    tools: dict[str, ToolSetting] = Field(default_factory=dict)
+
     # Failures an operator can fix pause the execution (resume / skip / abort) for this long;
     # then it fails and is dead-lettered.
     pause_categories: list[str] = Field(default_factory=lambda: list(PAUSES_BY_DEFAULT))
@@ -104,6 +156,14 @@ class Settings(BaseSettings):
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+
+    @field_validator("crew_paths", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [v for v in text.split(os.pathsep) if v]
+        return value
 
     @field_validator("api_keys", "api_key_hashes", mode="before")
     @classmethod

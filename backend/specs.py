@@ -1,4 +1,9 @@
-"""CrewSpec: the crew a client submits, in CrewAI's vocabulary, validated before anything runs.
+"""CrewSpec: a crew in CrewAI's vocabulary, validated before anything runs.
+
+Two sources, one shape. A client submits a JSON spec (``source: spec``); a worker registers the
+manifest of a crew written in Python (``source: python``: its agents, tasks in order, process,
+tools, the ``{placeholders}`` it needs, output types and code version, read off the user's own
+objects). The workflow runs both the same way, one activity per task.
 
 A spec that passes here can be run: every task names a known agent, ``context`` references only
 earlier-declared tasks and has no cycles, and :func:`missing_inputs` tells which ``{placeholders}``
@@ -9,7 +14,7 @@ variable of the worker.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -117,6 +122,9 @@ class AgentSpec(_Strict):
     backstory: str = Field(default="", max_length=20000)
     llm: LLMSpec
     fallback_llms: list[LLMSpec] = Field(default_factory=list, max_length=5)
+    # Tools by name: for a JSON spec, names of the worker's tool registry (CREWRUN_TOOLS); for a
+    # Python crew, the tools its code gives the agent (a description).
+    tools: list[Annotated[str, Field(pattern=_NAME)]] = Field(default_factory=list, max_length=50)
 
     @property
     def chain(self) -> list[LLMSpec]:
@@ -134,22 +142,43 @@ class TaskSpec(_Strict):
     critical: bool = True
     timeout_s: float | None = Field(default=None, gt=0, le=86400)
     retry: RetrySpec = Field(default_factory=dict)
+    # Runs concurrently with the async tasks next to it; the next synchronous task waits for all.
+    async_execution: bool = False
+    # A person approves the output (or rejects it with feedback: the task runs again) before the
+    # crew goes on; the execution waits in awaiting_feedback.
+    human_input: bool = False
+    # Written under the execution's directory of the worker's data dir, by the attempt that
+    # completes the task ({placeholders} allowed).
+    output_file: str | None = Field(default=None, max_length=500, pattern=r"^[^~$|<>&;]*$")
+    output_format: Literal["raw", "json", "pydantic"] = "raw"
+    tools: list[Annotated[str, Field(pattern=_NAME)]] = Field(default_factory=list, max_length=50)
 
     _retry_categories = field_validator("retry")(_check_retry_categories)
+
+    @field_validator("output_file")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in value.split("/")):
+            raise ValueError("output_file must be a relative path inside the execution's directory")
+        return value
 
 
 class CrewSpec(_Strict):
     name: str = Field(pattern=_NAME)
-    process: Literal["sequential"] = "sequential"
+    source: Literal["spec", "python"] = "spec"
+    process: Literal["sequential", "hierarchical"] = "sequential"
     agents: list[AgentSpec] = Field(min_length=1, max_length=50)
     tasks: list[TaskSpec] = Field(min_length=1, max_length=100)
     retry: RetrySpec = Field(default_factory=dict)
+    # A Python crew: where the worker finds it ("module:attr") and a digest of its code.
+    reference: str | None = Field(default=None, max_length=300)
+    code_version: str | None = Field(default=None, max_length=64)
 
     _retry_categories = field_validator("retry")(_check_retry_categories)
 
     @model_validator(mode="after")
     def _references(self) -> CrewSpec:
-        problems = reference_problems(self)
+        problems = reference_problems(self) + source_problems(self)
         if problems:
             # One error whose ctx lists each problem with its own location, so the API can report
             # them as field errors ("tasks.1.agent") instead of one opaque string.
@@ -177,6 +206,7 @@ class CrewSpec(_Strict):
         found: set[str] = set()
         for task in self.tasks:
             found |= template_fields(task.description) | template_fields(task.expected_output)
+            found |= template_fields(task.output_file or "")
         for agent in self.agents:
             for text in (agent.role, agent.goal, agent.backstory):
                 found |= template_fields(text)
@@ -242,6 +272,44 @@ def reference_problems(spec: CrewSpec) -> list[Problem]:
                     problems.append(
                         (("tasks", i, "context", j), f"{ref!r} runs after {task.name!r} in a sequential crew")
                     )
+    return problems
+
+
+def source_problems(spec: CrewSpec) -> list[Problem]:
+    """What only a Python crew can do: a JSON spec has no manager and no pydantic classes, and
+    names no code."""
+    problems: list[Problem] = []
+    if spec.source == "spec":
+        if spec.process != "sequential":
+            problems.append(
+                (("process",), "a JSON spec runs sequentially; hierarchical crews are Python crews")
+            )
+        for i, task in enumerate(spec.tasks):
+            if task.output_format != "raw":
+                problems.append((("tasks", i, "output_format"), "structured outputs need a Python crew"))
+        if spec.reference is not None:
+            problems.append((("reference",), "only a worker registers a crew by reference"))
+    problems.extend(_async_problems(spec.tasks))
+    return problems
+
+
+def _async_problems(tasks: list[TaskSpec]) -> list[Problem]:
+    """CrewAI's rules for asynchronous tasks: one runs alongside its async neighbours, so it cannot
+    read their outputs, and a crew ends with at most one of them."""
+    problems: list[Problem] = []
+    group: set[str] = set()
+    for i, task in enumerate(tasks):
+        if not task.async_execution:
+            group = set()
+            continue
+        for j, ref in enumerate(task.context or []):
+            if ref in group:
+                problems.append((("tasks", i, "context", j), f"{ref!r} runs concurrently with {task.name!r}"))
+        group.add(task.name)
+    if len(tasks) >= 2 and tasks[-1].async_execution and tasks[-2].async_execution:
+        problems.append(
+            (("tasks", len(tasks) - 1, "async_execution"), "a crew ends with at most one async task")
+        )
     return problems
 
 

@@ -1,7 +1,8 @@
 """Execution and task status machines. Pure: the workflow sandbox imports this too.
 
 ``pending -> running <-> retrying -> completed | degraded | failed | cancelled`` plus
-``running -> paused -> running | failed``. Terminal states never change, and a status never moves
+``running -> paused -> running | failed`` and ``running -> awaiting_feedback -> running | failed``
+(a human_input task's output waits for a person). Terminal states never change, and a status never moves
 back to ``pending``: writes are idempotent and monotonic, so a retried or late write (an activity
 retry, a reordered update) cannot move an execution backwards.
 """
@@ -16,6 +17,7 @@ class ExecutionStatus(StrEnum):
     RUNNING = "running"
     RETRYING = "retrying"
     PAUSED = "paused"
+    AWAITING_FEEDBACK = "awaiting_feedback"
     COMPLETED = "completed"
     DEGRADED = "degraded"
     FAILED = "failed"
@@ -26,6 +28,7 @@ class TaskStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     RETRYING = "retrying"
+    AWAITING_FEEDBACK = "awaiting_feedback"  # its output is written; a person has not approved it
     COMPLETED = "completed"
     SKIPPED = "skipped"
     DEGRADED = "degraded"
@@ -37,7 +40,16 @@ TERMINAL_EXECUTION = frozenset(
 )
 TERMINAL_TASK = frozenset({TaskStatus.COMPLETED, TaskStatus.SKIPPED, TaskStatus.DEGRADED, TaskStatus.FAILED})
 
-_ACTIVE_EXECUTION = frozenset({ExecutionStatus.RUNNING, ExecutionStatus.RETRYING, ExecutionStatus.PAUSED})
+_ACTIVE_EXECUTION = frozenset(
+    {
+        ExecutionStatus.RUNNING,
+        ExecutionStatus.RETRYING,
+        ExecutionStatus.PAUSED,
+        ExecutionStatus.AWAITING_FEEDBACK,
+    }
+)
+# A task awaiting feedback moves on only by a person's decision (approve: completed; reject: the
+# task runs again, see backend/db/attempts.py), never by a retried write of its own attempt.
 _ACTIVE_TASK = frozenset({TaskStatus.RUNNING, TaskStatus.RETRYING})
 
 
@@ -56,6 +68,6 @@ def task_predecessors(new: str) -> frozenset[str]:
     status = TaskStatus(new)
     if status == TaskStatus.PENDING:
         return frozenset({TaskStatus.PENDING})
-    if status in TERMINAL_TASK:
-        return frozenset({TaskStatus.PENDING, *_ACTIVE_TASK})
+    if status in TERMINAL_TASK:  # completed: its attempt, or a person approving its output
+        return frozenset({TaskStatus.PENDING, *_ACTIVE_TASK, TaskStatus.AWAITING_FEEDBACK})
     return frozenset({TaskStatus.PENDING, *_ACTIVE_TASK})

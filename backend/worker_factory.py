@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -19,21 +20,43 @@ from activities.crew_activities import CrewActivities
 from activities.runner_contract import TaskRunner
 from backend.alerts import Alerter, sinks_from
 from backend.breaker import CircuitBreaker, config_from
-from backend.db.store import Store
+from backend.db.store import CrewNameTaken, Store
 from backend.metrics import Metrics
 from backend.settings import Settings
 from workflows.alert_delivery import AlertDeliveryWorkflow
 from workflows.crew_execution import CrewExecutionWorkflow
+
+log = structlog.get_logger(__name__)
 
 
 def build_store(settings: Settings) -> Store:
     return Store.from_url(settings.database_url)
 
 
-def default_runner() -> TaskRunner:
-    from activities.crew_runner import CrewAITaskRunner  # imports crewai: only where tasks run
+def default_runner(settings: Settings) -> TaskRunner:
+    """The CrewAI runner with the Python crews and the tool registry this worker's settings name."""
+    from activities.crew_runner import CrewTaskRunner, ToolRegistry  # imports crewai: only where tasks run
+    from activities.python_crews import CrewRegistry
 
-    return CrewAITaskRunner()
+    crews = CrewRegistry.load(settings.crews, settings.tools, settings.crew_paths)
+    return CrewTaskRunner(crews=crews, tools=ToolRegistry.load(settings.tools))
+
+
+def register(store: Store, runner: TaskRunner) -> None:
+    """What this worker carries, for the API: each Python crew's manifest and the tools of its
+    registry. A crew whose name a JSON crew took is logged and left unregistered."""
+    crews = getattr(runner, "crews", None)
+    for name, loaded in (getattr(crews, "crews", None) or {}).items():
+        try:
+            crew = store.register_python_crew(name, loaded.spec.model_dump(mode="json"))
+        except CrewNameTaken:
+            log.error("crew.name_taken", crew=name, reason="a JSON crew of this name exists")
+            continue
+        log.info("crew.registered", crew=name, version=crew.version, code_version=loaded.spec.code_version)
+    registry = getattr(runner, "tools", None)
+    described = registry.described() if registry is not None else []
+    if described:
+        store.register_tools(described)
 
 
 class CrewrunWorker:
@@ -79,7 +102,8 @@ def build_worker(
     store = store or build_store(settings)
     metrics = metrics or Metrics()
     alerter = Alerter(store.db, list(settings.alert_rules), sinks_from(settings))
-    activities_runner = runner or default_runner()
+    activities_runner = runner or default_runner(settings)
+    register(store, activities_runner)
     activities = CrewActivities(
         store=store,
         runner=activities_runner,
@@ -89,6 +113,7 @@ def build_worker(
         alerter=alerter,
         alert_max_interval_s=settings.alert_delivery_max_interval_s,
         on_exhausted=on_exhausted,
+        outputs_dir=settings.data_dir / "outputs",
     )
     alert_activities = AlertActivities(alerter, metrics)
     worker = Worker(
@@ -100,6 +125,7 @@ def build_worker(
             activities.record_execution_status,
             activities.compensate_execution,
             activities.skip_task,
+            activities.record_feedback,
             alert_activities.deliver_alert,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_tasks + 4,

@@ -23,10 +23,10 @@ from bench.procs import connect
 
 
 def crew_task_activity(pool: ThreadPoolExecutor) -> Any:
-    from activities.crew_runner import CrewAITaskRunner
+    from activities.crew_runner import CrewTaskRunner
     from activities.runner_contract import TaskRunRequest
 
-    runner = CrewAITaskRunner()
+    runner = CrewTaskRunner()
 
     @activity.defn(name=BARE_TASK_ACTIVITY)
     async def run_crew_task(

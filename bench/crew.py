@@ -65,12 +65,12 @@ def task_requests(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, 
 
 
 def run_in_process(spec: dict[str, Any], inputs: dict[str, Any]) -> dict[str, str]:
-    """Variant (a): no Temporal, no DB; the tasks in order with CrewAITaskRunner, as one crew
+    """Variant (a): no Temporal, no DB; the tasks in order with CrewTaskRunner, as one crew
     kickoff would run them."""
-    from activities.crew_runner import CrewAITaskRunner  # imports crewai: only where needed
+    from activities.crew_runner import CrewTaskRunner  # imports crewai: only where needed
     from activities.runner_contract import TaskRunRequest
 
-    runner = CrewAITaskRunner()
+    runner = CrewTaskRunner()
     outputs: dict[str, str] = {}
     for agent, task, context in task_requests(spec):
         request = TaskRunRequest(

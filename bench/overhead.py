@@ -294,7 +294,7 @@ def _ssl_note(profiles: dict[str, Path]) -> str:
     measured = ", ".join(f"{v:.0%} of the {k}'s samples" for k, v in shares.items() if v > 0.10)
     return (
         f"**A slow path common to (a), (b) and (c):** `ssl.create_default_context` takes {measured}. "
-        "`CrewAITaskRunner.run` builds a new `crewai.LLM` per task, which builds a new OpenAI client and a "
+        "`CrewTaskRunner.run` builds a new `crewai.LLM` per task, which builds a new OpenAI client and a "
         "new AsyncOpenAI client, each with a fresh SSL context that loads the whole CA bundle, also for a "
         "plain-http endpoint. Caching the LLM (or one shared httpx client) per (model, base_url, key, timeout) "
         "in the runner would remove it; it is the largest single CPU cost of a task against a fast provider."

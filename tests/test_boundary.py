@@ -14,6 +14,7 @@ import openai
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from activities.attempt_calls import AttemptAborted, CallFailed, CallInfo
 from activities.boundary import (
     HISTORY_LIMIT,
     UI_MESSAGE_CHARS,
@@ -52,6 +53,8 @@ RECORD_KEYS = {
     "occurred_at",
     "attempt_started_at",
     "cause",  # an execution-level record's underlying failure (None in an attempt's)
+    "tool",  # the tool whose call failed (None for an LLM's)
+    "action",  # a tool policy's override of what the category does (None: the category decides)
 }
 
 
@@ -537,3 +540,83 @@ def test_spent_provider_budget_switches_to_the_fallback_llm_with_fresh_budgets()
         fallback="backup-model",
     )
     assert refused.final is True and refused.record.fallback_to is None
+
+
+# --- failed calls: which service, which tool, what the tool's policy forced --------------------
+
+
+def failed_call(exc: BaseException, call: CallInfo) -> CallFailed:
+    aborted = AttemptAborted(exc, call)
+    try:
+        raise CallFailed(aborted)
+    except CallFailed as err:
+        return err
+
+
+def tool_429(retry_after: str = "3") -> BaseException:
+    response = httpx.Response(
+        429, request=httpx.Request("POST", "http://search.internal/q"), headers={"retry-after": retry_after}
+    )
+    return raised(httpx.HTTPStatusError("429", request=response.request, response=response))
+
+
+def test_a_tools_rate_limit_waits_for_its_retry_after_and_names_the_tool_and_its_service() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    call = CallInfo("tool", "web_search", "search-api")
+
+    failure = fail(boundary, failed_call(tool_429(), call), AttemptState())
+
+    record = failure.record
+    assert (record.code, record.category, record.tool, record.service) == (
+        "TOOL_RATE_LIMITED",
+        "rate_limit",
+        "web_search",
+        "search-api",
+    )
+    assert record.exception_type == "httpx.HTTPStatusError"  # the call's own error, not the wrapper
+    assert 3.0 <= (record.next_retry_delay_s or 0) <= 3.6 and not failure.final
+    assert failure.error.message.startswith(
+        "[TOOL_RATE_LIMITED] search-api 429 — task research, agent researcher, tool web_search, attempt 1/12"
+    )
+
+
+def test_a_failed_llm_call_names_the_service_it_called_not_the_agents_first_llm() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    call = CallInfo("llm", "gpt-4o-mini", "coworker-gateway")
+
+    record = fail(boundary, failed_call(rate_limit(), call), AttemptState()).record
+
+    assert (record.code, record.service, record.tool) == ("LLM_RATE_LIMITED", "coworker-gateway", None)
+
+
+@pytest.mark.parametrize("action", ["pause", "fail"])
+def test_a_tool_policy_that_forces_an_end_makes_even_a_retryable_failure_final(action: str) -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    call = CallInfo("tool", "web_search", "search-api", action=action)  # type: ignore[arg-type]
+
+    failure = fail(boundary, failed_call(tool_429(), call), AttemptState())
+
+    assert failure.final and failure.error.non_retryable
+    assert failure.record.action == action
+    assert failure.record.pauses([]) is (action == "pause")
+    assert failure.record.pauses(["rate_limit"]) is (action == "pause")
+
+
+def test_a_tools_trouble_never_moves_the_agent_to_its_fallback_llm() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    state = AttemptState()
+    call = CallInfo("tool", "web_search", "search-api")
+    table = resolve({"rate_limit": {"maximum_attempts": 1}})
+
+    failure = boundary.failure(
+        failed_call(tool_429(), call), state=state, table=table, context=context(), fallback="gpt-4o"
+    )
+
+    assert failure.final and state.llm_index == 0 and failure.record.fallback_to is None
+
+
+def test_without_a_tool_policy_the_category_decides_whether_a_failure_pauses() -> None:
+    record = fail(ErrorBoundary(rng=random.Random(0)), unauthorized(), AttemptState()).record
+
+    assert record.action is None
+    assert record.pauses(["authentication"]) and not record.pauses(["quota_exhausted"])

@@ -15,8 +15,10 @@ from backend.exceptions.categories import (
     NEVER,
     NON_RETRYABLE,
     PAUSES_BY_DEFAULT,
+    TOOL_TELLS_LLM,
     TRAITS,
     Category,
+    CategoryTraits,
     traits,
 )
 from backend.exceptions.codes import REGISTRY
@@ -70,8 +72,13 @@ def test_the_places_that_use_a_trait_read_it_from_the_table() -> None:
 
 
 def test_an_unknown_category_is_never_retried() -> None:
-    assert traits("martian") == traits("validation") == TRAITS[Category.VALIDATION]
+    assert traits("martian") == CategoryTraits(NEVER)
     assert traits("martian").policy == NEVER and not traits("martian").retryable
+    assert not traits("martian").tool_tells_llm  # a failure nobody knows ends the attempt
+
+
+def test_only_bad_arguments_are_told_to_the_llm_by_default() -> None:
+    assert {"validation"} == TOOL_TELLS_LLM
 
 
 def test_the_failure_and_problem_registries_share_only_internal_error() -> None:
@@ -92,6 +99,7 @@ def test_outcome_codes_are_final_and_never_retried() -> None:
         "TASK_TIMED_OUT",
         "WORKFLOW_CODE_ERROR",
         "EXECUTION_PAUSE_TIMEOUT",
+        "EXECUTION_FEEDBACK_TIMEOUT",
         "EXECUTION_ABORTED",
         "EXECUTION_CANCELLED",
     }

@@ -1,4 +1,4 @@
-"""CrewAITaskRunner against the simulator: the LLMs it shares between tasks, and what an LLM it
+"""CrewTaskRunner against the simulator: the LLMs it shares between tasks, and what an LLM it
 lets go leaves behind."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 import gc
 from typing import Any
 
-from activities.crew_runner import CrewAITaskRunner, LLMCache
+from activities.crew_runner import CrewTaskRunner, LLMCache
 from activities.runner_contract import TaskRunRequest
 from backend.specs import CrewSpec
 from tests.support import SimulatorServer, research_spec
@@ -22,7 +22,7 @@ def request_for(sim: SimulatorServer, agent: int, topic: str = "otters") -> Task
 
 async def test_tasks_with_the_same_llm_settings_share_one_llm(sim: SimulatorServer) -> None:
     llms = LLMCache()
-    runner = CrewAITaskRunner(llms)
+    runner = CrewTaskRunner(llms)
     built: list[Any] = []
     original = llms.get
 
@@ -47,7 +47,7 @@ async def test_an_evicted_llm_leaves_no_client_that_schedules_its_close_on_the_c
 ) -> None:
     # Workflow activations run event loops of their own; a provider client collected there must not
     # put a task into that loop (openai's and anthropic's async clients do, unless closed).
-    runner = CrewAITaskRunner(LLMCache(size=1))
+    runner = CrewTaskRunner(LLMCache(size=1))
     gc.collect()
     await asyncio.to_thread(runner.run, request_for(sim, 0))  # a thread, as in the activity
     await asyncio.to_thread(runner.run, request_for(sim, 1))  # evicts the first LLM, closing its clients

@@ -315,9 +315,9 @@ def test_context_naming_earlier_tasks_is_valid() -> None:
     ("path", "key", "loc"),
     [
         ((), "bogus", ("bogus",)),
-        (("agents", 0), "tools", ("agents", 0, "tools")),
+        (("agents", 0), "memory", ("agents", 0, "memory")),
         (("agents", 0, "llm"), "api_key", ("agents", 0, "llm", "api_key")),  # secrets never travel
-        (("tasks", 1), "output_file", ("tasks", 1, "output_file")),
+        (("tasks", 1), "output_pydantic", ("tasks", 1, "output_pydantic")),
     ],
 )
 def test_unknown_keys_are_rejected(path: tuple[str | int, ...], key: str, loc: tuple[str | int, ...]) -> None:
@@ -356,14 +356,61 @@ def test_crew_names_must_be_simple_identifiers(name: str) -> None:
     assert [(e["type"], e["loc"]) for e in caught.value.errors()] == [("string_pattern_mismatch", ("name",))]
 
 
-def test_only_the_sequential_process_is_accepted() -> None:
+def test_a_json_spec_runs_sequentially_hierarchical_crews_are_python_crews() -> None:
     data = crew_data()
     data["process"] = "hierarchical"
 
     with pytest.raises(ValidationError) as caught:
         CrewSpec.model_validate(data)
 
-    assert [(e["type"], e["loc"]) for e in caught.value.errors()] == [("literal_error", ("process",))]
+    assert [p["loc"] for p in caught.value.errors()[0]["ctx"]["problems"]] == [["process"]]
+    data["process"] = "parallel"
+    with pytest.raises(ValidationError) as unknown:
+        CrewSpec.model_validate(data)
+    assert [(e["type"], e["loc"]) for e in unknown.value.errors()] == [("literal_error", ("process",))]
+
+
+def test_a_json_spec_cannot_ask_for_structured_outputs_or_name_code() -> None:
+    data = crew_data()
+    data["tasks"][0]["output_format"] = "pydantic"
+    data["reference"] = "evil.module:attr"
+
+    with pytest.raises(ValidationError) as caught:
+        CrewSpec.model_validate(data)
+
+    assert [p["loc"] for p in caught.value.errors()[0]["ctx"]["problems"]] == [
+        ["tasks", 0, "output_format"],
+        ["reference"],
+    ]
+
+
+def test_async_tasks_cannot_read_their_concurrent_neighbours_and_a_crew_ends_with_at_most_one() -> None:
+    data = crew_data()
+    for task in data["tasks"]:
+        task["async_execution"] = True
+    data["tasks"][1]["context"] = [data["tasks"][0]["name"]]
+
+    with pytest.raises(ValidationError) as caught:
+        CrewSpec.model_validate(data)
+
+    locs = [p["loc"] for p in caught.value.errors()[0]["ctx"]["problems"]]
+    assert locs == [["tasks", 1, "context", 0], ["tasks", len(data["tasks"]) - 1, "async_execution"]]
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../out.md", "a/../../b.md", "~/x.md", "$HOME/x", "a|b"])
+def test_an_output_file_stays_inside_the_execution_directory(path: str) -> None:
+    data = crew_data()
+    data["tasks"][0]["output_file"] = path
+
+    with pytest.raises(ValidationError):
+        CrewSpec.model_validate(data)
+
+
+def test_output_file_placeholders_are_inputs_the_execution_must_supply() -> None:
+    data = crew_data()
+    data["tasks"][0]["output_file"] = "reports/{slug}.md"
+
+    assert "slug" in CrewSpec.model_validate(data).placeholders()
 
 
 # --- LLMSpec ------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def test_task_output_is_written_once_and_attempts_only_grow(db: Store) -> None:
     assert db.record_attempt_failure(execution_id, "one", record=_record(attempt=6, code="LATE"), final=True)
     row = db.get_execution(execution_id)
     assert row is not None and row.tasks[0].status == T.COMPLETED and row.tasks[0].error is None
-    assert db.context_for(execution_id, ["one", "two"]) == {"one": "first"}
+    assert {n: c.raw for n, c in db.context_for(execution_id, ["one", "two"]).items()} == {"one": "first"}
 
 
 def _record(attempt: int, code: str = "LLM_RATE_LIMITED") -> ErrorRecord:

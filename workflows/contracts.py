@@ -16,6 +16,7 @@ RUN_TASK_ACTIVITY = "run_crew_task"
 RECORD_STATUS_ACTIVITY = "record_execution_status"
 COMPENSATE_ACTIVITY = "compensate_execution"
 SKIP_TASK_ACTIVITY = "skip_task"
+RECORD_FEEDBACK_ACTIVITY = "record_feedback"
 ALERT_WORKFLOW_NAME = "AlertDelivery"
 DELIVER_ALERT_ACTIVITY = "deliver_alert"
 OUTPUT_PREVIEW_CHARS = 200
@@ -79,6 +80,12 @@ class RunTaskInput:
     finish_execution: FinishExecution | None = None
     # Sent by workflows started before on_final_failure existed; read by nothing.
     pause_categories: list[str] = field(default_factory=list)
+    # Where the task's crew comes from: "spec" (built from the JSON spec) or "python" (the crew a
+    # worker carries, by name), and the task's position in it.
+    source: str = "spec"
+    task_index: int = 0
+    # Human input: this run follows ``revision`` rejections (their feedback is in the DB).
+    revision: int = 0
 
 
 @dataclass
@@ -89,6 +96,7 @@ class TaskResult:
     output_chars: int
     model: str | None = None
     reused: bool = False  # the output was already in the DB (an earlier attempt committed it)
+    awaiting_feedback: bool = False  # a human_input task: its output waits for a person
 
 
 @dataclass
@@ -122,6 +130,25 @@ class SkipRequest:
 
     task: str
     output: str | None = None
+
+
+@dataclass
+class FeedbackRequest:
+    """Signal/update ``feedback``: a person's decision on a human_input task's output. Rejected
+    (``approve`` false), the task runs again with ``feedback``."""
+
+    task: str
+    approve: bool
+    feedback: str = ""
+
+
+@dataclass
+class FeedbackInput:
+    execution_id: str
+    task: str
+    revision: int
+    approve: bool
+    feedback: str = ""
 
 
 @dataclass

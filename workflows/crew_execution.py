@@ -1,4 +1,9 @@
-"""CrewExecutionWorkflow: one crew execution, one activity per crew task, sequential process.
+"""CrewExecutionWorkflow: one crew execution, one activity per crew task.
+
+Tasks run in the crew's order; consecutive ``async_execution`` tasks run as concurrent activities,
+joined before the next synchronous task, as CrewAI runs them. A hierarchical crew's tasks run the
+same way (its manager delegates inside each task's activity). A ``human_input`` task's output
+waits for a person: approved, the crew goes on; rejected, the task runs again with the feedback.
 
 The checkpoint is the list of completed tasks in this workflow's state (rebuilt from history on
 replay) plus their outputs in the backend DB: after a worker crash or a server restart the
@@ -24,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import failures, policies
     from workflows.contracts import (
         COMPENSATE_ACTIVITY,
+        RECORD_FEEDBACK_ACTIVITY,
         RECORD_STATUS_ACTIVITY,
         RUN_TASK_ACTIVITY,
         SKIP_TASK_ACTIVITY,
@@ -32,6 +38,8 @@ with workflow.unsafe.imports_passed_through():
         CompensationInput,
         CrewExecutionInput,
         CrewExecutionResult,
+        FeedbackInput,
+        FeedbackRequest,
         FinalFailure,
         FinishExecution,
         ResumeRequest,
@@ -60,12 +68,13 @@ def _finish(gaps: list[str]) -> FinishExecution:
 
 @dataclass
 class _Decision:
-    """What an operator decided about a paused task."""
+    """What an operator decided about a paused task, or a person about a task's output."""
 
-    kind: str  # resume | skip | abort
+    kind: str  # resume | skip | abort | feedback | timeout
     resume: ResumeRequest | None = None
     skip: SkipRequest | None = None
     abort: AbortRequest | None = None
+    feedback: FeedbackRequest | None = None
 
 
 class _TaskFailed(Exception):
@@ -74,6 +83,18 @@ class _TaskFailed(Exception):
     def __init__(self, status: str, reason: str, error: ErrorRecord) -> None:
         super().__init__(reason)
         self.status, self.reason, self.error = status, reason, error
+
+
+def _groups(tasks: list[TaskSpec]) -> list[list[int]]:
+    """Task indexes in the order they run: a synchronous task alone, consecutive async tasks
+    together."""
+    groups: list[list[int]] = []
+    for index, task in enumerate(tasks):
+        if task.async_execution and groups and tasks[groups[-1][-1]].async_execution:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -85,6 +106,9 @@ class CrewExecutionWorkflow:
         self._decision: _Decision | None = None
         self._task_names: set[str] = set()
         self._running_pending = False  # the first task attempt still has to mark the execution running
+        self._awaiting_task: str | None = None  # a human_input task whose output waits for a person
+        # Concurrent async tasks take turns to pause or wait for feedback: one question at a time.
+        self._intervention = asyncio.Lock()
 
     # ----- queries -----
 
@@ -118,6 +142,30 @@ class CrewExecutionWorkflow:
             self._decision = _Decision("abort", abort=request)
         else:
             workflow.logger.warning("abort signal ignored: not paused")
+
+    @workflow.signal(name="feedback")
+    def feedback(self, request: FeedbackRequest) -> None:
+        if self._awaiting_task is not None and request.task == self._awaiting_task:
+            self._decision = _Decision("feedback", feedback=request)
+        else:
+            workflow.logger.warning("feedback signal ignored: not awaiting feedback on %s", request.task)
+
+    @workflow.update(name="submit_feedback")
+    def feedback_update(self, request: FeedbackRequest) -> str:
+        self.feedback(request)
+        return request.task
+
+    @feedback_update.validator
+    def _validate_feedback(self, request: FeedbackRequest) -> None:
+        if self._awaiting_task is None or self._decision is not None:
+            raise ApplicationError(
+                f"execution is {self._status}, not awaiting feedback", type="EXECUTION_NOT_AWAITING_FEEDBACK"
+            )
+        if request.task != self._awaiting_task:
+            raise ApplicationError(
+                f"awaiting feedback on task {self._awaiting_task!r}, not {request.task!r}",
+                type="EXECUTION_NOT_AWAITING_FEEDBACK",
+            )
 
     @workflow.update(name="resume_execution")
     def resume_update(self, request: ResumeRequest) -> str:
@@ -199,45 +247,19 @@ class CrewExecutionWorkflow:
         else:
             await self._set_status(inp, ExecutionStatus.RUNNING, "execution started")
 
-        names = [t.name for t in spec.tasks]
         gaps: list[str] = []
         # Since STATUS_WITH_LAST_TASK, the last task's output and the execution's end are one
         # transaction (one activity less again); a last task that does not complete, or one
         # seeded from a dead letter, leaves the end to the status activity as before.
         end_with_last_task = workflow.patched(STATUS_WITH_LAST_TASK)
         ended = False
-        for index, task in enumerate(spec.tasks):
-            progress = self._tasks[index]
-            if task.name in inp.seeded:
-                # Completed in an earlier run (a dead letter's checkpoint): never run again.
-                progress.status = TaskStatus.COMPLETED
-                continue
-            context = names[:index] if task.context is None else list(task.context)
-            while True:  # until the task completes, is skipped or degraded, or the run fails
-                last = index == len(spec.tasks) - 1
-                finish = _finish(gaps) if end_with_last_task and last else None
-                try:
-                    result = await self._run_task(
-                        inp, spec, task, agents[task.agent], inputs, progress, context, finish
-                    )
-                except asyncio.CancelledError:
-                    progress.status = TaskStatus.FAILED
-                    raise
-                except ActivityError as err:
-                    if is_cancelled_exception(err):
-                        progress.status = TaskStatus.FAILED
-                        raise asyncio.CancelledError() from err
-                    outcome = await self._after_failure(inp, task, agents, inputs, progress, err)
-                    if outcome == "retry":
-                        continue
-                    gaps.append(task.name)  # skipped or degraded: the crew goes on without it
-                    break
-                progress.status = TaskStatus.COMPLETED
-                progress.attempts = result.attempts
-                progress.output = result.output_preview
-                progress.finished_at = workflow.now().isoformat()
-                ended = finish is not None
-                break
+        for group in _groups(spec.tasks):
+            if len(group) == 1:
+                ended = await self._run_one(inp, spec, group[0], agents, inputs, gaps, end_with_last_task)
+            else:  # consecutive async tasks: concurrently, all joined before the next one
+                await asyncio.gather(
+                    *(self._run_one(inp, spec, i, agents, inputs, gaps, end_with_last_task) for i in group)
+                )
 
         end = _finish(gaps)
         final, message = end.status, end.message
@@ -255,6 +277,103 @@ class CrewExecutionWorkflow:
             await self._set_status(inp, final, message, None)
         return CrewExecutionResult(inp.execution_id, self._status, self._tasks, gaps=gaps)
 
+    async def _run_one(
+        self,
+        inp: CrewExecutionInput,
+        spec: CrewSpec,
+        index: int,
+        agents: dict[str, AgentSpec],
+        inputs: dict[str, Any],
+        gaps: list[str],
+        end_with_last_task: bool,
+    ) -> bool:
+        """One task, until it completes (approved, for a human_input task), is skipped or
+        degraded, or the run fails. Returns True when its completion ended the execution."""
+        task = spec.tasks[index]
+        progress = self._tasks[index]
+        if task.name in inp.seeded:
+            # Completed in an earlier run (a dead letter's checkpoint): never run again.
+            progress.status = TaskStatus.COMPLETED
+            return False
+        names = [t.name for t in spec.tasks]
+        context = names[:index] if task.context is None else list(task.context)
+        revision = 0
+        while True:  # until the task completes, is skipped or degraded, or the run fails
+            last = index == len(spec.tasks) - 1
+            finish = _finish(gaps) if end_with_last_task and last else None
+            try:
+                result = await self._run_task(
+                    inp, spec, task, agents[task.agent], inputs, progress, context, finish, index, revision
+                )
+            except asyncio.CancelledError:
+                progress.status = TaskStatus.FAILED
+                raise
+            except ActivityError as err:
+                if is_cancelled_exception(err):
+                    progress.status = TaskStatus.FAILED
+                    raise asyncio.CancelledError() from err
+                async with self._intervention:
+                    outcome = await self._after_failure(inp, task, agents, inputs, progress, err)
+                if outcome == "retry":
+                    continue
+                gaps.append(task.name)  # skipped or degraded: the crew goes on without it
+                return False
+            progress.attempts = result.attempts
+            progress.output = result.output_preview
+            if result.awaiting_feedback:
+                async with self._intervention:
+                    approved = await self._await_feedback(inp, task, progress, result, revision)
+                if not approved:
+                    revision += 1  # rejected: the task runs again with the feedback
+                    continue
+            progress.status = TaskStatus.COMPLETED
+            progress.finished_at = workflow.now().isoformat()
+            return finish is not None and not result.awaiting_feedback
+
+    async def _await_feedback(
+        self,
+        inp: CrewExecutionInput,
+        task: TaskSpec,
+        progress: TaskProgress,
+        result: TaskResult,
+        revision: int,
+    ) -> bool:
+        """Wait for a person's decision on a task's output (the timeout leads to the dead
+        letter path); record it. Returns True when approved."""
+        progress.status = TaskStatus.AWAITING_FEEDBACK
+        self._awaiting_task = task.name
+        self._decision = None
+        timeout_s = inp.tuning.pause_timeout_s
+        workflow.set_current_details(
+            failures.feedback_card(task.name, task.agent, result.output_preview, timeout_s)
+        )
+        await self._set_status(inp, ExecutionStatus.AWAITING_FEEDBACK, f"task {task.name} awaits feedback")
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None, timeout=timedelta(seconds=timeout_s)
+            )
+        except TimeoutError:
+            self._awaiting_task = None
+            raise _TaskFailed(
+                ExecutionStatus.FAILED,
+                f"task {task.name} not reviewed",
+                failures.feedback_timeout_error(task.name, task.agent, timeout_s),
+            ) from None
+        decision = self._decision
+        assert decision is not None and decision.feedback is not None
+        self._awaiting_task = None
+        self._decision = None
+        workflow.set_current_details("")
+        answer = decision.feedback
+        await workflow.execute_activity(
+            RECORD_FEEDBACK_ACTIVITY,
+            FeedbackInput(inp.execution_id, task.name, revision, answer.approve, answer.feedback),
+            **policies.STATUS_ACTIVITY_OPTIONS,
+        )
+        verdict = "approved" if answer.approve else "rejected"
+        await self._set_status(inp, ExecutionStatus.RUNNING, f"task {task.name} {verdict}")
+        return answer.approve
+
     async def _after_failure(
         self,
         inp: CrewExecutionInput,
@@ -269,7 +388,7 @@ class CrewExecutionWorkflow:
         error = failures.activity_error_record(err, task.name, task.agent)
         progress.error = error.to_dict()
         progress.attempts = int(error.attempt or progress.attempts)
-        if error.category in inp.tuning.pause_categories:
+        if error.pauses(inp.tuning.pause_categories):
             decision = await self._pause(inp, task, error)
             if decision.kind == "resume" and decision.resume is not None:
                 inputs.update(decision.resume.inputs_patch)
@@ -309,6 +428,8 @@ class CrewExecutionWorkflow:
         progress: TaskProgress,
         context: list[str],
         finish: FinishExecution | None = None,
+        index: int = 0,
+        revision: int = 0,
     ) -> TaskResult:
         progress.status = TaskStatus.RUNNING
         progress.started_at = workflow.now().isoformat()
@@ -331,6 +452,9 @@ class CrewExecutionWorkflow:
                 ),
                 mark_running=mark_running,
                 finish_execution=finish,
+                source=spec.source,
+                task_index=index,
+                revision=revision,
             ),
             result_type=TaskResult,
             **policies.task_activity_options(task, agent, inp.tuning, table),

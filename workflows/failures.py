@@ -104,3 +104,25 @@ def pause_card(error: ErrorRecord, timeout_s: float) -> str:
         f'Then signal `resume` (retry the task), `skip` (`{{"task": "{error.task}"}}`) or '
         f"`abort`. Without one within {timeout_s:g}s the execution fails and is dead-lettered."
     )
+
+
+def feedback_timeout_error(task: str, agent: str, timeout_s: float) -> ErrorRecord:
+    return ErrorRecord(
+        code="EXECUTION_FEEDBACK_TIMEOUT",
+        category="internal",
+        severity="high",
+        retryable=False,
+        message=f"task {task} waited {timeout_s:g}s for a person's feedback on its output",
+        task=task,
+        agent=agent,
+    )
+
+
+def feedback_card(task: str, agent: str, output_preview: str, timeout_s: float) -> str:
+    return (
+        f"**Awaiting feedback** on task `{task}` (agent `{agent}`)\n\n"
+        f"Its output begins:\n\n> {output_preview[:300]}\n\n"
+        f'Signal `feedback` with `{{"task": "{task}", "approve": true}}` to go on, or '
+        f'`{{"task": "{task}", "approve": false, "feedback": "..."}}` to run it again with your '
+        f"feedback. Without an answer within {timeout_s:g}s the execution fails and is dead-lettered."
+    )

@@ -27,10 +27,19 @@ from backend.status import ExecutionStatus, TaskStatus, task_predecessors
 
 
 @dataclass(frozen=True)
+class ContextOutput:
+    """What a task sees of one it depends on: its text, and its structured form when it has one
+    (``output_data``: {"format", "json_dict"})."""
+
+    raw: str
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class AttemptStart:
     task: TaskRun | None  # None: no such task (a bug upstream)
     reused: bool  # an earlier attempt committed the output and died before reporting it
-    context: dict[str, str]  # the outputs (or gap markers) of the tasks this one depends on
+    context: dict[str, ContextOutput]  # the outputs (or gap markers) of the tasks this one depends on
 
 
 def begin(
@@ -42,24 +51,27 @@ def begin(
     context_of: Sequence[str],
     started_at: datetime,
     mark_running: bool = False,
+    revision: int = 0,
 ) -> AttemptStart:
+    """``revision``: how many times a person rejected this task's output; a new revision runs the
+    task again even though an output (the rejected one) is written."""
     status = TaskStatus.RUNNING if attempt <= 1 else TaskStatus.RETRYING
+    claimable = TaskRun.status.in_(task_predecessors(status)) | (
+        (TaskRun.status == TaskStatus.AWAITING_FEEDBACK) & (TaskRun.revision < revision)
+    )
     s.execute(
         update(TaskRun)
-        .where(
-            TaskRun.execution_id == execution_id,
-            TaskRun.name == task,
-            TaskRun.status.in_(task_predecessors(status)),
-        )
+        .where(TaskRun.execution_id == execution_id, TaskRun.name == task, claimable)
         .values(
             status=status,
             attempts=greatest(TaskRun.attempts, attempt),
             started_at=coalesce(TaskRun.started_at, utcnow()),
+            revision=greatest(TaskRun.revision, revision),
         )
         .execution_options(synchronize_session=False)
     )
     row = _task(s, execution_id, task)
-    if row is not None and row.status == TaskStatus.COMPLETED:
+    if row is not None and row.status in (TaskStatus.COMPLETED, TaskStatus.AWAITING_FEEDBACK):
         return AttemptStart(row, reused=True, context={})
     if mark_running:  # the workflow's decision, written with the first task's first claim
         executions.transition(
@@ -71,19 +83,30 @@ def begin(
 
 
 def complete(
-    s: Session, execution_id: str, task: str, *, output: str, model: str | None, attempt: int
+    s: Session,
+    execution_id: str,
+    task: str,
+    *,
+    output: str,
+    model: str | None,
+    attempt: int,
+    data: dict[str, Any] | None = None,
+    awaiting_feedback: bool = False,
 ) -> TaskRun:
-    """Write a task's output once. A second call (a retried activity) changes nothing."""
+    """Write a task's output once. A second call (a retried activity) changes nothing. A
+    human_input task's output waits for a person (``awaiting_feedback``) instead of completing."""
+    status = TaskStatus.AWAITING_FEEDBACK if awaiting_feedback else TaskStatus.COMPLETED
     s.execute(
         update(TaskRun)
         .where(
             TaskRun.execution_id == execution_id,
             TaskRun.name == task,
-            TaskRun.status.in_(task_predecessors(TaskStatus.COMPLETED)),
+            TaskRun.status.in_(task_predecessors(status) - {TaskStatus.AWAITING_FEEDBACK}),
         )
         .values(
-            status=TaskStatus.COMPLETED,
+            status=status,
             output=output,
+            output_data=data,
             model=model,  # the last error stays: "completed after 3 attempts, last one 503"
             attempts=greatest(TaskRun.attempts, attempt),
             finished_at=utcnow(),
@@ -186,26 +209,60 @@ def count_hourly(s: Session, event: ErrorEvent) -> None:
     )
 
 
-def context_for(s: Session, execution_id: str, tasks: Sequence[str]) -> dict[str, str]:
+def context_for(s: Session, execution_id: str, tasks: Sequence[str]) -> dict[str, ContextOutput]:
     """What a task sees of the tasks it depends on: their outputs, an operator's stand-in for a
     skipped one, or a clear marker where an optional task left a gap."""
     if not tasks:
         return {}
     rows = s.execute(
-        select(TaskRun.name, TaskRun.status, TaskRun.output, TaskRun.error).where(
+        select(TaskRun.name, TaskRun.status, TaskRun.output, TaskRun.output_data, TaskRun.error).where(
             TaskRun.execution_id == execution_id, TaskRun.name.in_(list(tasks))
         )
     ).all()
-    found: dict[str, str] = {}
-    for name, status, output, error in rows:
+    found: dict[str, ContextOutput] = {}
+    for name, status, output, data, error in rows:
         if status == TaskStatus.COMPLETED:
-            found[name] = output or ""
+            found[name] = ContextOutput(output or "", data)
         elif status == TaskStatus.SKIPPED:
-            found[name] = output or f"[no output: task {name} was skipped by an operator]"
+            found[name] = ContextOutput(output or f"[no output: task {name} was skipped by an operator]")
         elif status == TaskStatus.DEGRADED:
             code = (error or {}).get("code", "an error")
-            found[name] = f"[no output: optional task {name} failed ({code}); continue without it]"
+            found[name] = ContextOutput(
+                f"[no output: optional task {name} failed ({code}); continue without it]"
+            )
     return found
+
+
+def decide_feedback(
+    s: Session, execution_id: str, task: str, *, revision: int, approve: bool, feedback: str
+) -> TaskRun | None:
+    """A person's decision on a task awaiting feedback, once per revision: approved, the output
+    is the task's; rejected, the feedback is kept with the output it was about, and the task runs
+    again (the workflow's next attempt claims revision + 1). A repeated decision changes nothing."""
+    row = _task(s, execution_id, task)
+    if row is None or row.status != TaskStatus.AWAITING_FEEDBACK or row.revision != revision:
+        return row
+    entry = {
+        "revision": revision,
+        "approved": approve,
+        "feedback": feedback,
+        "output": row.output or "",
+        "at": utcnow().isoformat(),
+    }
+    values: dict[str, Any] = {"feedback": [*(row.feedback or []), entry]}
+    if approve:
+        values |= {"status": TaskStatus.COMPLETED, "finished_at": utcnow()}
+    s.execute(
+        update(TaskRun)
+        .where(
+            TaskRun.id == row.id, TaskRun.status == TaskStatus.AWAITING_FEEDBACK, TaskRun.revision == revision
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    line = LogLine("task.approved" if approve else "task.rejected", feedback[:300], task=task)
+    executions.add_log(s, execution_id, line)
+    return _task(s, execution_id, task)
 
 
 def error_events(s: Session, execution_id: str, *, limit: int, cursor: str | None) -> Page[ErrorEvent]:
@@ -214,8 +271,11 @@ def error_events(s: Session, execution_id: str, *, limit: int, cursor: str | Non
 
 
 def _task(s: Session, execution_id: str, task: str) -> TaskRun | None:
+    """The task's row as the database has it now (after an UPDATE this session ran)."""
     return s.scalars(
-        select(TaskRun).where(TaskRun.execution_id == execution_id, TaskRun.name == task)
+        select(TaskRun)
+        .where(TaskRun.execution_id == execution_id, TaskRun.name == task)
+        .execution_options(populate_existing=True)
     ).first()
 
 
@@ -233,6 +293,7 @@ def error_event(execution_id: str, crew_id: str | None, task: str, r: ErrorRecor
         severity=r.severity,
         retryable=r.retryable,
         service=r.service,
+        tool=r.tool,
         message=r.message,
         exception_type=r.exception_type,
         fingerprint=r.fingerprint,

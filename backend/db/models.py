@@ -25,6 +25,20 @@ class Crew(Base):
     spec: Mapped[dict[str, Any]]
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # "spec": registered through the API; "python": a worker's manifest of a crew in its code.
+    source: Mapped[str] = mapped_column(String(16), default="spec")
+    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RegisteredTool(Base):
+    """A tool of a worker's registry (CREWRUN_TOOLS with a ref): the names JSON specs may use."""
+
+    __tablename__ = "registered_tools"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    service: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Execution(Base):
@@ -68,9 +82,16 @@ class TaskRun(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The structured form of the output ({"format": "json"|"pydantic", "json_dict": {...}}) and the
+    # file it was written to ({"output_file": "..."}), when the task has them.
+    output_data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     degraded: Mapped[bool] = mapped_column(default=False)
+    # Human input: how many times a person rejected the output (each rejection runs the task
+    # again, revision + 1), and what they said.
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    feedback: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -117,6 +138,7 @@ class ErrorEvent(Base):
     severity: Mapped[str] = mapped_column(String(16))
     retryable: Mapped[bool] = mapped_column()
     service: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    tool: Mapped[str | None] = mapped_column(String(100), nullable=True)
     message: Mapped[str] = mapped_column(Text)
     exception_type: Mapped[str] = mapped_column(String(300))
     fingerprint: Mapped[str] = mapped_column(String(32))

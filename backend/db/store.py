@@ -62,6 +62,32 @@ class Store:
         with self.db.read() as s:
             return crews.page(s, limit=limit, cursor=cursor)
 
+    def crew_by_name(self, name: str) -> Crew | None:
+        with self.db.read() as s:
+            return crews.by_name(s, name)
+
+    def register_python_crew(self, name: str, spec: dict[str, Any]) -> Crew:
+        """Raises CrewNameTaken when a JSON crew has the name. Two workers registering the same
+        new crew at once: the second insert fails on the name, and its retry finds the row."""
+        for attempt in range(2):
+            try:
+                with self.db.transaction("register_crew") as s:
+                    return crews.register_python(s, name, spec)
+            except IntegrityError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def register_tools(self, tools: list[tuple[str, str, str]]) -> None:
+        """(name, service, description) of each tool of a worker's registry."""
+        with self.db.transaction("register_tools") as s:
+            for name, service, description in tools:
+                crews.register_tool(s, name, service, description)
+
+    def registered_tool_names(self) -> set[str]:
+        with self.db.read() as s:
+            return crews.tool_names(s)
+
     # ----- executions
 
     def create_execution(
@@ -162,9 +188,17 @@ class Store:
                 s, execution_id, task, record=record, final=final, final_status=final_status
             )
 
-    def context_for(self, execution_id: str, tasks: Sequence[str]) -> dict[str, str]:
+    def context_for(self, execution_id: str, tasks: Sequence[str]) -> dict[str, attempts.ContextOutput]:
         with self.db.read() as s:
             return attempts.context_for(s, execution_id, tasks)
+
+    def decide_feedback(
+        self, execution_id: str, task: str, *, revision: int, approve: bool, feedback: str
+    ) -> TaskRun | None:
+        with self.db.transaction("decide_feedback") as s:
+            return attempts.decide_feedback(
+                s, execution_id, task, revision=revision, approve=approve, feedback=feedback
+            )
 
     def list_error_events(self, execution_id: str, *, limit: int, cursor: str | None) -> Page[ErrorEvent]:
         with self.db.read() as s:

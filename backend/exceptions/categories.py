@@ -9,7 +9,10 @@ A category's traits decide how a failure of that category is handled everywhere:
 - ``falls_back``: provider-side trouble another LLM may not have; when the budget is spent (or at
   once, for a non-retryable one) the agent's next fallback LLM takes over;
 - ``pauses_by_default``: a person can fix it (a key, a quota, a setting): the execution pauses
-  for an operator instead of failing (``CREWRUN_PAUSE_CATEGORIES`` overrides the set).
+  for an operator instead of failing (``CREWRUN_PAUSE_CATEGORIES`` overrides the set);
+- ``tool_tells_llm``: when a tool call fails this way, the agent is told (as CrewAI would tell
+  it) and may correct itself, instead of the attempt failing: the LLM's arguments were wrong.
+  A tool's policy (``on_failure``) overrides it per tool.
 
 Adding a category: one member of :class:`Category`, one row of :data:`TRAITS` (a test fails when
 a member has none), and the classifier rules that produce it. Pure: the workflow sandbox imports it.
@@ -64,6 +67,7 @@ class CategoryTraits:
     counts_for_breaker: bool = False
     falls_back: bool = False
     pauses_by_default: bool = False
+    tool_tells_llm: bool = False
 
     @property
     def retryable(self) -> bool:
@@ -85,7 +89,7 @@ TRAITS: Mapping[Category, CategoryTraits] = MappingProxyType({
     C.DATABASE:            _T(_P(10, 1, 2, 30)),
     C.LLM_OUTPUT:          _T(_P(3, 1, 1, 1)),
     C.INTERNAL:            _T(_P(2, 1, 2, 10)),  # a bug: once more, in case it was a fluke
-    C.VALIDATION:          _T(NEVER),
+    C.VALIDATION:          _T(NEVER, tool_tells_llm=True),
     C.CONTEXT_LENGTH:      _T(NEVER),
     C.CONTENT_POLICY:      _T(NEVER),
     C.AUTHENTICATION:      _T(NEVER, pauses_by_default=True),
@@ -113,3 +117,4 @@ NON_RETRYABLE: tuple[str, ...] = tuple(c.value for c, t in TRAITS.items() if not
 BREAKER_COUNTED: frozenset[str] = frozenset(c.value for c, t in TRAITS.items() if t.counts_for_breaker)
 FALLS_BACK: frozenset[str] = frozenset(c.value for c, t in TRAITS.items() if t.falls_back)
 PAUSES_BY_DEFAULT: tuple[str, ...] = tuple(c.value for c, t in TRAITS.items() if t.pauses_by_default)
+TOOL_TELLS_LLM: frozenset[str] = frozenset(c.value for c, t in TRAITS.items() if t.tool_tells_llm)

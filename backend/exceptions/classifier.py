@@ -10,6 +10,10 @@ knows is ``INTERNAL_ERROR``: retried twice, then it fails the task.
 
 ``tests/test_classifier.py`` fails when openai, anthropic or httpx export an exception class that no
 rule (and no deliberate "internal" entry) covers.
+
+Tools fail through the same table (their HTTP clients raise httpx, requests or urllib errors with
+the service's status and Retry-After): ``classify(exc, tool=True)`` names the codes a tool's
+failure has (``TOOL_RATE_LIMITED`` where an LLM's would be ``LLM_RATE_LIMITED``), same categories.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ def _status_of(err: BaseException) -> int | None:
     status = getattr(err, "status_code", None)
     if status is None:
         status = getattr(getattr(err, "response", None), "status_code", None)
+    if status is None and _is_urllib_http_error(err):
+        status = getattr(err, "code", None)
     return status if isinstance(status, int) else None
 
 
@@ -219,6 +225,12 @@ def _http_rule(err: BaseException) -> str:
     return code_for_http(_status_of(err), _provider_code(err), str(err))
 
 
+def _urllib_http_rule(err: BaseException) -> str:
+    """urllib's HTTPError is the response itself: its status is ``code``, its body unread."""
+    status = getattr(err, "code", None)
+    return code_for_http(status if isinstance(status, int) else None, None, str(err))
+
+
 def database_error_code(err: BaseException) -> str:
     """What a database driver's operational error means, from its message (drivers differ in
     what else they expose; the message is what all of them have)."""
@@ -301,9 +313,12 @@ def rules() -> tuple[Rule, ...]:
 
 @cache
 def _rules(loaded: frozenset[str]) -> tuple[Rule, ...]:
+    import urllib.error
+
     import httpx
     import openai
     import pydantic
+    import requests.exceptions as rq
     import sqlalchemy.exc as sa
     from crewai.agents.parser import OutputParserError
     from crewai.utilities.exceptions.context_window_exceeding_exception import (
@@ -322,12 +337,22 @@ def _rules(loaded: frozenset[str]) -> tuple[Rule, ...]:
         ((CrewrunError,), lambda err: err.code if isinstance(err, CrewrunError) else None),
         ((MemoryError, OSError), _exhausted),
         # A provider answered with an error status: its code and status decide.
-        ((openai.APIStatusError, anthropic.APIStatusError, *http("HTTPStatusError")), _http_rule),
+        (
+            (openai.APIStatusError, anthropic.APIStatusError, *http("HTTPStatusError"), rq.HTTPError),
+            _http_rule,
+        ),
+        ((urllib.error.HTTPError,), _urllib_http_rule),
         ((LLMContextLengthExceededError,), _always("LLM_CONTEXT_TOO_LONG")),
         ((openai.ContentFilterFinishReasonError,), _always("LLM_CONTENT_REFUSED")),
         # Transport: timeouts before connection errors (APITimeoutError is an APIConnectionError).
         (
-            (openai.APITimeoutError, anthropic.APITimeoutError, *http("TimeoutException"), TimeoutError),
+            (
+                openai.APITimeoutError,
+                anthropic.APITimeoutError,
+                *http("TimeoutException"),
+                rq.Timeout,
+                TimeoutError,
+            ),
             _always("LLM_TIMEOUT"),
         ),
         ((ssl.SSLError,), _always("NETWORK_TLS_FAILED")),
@@ -349,6 +374,8 @@ def _rules(loaded: frozenset[str]) -> tuple[Rule, ...]:
             (
                 *http("ConnectError", "ProxyError", "NetworkError", "ProtocolError", "TransportError"),
                 ConnectionError,
+                rq.ConnectionError,
+                urllib.error.URLError,
                 openai.APIConnectionError,
                 anthropic.APIConnectionError,
             ),
@@ -362,6 +389,7 @@ def _rules(loaded: frozenset[str]) -> tuple[Rule, ...]:
                 openai.LengthFinishReasonError,
                 OutputParserError,
                 json.JSONDecodeError,
+                rq.JSONDecodeError,
                 *http("DecodingError"),
                 httpx2.SSEError,
             ),
@@ -389,13 +417,40 @@ def mapped_types() -> set[type[BaseException]]:
     return {t for types, _ in rules() for t in types} - {_NeverRaised}
 
 
-def classify(exc: BaseException) -> Classification:
+# What a code means when a tool's call failed: the service of a tool, not an LLM provider. Codes
+# that are not about the provider (network, resources, the database, the breaker) stay.
+# fmt: off
+TOOL_CODES: dict[str, str] = {
+    "LLM_RATE_LIMITED":        "TOOL_RATE_LIMITED",
+    "LLM_PROVIDER_ERROR":      "TOOL_SERVICE_ERROR",
+    "LLM_PROVIDER_OVERLOADED": "TOOL_SERVICE_ERROR",
+    "LLM_TIMEOUT":             "TOOL_TIMEOUT",
+    "LLM_AUTH_FAILED":         "TOOL_AUTH_FAILED",
+    "LLM_PERMISSION_DENIED":   "TOOL_AUTH_FAILED",
+    "LLM_QUOTA_EXHAUSTED":     "TOOL_QUOTA_EXHAUSTED",
+    "LLM_BAD_REQUEST":         "TOOL_ARGUMENTS_INVALID",
+    "INPUT_INVALID":           "TOOL_ARGUMENTS_INVALID",
+    "LLM_CONTEXT_TOO_LONG":    "TOOL_ARGUMENTS_INVALID",
+    "CONFIG_MODEL_UNKNOWN":    "TOOL_NOT_FOUND",
+    "LLM_CONTENT_REFUSED":     "TOOL_REQUEST_REFUSED",
+    "LLM_OUTPUT_INVALID":      "TOOL_RESPONSE_INVALID",
+    "INTERNAL_ERROR":          "TOOL_FAILED",
+}
+# fmt: on
+
+
+def classify(exc: BaseException, *, tool: bool = False) -> Classification:
     errors = list(chain(exc))
     for types, decide in rules():
         for err in errors:
             if isinstance(err, types) and (code := decide(err)) is not None:
-                return _classification(code, err, errors)
-    return _classification("INTERNAL_ERROR", exc, errors)
+                return _classification(_for_tool(code, err) if tool else code, err, errors)
+    return _classification(TOOL_CODES["INTERNAL_ERROR"] if tool else "INTERNAL_ERROR", exc, errors)
+
+
+def _for_tool(code: str, matched: BaseException) -> str:
+    # crewrun's own errors (a breaker's refusal, a tool timeout) already name what they mean.
+    return code if isinstance(matched, CrewrunError) else TOOL_CODES.get(code, code)
 
 
 def _classification(code: str, matched: BaseException, errors: list[BaseException]) -> Classification:
@@ -406,12 +461,20 @@ def _classification(code: str, matched: BaseException, errors: list[BaseExceptio
         if isinstance(err, CrewrunError) and err.retry_after_s is not None:
             retry_after = _capped(err.retry_after_s)
         response = getattr(err, "response", None)
+        if response is None and _is_urllib_http_error(err):
+            response = err  # urllib's HTTPError is its own response: status in code, headers
         if response is not None and status is None:
             status = _status_of(err)
             provider_code = _provider_code(err)
             headers = getattr(response, "headers", None)
             retry_after = retry_after if retry_after is not None else retry_after_from_headers(headers)
     return Classification(lookup(code), matched, status, provider_code, retry_after)
+
+
+def _is_urllib_http_error(err: BaseException) -> bool:
+    import urllib.error
+
+    return isinstance(err, urllib.error.HTTPError)
 
 
 def _capped(seconds: float) -> float | None:

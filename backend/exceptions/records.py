@@ -9,6 +9,7 @@ version of crewrun still read. Pure: the workflow sandbox imports it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -23,6 +24,7 @@ class ErrorRecord:
     task: str | None = None
     agent: str | None = None
     service: str | None = None
+    tool: str | None = None  # the tool whose call failed (None: an LLM call, or no call)
     attempt: int | None = None  # Temporal's attempt number of the task activity
     category_attempt: int | None = None  # failures of this category within the task, this one included
     max_attempts: int | None = None  # the category's budget
@@ -38,6 +40,15 @@ class ErrorRecord:
     attempt_started_at: str | None = None
     fallback_to: str | None = None  # the model the task moves on to, when this failure switched LLMs
     cause: dict[str, Any] | None = None  # an execution-level record's underlying failure
+    # What a tool's policy made of this failure when it overrides the category: "pause" the
+    # execution, or "fail" the task; None: the category decides.
+    action: str | None = None
+
+    def pauses(self, pause_categories: Collection[str]) -> bool:
+        """Whether this failure, once final, pauses the execution for an operator."""
+        if self.action is not None:
+            return self.action == "pause"
+        return self.category in pause_categories
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
