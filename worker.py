@@ -6,11 +6,13 @@ until SIGINT/SIGTERM, then finishes in-flight work within the graceful-shutdown 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 from prometheus_client import start_http_server
@@ -18,7 +20,7 @@ from prometheus_client import start_http_server
 from backend.db.engine import upgrade_database
 from backend.logging_setup import configure_logging
 from backend.metrics import Metrics
-from backend.settings import get_settings
+from backend.settings import Settings, get_settings, with_crews
 from backend.temporal_client import connect, runtime_with_metrics
 from backend.worker_factory import build_worker
 from backend.worker_health import DescriptorWatch
@@ -29,8 +31,8 @@ log = structlog.get_logger("crewrun.worker")
 EXIT_RECYCLE = 75
 
 
-async def main() -> int:
-    settings = get_settings()
+async def main(settings: Settings | None = None) -> int:
+    settings = settings or get_settings()
     configure_logging(settings.log_format, settings.log_level)
     upgrade_database(settings.database_url)
     metrics = Metrics()
@@ -84,8 +86,21 @@ async def _watch_descriptors(
             exhausted("RESOURCE_FILE_LIMIT")
 
 
+def _command_line() -> Settings:
+    """``python worker.py [--crew NAME=MODULE:ATTR ...] [--crew-path DIR ...]``"""
+    parser = argparse.ArgumentParser(description="A crewrun worker.")
+    parser.add_argument("--crew", action="append", default=[], help="NAME=MODULE:ATTR (repeatable)")
+    parser.add_argument("--crew-path", action="append", default=[], type=Path, help="folder to import from")
+    args = parser.parse_args()
+    try:
+        return with_crews(get_settings(), args.crew, [p.resolve() for p in args.crew_path])
+    except ValueError as exc:
+        parser.error(str(exc))
+        raise
+
+
 if __name__ == "__main__":
-    status = asyncio.run(main())
+    status = asyncio.run(main(_command_line()))
     # The Temporal core runtime can abort at interpreter exit after all work is done
     # (sdk-python#300); the work is over, so leave without running finalizers.
     sys.stdout.flush()

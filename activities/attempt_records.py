@@ -11,7 +11,7 @@ time the attempt calls it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -132,6 +132,7 @@ class AttemptRecords:
                 attempt=attempt,
                 data=output_data(outcome),
                 awaiting_feedback=human,
+                calls=asdict(calls.counts),
             )
             for permit, category in calls.outcomes():
                 self._breaker.record_in(s, permit, category)

@@ -23,7 +23,7 @@ import httpx
 import typer
 
 from backend.ports import free_port
-from backend.settings import Settings, get_settings
+from backend.settings import Settings, get_settings, with_crews
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run CrewAI crews durably on Temporal.")
 
@@ -94,6 +94,23 @@ def _run_stack(settings: Settings, *, demo: bool, keep_running: bool, workers: i
     return outcome["ok"]
 
 
+CrewOption = Annotated[
+    list[str] | None,
+    typer.Option("--crew", help="A Python crew the workers carry: NAME=MODULE:ATTR (repeatable)"),
+]
+CrewPathOption = Annotated[
+    list[Path] | None,
+    typer.Option("--crew-path", help="A folder to import crews from (repeatable)"),
+]
+
+
+def _settings_with_crews(crews: list[str] | None, crew_paths: list[Path] | None) -> Settings:
+    try:
+        return with_crews(get_settings(), crews or [], [p.resolve() for p in crew_paths or []])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
 @app.command()
 def up(
     demo: Annotated[bool, typer.Option(help="Run the demo once the stack is up")] = False,
@@ -101,10 +118,12 @@ def up(
     postgres: Annotated[
         bool, typer.Option(help="Backend DB on an embedded PostgreSQL under <data dir>/pg/")
     ] = False,
+    crew: CrewOption = None,
+    crew_path: CrewPathOption = None,
 ) -> None:
     """Start Temporal (SQLite, WAL), the simulator, workers and the API, and keep them up (a child
     that dies is restarted) until Ctrl-C."""
-    settings = get_settings()
+    settings = _settings_with_crews(crew, crew_path)
     if postgres:
         settings.embedded_postgres = True
     if not _run_stack(settings, demo=demo, keep_running=True, workers=workers):
@@ -181,13 +200,13 @@ def demo_cmd(
 
 
 @app.command()
-def worker() -> None:
+def worker(crew: CrewOption = None, crew_path: CrewPathOption = None) -> None:
     """Run one worker in the foreground."""
     import asyncio
 
     from worker import main as worker_main
 
-    status = asyncio.run(worker_main())
+    status = asyncio.run(worker_main(_settings_with_crews(crew, crew_path)))
     if status:
         raise typer.Exit(status)
 

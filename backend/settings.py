@@ -197,6 +197,31 @@ class Settings(BaseSettings):
         return f"{url}/{run_id}/history" if run_id else url
 
 
+def with_crews(settings: Settings, crews: list[str], paths: list[Path]) -> Settings:
+    """``settings`` with the Python crews of command-line options (``NAME=MODULE:ATTR``) and the
+    folders to import them from; raises ValueError naming a malformed one."""
+    added: dict[str, CrewSetting] = {}
+    for option in crews:
+        name, sep, ref = option.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--crew {option!r}: expected NAME=MODULE:ATTR")
+        added[name.strip()] = CrewSetting.model_validate(ref.strip())
+    return settings.model_copy(
+        update={"crews": {**settings.crews, **added}, "crew_paths": [*settings.crew_paths, *paths]}
+    )
+
+
+def crew_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a worker process these settings' crews and tools."""
+    return {
+        "CREWRUN_CREWS": json.dumps({n: c.model_dump(mode="json") for n, c in settings.crews.items()}),
+        "CREWRUN_CREW_PATHS": os.pathsep.join(str(p) for p in settings.crew_paths),
+        "CREWRUN_TOOLS": json.dumps(
+            {n: t.model_dump(mode="json", exclude_none=True) for n, t in settings.tools.items()}
+        ),
+    }
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     # Secret-named env vars (OPENAI_API_KEY, ..._TOKEN) are redacted wherever their values appear.

@@ -28,7 +28,7 @@ import httpx
 
 from backend.db.engine import upgrade_database
 from backend.ports import port_is_free
-from backend.settings import SEARCH_ATTRIBUTES, Settings
+from backend.settings import SEARCH_ATTRIBUTES, Settings, crew_env
 
 _PR_SET_PDEATHSIG = 1
 
@@ -127,6 +127,7 @@ class Stack:
                 "CREWRUN_TASK_HEARTBEAT_TIMEOUT_S": str(s.task_heartbeat_timeout_s),
                 "CREWRUN_LOG_FORMAT": "json",
                 "PYTHONUNBUFFERED": "1",
+                **crew_env(s),
             }
         )
         return env

@@ -67,7 +67,7 @@ class CrewrunWorker:
     def __init__(self, worker: Worker, executor: ThreadPoolExecutor, runner: TaskRunner) -> None:
         self.worker = worker
         self._executor = executor
-        self._runner = runner
+        self.runner = runner
 
     async def __aenter__(self) -> Worker:
         await self.worker.__aenter__()
@@ -78,7 +78,7 @@ class CrewrunWorker:
             await self.worker.__aexit__(*exc_info)
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
-            close = getattr(self._runner, "close", None)
+            close = getattr(self.runner, "close", None)
             if callable(close):
                 await asyncio.to_thread(close)
 

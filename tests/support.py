@@ -175,6 +175,20 @@ async def wait_terminal(api: httpx.AsyncClient, execution_id: str, timeout_s: fl
     raise AssertionError("unreachable")
 
 
+async def wait_status(
+    api: httpx.AsyncClient, execution_id: str, status: str, timeout_s: float = 30
+) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    for pause in poll_intervals():
+        body: dict[str, Any] = (await api.get(f"/api/v1/executions/{execution_id}")).json()
+        if body["status"] == status:
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"execution {execution_id} never reached {status}: {body['status']}")
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable")
+
+
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 
 from backend.simulator.script import FaultRule
-from tests.support import SimulatorServer, assert_problem, research_spec, wait_terminal
-
-
-async def wait_status(
-    api: httpx.AsyncClient, execution_id: str, status: str, timeout_s: float = 30
-) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        body: dict[str, Any] = (await api.get(f"/api/v1/executions/{execution_id}")).json()
-        if body["status"] == status:
-            return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"execution {execution_id} never reached {status}")
+from tests.support import SimulatorServer, assert_problem, research_spec, wait_status, wait_terminal
 
 
 async def start(api: httpx.AsyncClient, spec: dict[str, Any]) -> str:

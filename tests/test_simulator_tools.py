@@ -127,7 +127,7 @@ def test_native_tools_get_a_call_of_the_first_tool_then_a_final_answer_quoting_t
         "query": f"x on: {TASK} (call 1)",
         "ratio": 1.0,
         "exact": True,
-        "tags": [],
+        "tags": [f"x on: {TASK} (call 1)"],  # one item: a list the reader can see
         "filters": {},
         "mode": "fast",
     }

@@ -18,7 +18,16 @@ from backend.alerts import Alerter, sinks_from
 from backend.api.deps import TemporalGateway
 from backend.api.limits import BodySizeLimit
 from backend.api.problems import ProblemError, install_problem_handlers, problem_response
-from backend.api.routes import alerts, circuit_breakers, crews, dead_letters, errors, executions, operations
+from backend.api.routes import (
+    alerts,
+    circuit_breakers,
+    crews,
+    dead_letters,
+    errors,
+    executions,
+    operations,
+    tools,
+)
 from backend.api.schemas import problem_responses
 from backend.api.security import OPEN_PATHS, KeyRing, RateLimiter
 from backend.breaker import CircuitBreaker, config_from
@@ -157,6 +166,7 @@ def create_app(
 
     app.include_router(operations.router)
     app.include_router(crews.router)
+    app.include_router(tools.router)
     app.include_router(executions.router)
     app.include_router(errors.router)
     app.include_router(dead_letters.router)

@@ -36,17 +36,26 @@ class CrewPublic(BaseModel):
     id: str
     name: str
     version: int
+    # "spec": a JSON spec registered through the API; "python": a crew in a worker's code, its
+    # manifest registered by the worker (``registered_at``: the last time a worker started with it).
+    source: str
     spec: CrewSpec
+    inputs: list[str]  # the {placeholders} an execution must supply
     created_at: datetime
+    registered_at: datetime | None
 
     @classmethod
     def of(cls, crew: Crew) -> CrewPublic:
+        spec = CrewSpec.model_validate(crew.spec)
         return cls(
             id=crew.id,
             name=crew.name,
             version=crew.version,
-            spec=CrewSpec.model_validate(crew.spec),
+            source=crew.source,
+            spec=spec,
+            inputs=sorted(spec.placeholders()),
             created_at=_utc(crew.created_at),
+            registered_at=_utc(crew.registered_at),
         )
 
 
@@ -54,6 +63,7 @@ class ExecutionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     crew_id: str | None = Field(default=None, max_length=36)
+    crew_name: str | None = Field(default=None, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
     crew: CrewSpec | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
 
@@ -61,9 +71,24 @@ class ExecutionCreate(BaseModel):
 
     @model_validator(mode="after")
     def _one_crew(self) -> ExecutionCreate:
-        if (self.crew_id is None) == (self.crew is None):
-            raise ValueError("give exactly one of crew_id or crew")
+        given = [x for x in (self.crew_id, self.crew_name, self.crew) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of crew_id, crew_name or crew")
+        if self.crew is not None and self.crew.source != "spec":
+            raise ValueError("a crew given inline is a JSON spec; Python crews are started by crew_name")
         return self
+
+
+class FeedbackBody(BaseModel):
+    """A person's decision on a human_input task's output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(max_length=200)
+    approve: bool
+    feedback: str = Field(default="", max_length=20_000)
+
+    _storable = field_validator("task", "feedback")(check_storable)
 
 
 class ResumeBody(BaseModel):
@@ -91,26 +116,60 @@ class TaskPublic(BaseModel):
     status: str
     attempts: int
     output: str | None
+    # The structured output (output_pydantic / output_json) as JSON, and its kind.
+    json_dict: dict[str, Any] | None
+    output_format: str
+    output_file: str | None  # relative to the execution's directory of the worker's data dir
     model: str | None
     error: dict[str, Any] | None
     degraded: bool
+    revision: int  # human input: rejections so far
+    feedback: list[dict[str, Any]]  # human input: every decision, with the output it was about
     started_at: datetime | None
     finished_at: datetime | None
 
     @classmethod
     def of(cls, task: TaskRun, *, with_output: bool) -> TaskPublic:
+        data = task.output_data or {}
         return cls(
             name=task.name,
             agent=task.agent,
             status=task.status,
             attempts=task.attempts,
             output=task.output if with_output else None,
+            json_dict=data.get("json_dict") if with_output else None,
+            output_format=str(data.get("format") or "raw"),
+            output_file=data.get("output_file"),
             model=task.model,
             error=task.error,
             degraded=task.degraded,
+            revision=task.revision,
+            feedback=list(task.feedback or []) if with_output else [],
             started_at=_utc(task.started_at),
             finished_at=_utc(task.finished_at),
         )
+
+
+class ResultPublic(BaseModel):
+    """A finished crew's result, as CrewAI's ``CrewOutput`` has it: the last task's output (raw and
+    structured) and every task's."""
+
+    raw: str
+    json_dict: dict[str, Any] | None
+    tasks_output: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, e: Execution) -> ResultPublic | None:
+        if e.status not in (ExecutionStatus.COMPLETED, ExecutionStatus.DEGRADED):
+            return None
+        done = [t for t in e.tasks if t.status in (TaskStatus.COMPLETED, TaskStatus.SKIPPED) and t.output]
+        outputs = [
+            {"name": t.name, "raw": t.output, "json_dict": (t.output_data or {}).get("json_dict")}
+            for t in done
+        ]
+        last = done[-1] if done else None
+        json_dict = (last.output_data or {}).get("json_dict") if last is not None else None
+        return cls(raw=last.output or "" if last else "", json_dict=json_dict, tasks_output=outputs)
 
 
 def shown_status(e: Execution) -> str:
@@ -132,6 +191,7 @@ class ExecutionPublic(BaseModel):
     temporal_ui_url: str
     tasks: list[TaskPublic]
     gaps: list[str]  # tasks that left a gap: degraded (optional and failed) or skipped
+    result: ResultPublic | None  # once completed or degraded
     error: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None
@@ -150,6 +210,7 @@ class ExecutionPublic(BaseModel):
             temporal_ui_url=settings.ui_link(e.workflow_id, e.run_id),
             tasks=[TaskPublic.of(t, with_output=with_outputs) for t in e.tasks],
             gaps=[t.name for t in e.tasks if t.status in ("degraded", "skipped")],
+            result=ResultPublic.of(e) if with_outputs else None,
             error=e.error,
             created_at=_utc(e.created_at),
             started_at=_utc(e.started_at),
@@ -190,6 +251,7 @@ class ErrorRecordPublic(BaseModel):
     retryable: bool
     message: str
     service: str | None
+    tool: str | None  # the tool whose call failed; null for an LLM call
     task: str
     agent: str
     attempt: int
@@ -217,6 +279,7 @@ class ErrorRecordPublic(BaseModel):
             retryable=e.retryable,
             message=e.message,
             service=e.service,
+            tool=e.tool,
             task=e.task,
             agent=e.agent,
             attempt=e.attempt,

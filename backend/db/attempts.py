@@ -92,6 +92,7 @@ def complete(
     attempt: int,
     data: dict[str, Any] | None = None,
     awaiting_feedback: bool = False,
+    calls: dict[str, int] | None = None,
 ) -> TaskRun:
     """Write a task's output once. A second call (a retried activity) changes nothing. A
     human_input task's output waits for a person (``awaiting_feedback``) instead of completing."""
@@ -115,9 +116,8 @@ def complete(
     )
     row = _task(s, execution_id, task)
     assert row is not None
-    executions.add_log(
-        s, execution_id, LogLine("task.completed", f"{len(row.output or '')} chars from {model}", task=task)
-    )
+    message = f"{len(row.output or '')} chars from {model}"
+    executions.add_log(s, execution_id, LogLine(f"task.{status}", message, data=calls, task=task))
     return row
 
 

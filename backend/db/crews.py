@@ -66,3 +66,7 @@ def register_tool(s: Session, name: str, service: str, description: str) -> None
 
 def tool_names(s: Session) -> set[str]:
     return set(s.scalars(select(RegisteredTool.name)))
+
+
+def tools(s: Session) -> list[RegisteredTool]:
+    return list(s.scalars(select(RegisteredTool).order_by(RegisteredTool.name)))

@@ -18,7 +18,16 @@ from backend.db.crews import CrewNameTaken
 from backend.db.database import Database
 from backend.db.dead_letters import Compensation, DeadLetterNotOpen
 from backend.db.executions import IdempotencyKeyReused, LogLine, Transition, workflow_id_for
-from backend.db.models import Crew, DeadLetter, ErrorEvent, Execution, ExecutionFailure, ExecutionLog, TaskRun
+from backend.db.models import (
+    Crew,
+    DeadLetter,
+    ErrorEvent,
+    Execution,
+    ExecutionFailure,
+    ExecutionLog,
+    RegisteredTool,
+    TaskRun,
+)
 from backend.db.paging import Page, decode_cursor
 from backend.exceptions.records import ErrorRecord
 from backend.status import TaskStatus
@@ -83,6 +92,10 @@ class Store:
         with self.db.transaction("register_tools") as s:
             for name, service, description in tools:
                 crews.register_tool(s, name, service, description)
+
+    def registered_tools(self) -> list[RegisteredTool]:
+        with self.db.read() as s:
+            return crews.tools(s)
 
     def registered_tool_names(self) -> set[str]:
         with self.db.read() as s:

@@ -57,7 +57,8 @@ from starlette.types import Receive, Scope, Send
 from backend.simulator.replies import Reply, ToolScript, prompt_text, reply, usage
 from backend.simulator.script import FAULT_KINDS, TOOL_FAULT_KINDS, AgentSettings, FaultRule, FaultScript
 
-_ROLE_RE = re.compile(r"You are (.+?)\.(?:\s|$)")
+# CrewAI's system prompt: "You are <role>. <backstory>"; a role from YAML keeps its newline.
+_ROLE_RE = re.compile(r"You are (.+?)\s*\.(?:\s|$)")
 _TASK_RE = re.compile(r"Current Task:\s*(.+)")
 _ROUNDS_HEADER = "x-sim-tool-rounds"
 _SETTINGS_FIELDS = {"tool_rounds", "tool", "bad_arguments"}
@@ -268,6 +269,7 @@ def create_simulator_app(script: FaultScript | None = None) -> Starlette:
             messages = list(body.get("messages") or [])
             model = str(body.get("model") or "simulated")
             tools = body.get("tools")
+            response_format = body.get("response_format")
         except (ValueError, AttributeError, TypeError):
             return _error(400, "request body is not a JSON chat request", "invalid_request_error", None)
         try:
@@ -284,7 +286,8 @@ def create_simulator_app(script: FaultScript | None = None) -> Starlette:
             script.record(agent, hint, outcome, status, prompt_text(messages), bool(tools))
 
         def completion() -> JSONResponse:
-            answer = reply(messages, tools, agent, hint, _tool_script(script, agent, header_rounds))
+            script_ = _tool_script(script, agent, header_rounds)
+            answer = reply(messages, tools, agent, hint, script_, response_format)
             return JSONResponse(_completion(model, messages, answer))
 
         rule = script.next_fault(agent)

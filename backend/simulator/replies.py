@@ -92,6 +92,7 @@ class ToolScript:
 class _ToolSpec:
     name: str
     schema: Schema | None  # None: not offered, so anything goes
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,19 @@ def tool_call_id(agent: str, task_hint: str, index: int) -> str:
     return "call_" + hashlib.sha256(f"{agent}|{task_hint}|{index}".encode()).hexdigest()[:16]
 
 
-def reply(messages: Sequence[Message], tools: Any, agent: str, task_hint: str, script: ToolScript) -> Reply:
+def reply(
+    messages: Sequence[Message],
+    tools: Any,
+    agent: str,
+    task_hint: str,
+    script: ToolScript,
+    response_format: Any = None,
+) -> Reply:
+    structured = _json_schema(response_format)
+    if structured is not None:
+        # A structured output (OpenAI's json_schema response format, what CrewAI sends for
+        # output_pydantic): an instance of the schema, its text fields naming agent and task.
+        return Reply(json.dumps(example_arguments(structured, f"{agent} on {task_hint[:60]}")))
     native = _native_specs(tools)
     if native:
         return _tool_step(native, _native_rounds(messages, native), messages, agent, task_hint, script, True)
@@ -162,6 +175,13 @@ def reply(messages: Sequence[Message], tools: Any, agent: str, task_hint: str, s
     if react:
         return _tool_step(react, _react_rounds(messages, react), messages, agent, task_hint, script, False)
     return Reply(plain_answer(agent, task_hint, prompt_chars(messages)))
+
+
+def _json_schema(response_format: Any) -> Schema | None:
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else None
+    return None
 
 
 def _tool_step(
@@ -182,7 +202,11 @@ def _tool_step(
     # fails (native, 5th time) a call that repeats the previous one exactly.
     text = f"{agent} on: {task_hint} (call {len(rounds) + 1})"
     make = invalid_arguments if script.take_bad_arguments() else example_arguments
-    arguments = json.dumps(make(spec.schema, text) if spec.schema is not None else {})
+    generated = make(spec.schema, text) if spec.schema is not None else {}
+    coworker = _first_coworker(spec.description)
+    if coworker and isinstance(generated.get("coworker"), str):
+        generated["coworker"] = coworker  # a manager delegates to someone who exists
+    arguments = json.dumps(generated)
     if native:
         return Reply(None, (ToolCall(tool_call_id(agent, task_hint, len(rounds)), spec.name, arguments),))
     return Reply(f"Thought: I should use a tool\nAction: {spec.name}\nAction Input: {arguments}")
@@ -196,6 +220,19 @@ def _final_answer(agent: str, task_hint: str, rounds: list[_Round], messages: Se
         f"Final Answer: [{agent}] findings {_digest(agent, task_hint)} for: {task_hint} "
         f"after {len(results)} tool call(s). The tool said: {results[-1][:QUOTE_LIMIT]}"
     )
+
+
+_COWORKERS_RE = re.compile(r"following coworkers:\s*(.+?)\s*(?:\nThe input|$)", re.S)
+
+
+def _first_coworker(description: str) -> str | None:
+    """CrewAI's delegation tools list the coworkers in their description ("... one of the
+    following coworkers: Researcher, Analyst")."""
+    found = _COWORKERS_RE.search(description)
+    if not found:
+        return None
+    first = found.group(1).split(",")[0].strip()
+    return first or None
 
 
 def _chosen(specs: list[_ToolSpec], name: str | None) -> _ToolSpec:
@@ -214,7 +251,8 @@ def _native_specs(tools: Any) -> list[_ToolSpec]:
         function = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(function, dict) and function.get("name"):
             parameters = function.get("parameters")
-            specs.append(_ToolSpec(str(function["name"]), parameters if isinstance(parameters, dict) else {}))
+            schema = parameters if isinstance(parameters, dict) else {}
+            specs.append(_ToolSpec(str(function["name"]), schema, str(function.get("description") or "")))
     return specs
 
 

@@ -117,7 +117,8 @@ def _example(schema: Schema, text: str, defs: dict[str, Any], depth: int) -> Any
             for name in schema.get("required") or []
         }
     if kind == "array":
-        count = int(schema.get("minItems") or 0)
+        # One item (a list the reader can see) unless the schema wants more or allows none.
+        count = max(int(schema.get("minItems") or 0), min(1, int(schema.get("maxItems", 1))))
         return [_example(schema.get("items") or {}, text, defs, depth + 1) for _ in range(count)]
     if kind == "integer":
         return int(_bounded(1, schema))

@@ -23,6 +23,13 @@ router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
     responses=responds(201, CREW_LINKS),
 )
 async def create_crew(spec: CrewSpec, store: StoreDep) -> CrewPublic:
+    if spec.source != "spec":
+        raise ProblemError(
+            "CREW_SPEC_INVALID",
+            "only JSON specs are registered through the API; a worker registers its Python crews",
+            errors=[{"loc": ["source"], "msg": "must be 'spec'", "type": "value_error"}],
+        )
+    await check_tools(spec=spec, store=store)
     try:
         crew = await asyncio.to_thread(store.create_crew, spec.name, spec.model_dump(mode="json"))
     except CrewNameTaken as exc:
@@ -46,3 +53,24 @@ async def list_crews(
 @router.get("/{crew_id}", response_model=CrewPublic, operation_id="getCrew")
 async def get_crew(crew: CrewDep) -> CrewPublic:
     return CrewPublic.of(crew)
+
+
+async def check_tools(store: StoreDep, spec: CrewSpec) -> None:
+    """A JSON spec names tools of the workers' registries only: no request can name code."""
+    named = {(("agents", i, "tools", j), t) for i, a in enumerate(spec.agents) for j, t in enumerate(a.tools)}
+    named |= {
+        (("tasks", i, "tools", j), t) for i, task in enumerate(spec.tasks) for j, t in enumerate(task.tools)
+    }
+    if not named:
+        return
+    known = await asyncio.to_thread(store.registered_tool_names)
+    unknown = sorted((loc, name) for loc, name in named if name not in known)
+    if unknown:
+        raise ProblemError(
+            "TOOL_UNKNOWN",
+            f"no worker registered the tool {unknown[0][1]!r}",
+            errors=[
+                {"loc": list(loc), "msg": f"unknown tool {name!r}", "type": "unknown"}
+                for loc, name in unknown
+            ],
+        )

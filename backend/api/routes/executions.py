@@ -15,10 +15,12 @@ from backend.api.deps import ID_PATTERN, ClientDep, ExecutionDep, GatewayDep, Se
 from backend.api.links import EXECUTION_LINKS, responds
 from backend.api.problem_codes import PROBLEMS
 from backend.api.problems import ProblemError, invalid_cursor
+from backend.api.routes.crews import check_tools
 from backend.api.schemas import (
     ErrorRecordPublic,
     ExecutionCreate,
     ExecutionPublic,
+    FeedbackBody,
     LogEntryPublic,
     Page,
     ResumeBody,
@@ -29,7 +31,7 @@ from backend.db.store import IdempotencyKeyReused
 from backend.executions import start_workflow
 from backend.specs import CrewSpec, missing_inputs
 from backend.status import TERMINAL_EXECUTION, ExecutionStatus
-from workflows.contracts import ResumeRequest, SkipRequest
+from workflows.contracts import FeedbackRequest, ResumeRequest, SkipRequest
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
 _STATUSES = "|".join(s.value for s in ExecutionStatus)
@@ -61,10 +63,15 @@ async def create_execution(
     crew_id: str | None = body.crew_id
     if body.crew is not None:
         spec = body.crew
+        await check_tools(store, spec)
     else:
-        crew = await asyncio.to_thread(store.get_crew, body.crew_id or "")
+        if body.crew_name is not None:
+            crew = await asyncio.to_thread(store.crew_by_name, body.crew_name)
+        else:
+            crew = await asyncio.to_thread(store.get_crew, body.crew_id or "")
         if crew is None:
-            raise ProblemError("CREW_NOT_FOUND", f"no crew {body.crew_id!r}")
+            raise ProblemError("CREW_NOT_FOUND", f"no crew {body.crew_name or body.crew_id!r}")
+        crew_id = crew.id
         spec = CrewSpec.model_validate(crew.spec)
     if len(json.dumps(body.inputs)) > settings.max_inputs_bytes:
         raise ProblemError("PAYLOAD_TOO_LARGE", f"inputs exceed {settings.max_inputs_bytes} bytes")
@@ -194,30 +201,34 @@ UPDATE_TIMEOUT = timedelta(seconds=5)
 
 
 async def _intervene(
-    execution: Execution, client: Client, update: str, request: ResumeRequest | SkipRequest
+    execution: Execution,
+    client: Client,
+    update: str,
+    request: ResumeRequest | SkipRequest | FeedbackRequest,
+    waiting: str = ExecutionStatus.PAUSED,
 ) -> None:
-    """Send a validated update: the workflow itself decides whether it is paused on that task."""
+    """Send a validated update: the workflow itself decides whether it waits for this (paused on
+    that task, or awaiting feedback on it)."""
+    refused = (
+        "EXECUTION_NOT_PAUSED" if waiting == ExecutionStatus.PAUSED else "EXECUTION_NOT_AWAITING_FEEDBACK"
+    )
     if execution.status in TERMINAL_EXECUTION:
         raise ProblemError("EXECUTION_TERMINAL", f"execution is already {execution.status}")
-    if execution.status != ExecutionStatus.PAUSED:
-        # The workflow records the pause after it starts waiting, so a DB that does not say
-        # paused means it is not: refused here, without an update no worker may be there to take.
-        raise ProblemError("EXECUTION_NOT_PAUSED", f"execution is {execution.status}, not paused")
+    if execution.status != waiting:
+        # The workflow records the wait after it starts waiting, so a DB that does not say so
+        # means it is not: refused here, without an update no worker may be there to take.
+        raise ProblemError(refused, f"execution is {execution.status}, not {waiting}")
     handle = client.get_workflow_handle(execution.workflow_id)
     try:
         # A worker must run the update's validator; with none polling, give up instead of hanging.
         await handle.execute_update(update, request, rpc_timeout=UPDATE_TIMEOUT)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
-        code = (
-            cause.type
-            if isinstance(cause, ApplicationError) and cause.type in PROBLEMS
-            else "EXECUTION_NOT_PAUSED"
-        )
+        code = cause.type if isinstance(cause, ApplicationError) and cause.type in PROBLEMS else refused
         raise ProblemError(code, str(cause.message if isinstance(cause, ApplicationError) else exc)) from exc
     except RPCError as exc:
         if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-            raise ProblemError("EXECUTION_NOT_PAUSED", "the execution's workflow is not running") from exc
+            raise ProblemError(refused, "the execution's workflow is not running") from exc
         raise ProblemError(
             "TEMPORAL_UNAVAILABLE",
             "Temporal or its workers did not take the request in time",
@@ -267,5 +278,25 @@ async def skip_task(
             errors=[{"loc": ["task"], "msg": "unknown task", "type": "unknown"}],
         )
     await _intervene(execution, client, "skip_task", SkipRequest(task=body.task, output=body.output))
+    refreshed = await asyncio.to_thread(store.get_execution, execution.id)
+    return ExecutionPublic.of(refreshed or execution, settings)
+
+
+@router.post(
+    "/{execution_id}/feedback", status_code=202, response_model=ExecutionPublic, operation_id="giveFeedback"
+)
+async def give_feedback(
+    execution: ExecutionDep, settings: SettingsDep, client: ClientDep, store: StoreDep, body: FeedbackBody
+) -> ExecutionPublic:
+    """Approve a human_input task's output (the crew goes on) or reject it with feedback (the task
+    runs again with it)."""
+    if body.task not in {t.name for t in execution.tasks}:
+        raise ProblemError(
+            "TASK_UNKNOWN",
+            f"the crew has no task {body.task!r}",
+            errors=[{"loc": ["task"], "msg": "unknown task", "type": "unknown"}],
+        )
+    request = FeedbackRequest(task=body.task, approve=body.approve, feedback=body.feedback)
+    await _intervene(execution, client, "submit_feedback", request, ExecutionStatus.AWAITING_FEEDBACK)
     refreshed = await asyncio.to_thread(store.get_execution, execution.id)
     return ExecutionPublic.of(refreshed or execution, settings)
