@@ -17,7 +17,8 @@ from pydantic_core import PydanticCustomError
 
 from backend.exceptions.retry_policy import OVERRIDABLE
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+# Names of crews, agents and tasks (the API's crew_name filter takes the same).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 _RETRY_CATEGORIES = tuple(sorted(OVERRIDABLE))
 
 
@@ -111,7 +112,7 @@ def _check_retry_categories(value: RetrySpec) -> RetrySpec:
 
 
 class AgentSpec(_Strict):
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     role: str = Field(min_length=1, max_length=500)
     goal: str = Field(min_length=1, max_length=5000)
     backstory: str = Field(default="", max_length=20000)
@@ -125,7 +126,7 @@ class AgentSpec(_Strict):
 
 
 class TaskSpec(_Strict):
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(min_length=1, max_length=20000)
     expected_output: str = Field(min_length=1, max_length=5000)
     agent: str
@@ -139,7 +140,7 @@ class TaskSpec(_Strict):
 
 
 class CrewSpec(_Strict):
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     process: Literal["sequential"] = "sequential"
     agents: list[AgentSpec] = Field(min_length=1, max_length=50)
     tasks: list[TaskSpec] = Field(min_length=1, max_length=100)
