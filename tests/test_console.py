@@ -21,9 +21,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize, expect, sync_playwright
 
-from backend.ports import port_is_free
+from backend.api.app import create_app
+from backend.ports import free_port, port_is_free
+from backend.settings import Settings
 from tests.postgres import migrated_sqlite
-from tests.support import crewrun_up, healthy, research_spec, stack_settings, wait_for
+from tests.support import ServedApp, crewrun_up, healthy, research_spec, stack_settings, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -158,21 +160,26 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Page, str
 
 
 class Console:
-    """One browser context on the console, with the page's errors collected: an uncaught exception
-    or a refused resource (a Content-Security-Policy violation, say) fails the test."""
+    """One browser context on the console, with the page's errors collected: an uncaught exception,
+    a refused resource (a Content-Security-Policy violation, say) or an unexpected error answer
+    fails the test."""
 
-    def __init__(self, browser: Browser, api: str, viewport: ViewportSize) -> None:
+    def __init__(
+        self, browser: Browser, api: str, viewport: ViewportSize, expected: tuple[int, ...] = (401,)
+    ) -> None:
         self.context = browser.new_context(viewport=viewport)
         self.context.set_default_timeout(TIMEOUT_MS)
         self.page = self.context.new_page()
         self.url = f"{api}/console/"
         self.errors: list[str] = []
         self.page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        # The browser logs every non-2xx fetch: the answers a test expects (401s before signing in)
+        # are not errors of the console.
+        self.expected = tuple(f"status of {status}" for status in expected)
         self.page.on("console", self._console)
 
     def _console(self, message: ConsoleMessage) -> None:
-        # The browser logs every non-2xx fetch; the 401s before signing in are expected answers.
-        if message.type == "error" and "status of 401" not in message.text:
+        if message.type == "error" and not any(e in message.text for e in self.expected):
             self.errors.append(message.text)
 
     def open(self, view: str = "executions") -> Page:
@@ -219,6 +226,39 @@ def test_the_console_is_served_without_a_key_and_its_data_needs_one(stack: Seede
         assert anonymous.get("/console/static/nothing.js").status_code == 404
         assert anonymous.get("/api/v1/executions").status_code == 401  # the data is keyed as ever
         assert anonymous.get("/consolex").status_code == 401  # only the console's own paths are open
+
+
+def test_without_keys_no_sign_in_and_problems_are_shown_with_their_code(
+    browser: Browser, tmp_path: Path, screenshots: Callable[[Page, str], None]
+) -> None:
+    # An API of its own, without keys (and with no Temporal to reach): what a local operator meets.
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=migrated_sqlite(tmp_path / "crewrun.db"),
+        temporal_address=f"127.0.0.1:{free_port()}",
+    )
+    with ServedApp(create_app(settings, reconcile=False)) as api:
+        keyless = Console(browser, api, DESKTOP, expected=(404, 422, 503))  # 503: /health, no Temporal
+        try:
+            page = keyless.open()
+            keyless.heading("Executions")
+            expect(page.get_by_text("Executions, newest first: no execution matches.")).to_be_visible()
+            expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+            expect(page.locator("#health")).to_have_text("API degraded: temporal down")
+            keyless.open("executions/no-such-execution")
+            keyless.heading("Could not load this view")
+            expect(page.locator(".problem")).to_contain_text(
+                "EXECUTION_NOT_FOUND no execution 'no-such-execution'"
+            )
+            screenshots(page, "10-problem-not-found")
+            keyless.open("executions?status=weird")
+            expect(page.locator(".problem")).to_contain_text("REQUEST_INVALID")
+            expect(page.locator(".problem li")).to_contain_text("query.status")
+            keyless.errors = [
+                e for e in keyless.errors if "status of 404" not in e and "status of 422" not in e
+            ]
+        finally:
+            keyless.close()
 
 
 def test_sign_in_refuses_a_wrong_key_and_accepts_a_right_one(

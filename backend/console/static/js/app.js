@@ -52,17 +52,29 @@ function markNav(nav) {
   }
 }
 
-function focusAfterRender(key) {
-  const again = key && main.querySelector(`[data-key="${CSS.escape(key)}"]`);
+// What identifies a control across two drawings of a view: its data-key, else what it is and says.
+function signature(element) {
+  return element.dataset.key || `${element.tagName}|${element.getAttribute("href") || ""}|${element.textContent.trim()}`;
+}
+
+function focusedInView() {
+  const focused = document.activeElement;
+  return focused && focused !== main && main.contains(focused) ? signature(focused) : null;
+}
+
+/** After a view is drawn again, the control that had focus gets it back; if it is gone, the heading
+ * does (never the page's body, where a keyboard user would have to start over). */
+function restoreFocus(key) {
+  const again = [...main.querySelectorAll("a, button, input, select, textarea, summary")].find((e) => signature(e) === key);
   (again || main.querySelector("h1") || main).focus();
 }
 
-/** Renders the view of the current location. ``reload``: the same view again after an action,
- * keeping the announcement and, when it still exists, the focused control. */
+/** Renders the view of the current location. ``reload``: the same view again after an action or a
+ * change, keeping the announcement and the focus. */
 async function show({ reload = false } = {}) {
   const route = parse(location.hash);
   const run = begin();
-  const focusedKey = reload ? document.activeElement?.dataset?.key : null;
+  const focused = reload ? focusedInView() : null;
   if (!reload) clearNotices();
   sessionHeader();
   checkHealth();
@@ -94,7 +106,8 @@ async function show({ reload = false } = {}) {
   main.replaceChildren(view);
   markShown();
   document.title = `${view.querySelector("h1")?.textContent || "crewrun"} · crewrun console`;
-  if (!reload || focusedKey) focusAfterRender(focusedKey);
+  if (!reload) (main.querySelector("h1") || main).focus(); // where a screen reader starts reading
+  else if (focused) restoreFocus(focused);
 }
 
 function showSignIn(message) {
