@@ -24,7 +24,7 @@ const ROUTES = [
 ];
 
 const main = document.getElementById("main");
-let current = { token: 0, controller: new AbortController() };
+let current = { controller: new AbortController() };
 
 function parse(hash) {
   const [path, search] = hash.replace(/^#\/?/, "").split("?");
@@ -41,7 +41,7 @@ function parse(hash) {
 /** Starts a new view: the previous one's requests and refresh loops stop (its signal aborts). */
 function begin() {
   current.controller.abort();
-  current = { token: current.token + 1, controller: new AbortController() };
+  current = { controller: new AbortController() };
   return current;
 }
 

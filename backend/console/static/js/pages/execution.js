@@ -84,15 +84,15 @@ function sleep(ms, signal) {
   });
 }
 
-/** While it runs, the view follows the execution: it is drawn again when the API says something
- * changed. Not while paused (the operator may be typing a decision), nor once it ended. */
+/** Until it ends, the view follows the execution: it is drawn again when the API says something
+ * changed; while paused, only when its status did (the operator may be typing a decision). */
 async function follow(e, { signal, reload }) {
-  if (isTerminal(e.status) || e.status === "paused") return;
+  if (isTerminal(e.status)) return;
   const seen = JSON.stringify(e);
   for (let wait = 500; ; wait = Math.min(wait * 2, 4000)) {
     await sleep(wait, signal);
     const now = await get(`/api/v1/executions/${encodeURIComponent(e.id)}`, {}, signal);
-    if (JSON.stringify(now) !== seen) {
+    if (e.status === "paused" ? now.status !== e.status : JSON.stringify(now) !== seen) {
       if (now.status !== e.status) announce(`Execution ${shortId(e.id)} is now ${now.status}.`);
       reload();
       return;
