@@ -55,6 +55,7 @@ def _run_stack(settings: Settings, *, demo: bool, keep_running: bool, workers: i
         )
         typer.echo(f"Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}")
         typer.echo(f"API          {stack.api_url}  (docs: {stack.api_url}/docs)")
+        typer.echo(f"Console      {stack.api_url}/console/")
         typer.echo(f"Simulator    {stack.simulator_url}  (a test/demo LLM)")
         if stack.postgres:
             typer.echo(f"Database     {database}{settings.data_dir}/pg/  ({settings.database_url})")

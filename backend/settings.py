@@ -146,8 +146,9 @@ class Settings(BaseSettings):
 
     # API security: with keys configured every route but /health needs a bearer key; without keys
     # the API refuses to listen on anything but loopback. Plain keys are hashed when loaded.
-    api_keys: list[str] = Field(default_factory=list)
-    api_key_hashes: list[str] = Field(default_factory=list)
+    # NoDecode: the environment's value reaches _comma_list as written ("k1,k2" is not JSON).
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_rate_limit_per_minute: int = Field(default=600, ge=0)  # 0: no limit
 
     # API
@@ -168,8 +169,12 @@ class Settings(BaseSettings):
     @field_validator("api_keys", "api_key_hashes", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return [v.strip() for v in value.split(",") if v.strip()]
+        """``k1,k2`` or a JSON list ``["k1", "k2"]``."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [v.strip() for v in text.split(",") if v.strip()]
         return value
 
     def key_digests(self) -> list[str]:

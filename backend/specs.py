@@ -22,7 +22,8 @@ from pydantic_core import PydanticCustomError
 
 from backend.exceptions.retry_policy import OVERRIDABLE
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+# Names of crews, agents and tasks (the API's crew_name filter takes the same).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 _RETRY_CATEGORIES = tuple(sorted(OVERRIDABLE))
 
 
@@ -116,7 +117,7 @@ def _check_retry_categories(value: RetrySpec) -> RetrySpec:
 
 
 class AgentSpec(_Strict):
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     role: str = Field(min_length=1, max_length=500)
     goal: str = Field(min_length=1, max_length=5000)
     backstory: str = Field(default="", max_length=20000)
@@ -124,7 +125,7 @@ class AgentSpec(_Strict):
     fallback_llms: list[LLMSpec] = Field(default_factory=list, max_length=5)
     # Tools by name: for a JSON spec, names of the worker's tool registry (CREWRUN_TOOLS); for a
     # Python crew, the tools its code gives the agent (a description).
-    tools: list[Annotated[str, Field(pattern=_NAME)]] = Field(default_factory=list, max_length=50)
+    tools: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(default_factory=list, max_length=50)
 
     @property
     def chain(self) -> list[LLMSpec]:
@@ -133,7 +134,7 @@ class AgentSpec(_Strict):
 
 
 class TaskSpec(_Strict):
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(min_length=1, max_length=20000)
     expected_output: str = Field(min_length=1, max_length=5000)
     agent: str
@@ -151,7 +152,7 @@ class TaskSpec(_Strict):
     # completes the task ({placeholders} allowed).
     output_file: str | None = Field(default=None, max_length=500, pattern=r"^[^~$|<>&;]*$")
     output_format: Literal["raw", "json", "pydantic"] = "raw"
-    tools: list[Annotated[str, Field(pattern=_NAME)]] = Field(default_factory=list, max_length=50)
+    tools: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(default_factory=list, max_length=50)
 
     _retry_categories = field_validator("retry")(_check_retry_categories)
 
@@ -164,7 +165,7 @@ class TaskSpec(_Strict):
 
 
 class CrewSpec(_Strict):
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     source: Literal["spec", "python"] = "spec"
     process: Literal["sequential", "hierarchical"] = "sequential"
     agents: list[AgentSpec] = Field(min_length=1, max_length=50)

@@ -47,6 +47,7 @@ LONG_FIRST = [
         "test_compensation_outage",
         "test_api_fuzz",
         "test_pause_cli_e2e",
+        "test_console",
     )
 ]
 
@@ -54,6 +55,7 @@ LONG_FIRST = [
 # Modules whose tests share a module-scoped server or stack: one test process runs each of them
 # whole; every other test is scheduled on its own.
 SHARED_SCOPE_MODULES = {
+    "tests/test_console.py",
     "tests/test_e2e.py",
     "tests/test_resource_exhaustion.py",
     "tests/test_retry_temporal.py",

@@ -344,3 +344,49 @@ async def test_a_running_execution_whose_task_is_on_a_retry_shows_retrying(
     listed = (await api.get("/api/v1/executions", params={"status": "retrying"})).json()["items"]
     assert [e["id"] for e in listed] == [execution.id]
     assert (await api.get("/api/v1/executions", params={"status": "running"})).json()["items"] == []
+
+
+async def test_executions_filter_by_crew_name_and_error_category(
+    api: httpx.AsyncClient, store: Store
+) -> None:
+    from backend.exceptions.records import ErrorRecord
+
+    spec = {"name": "c", "tasks": [{"name": "one", "agent": "a"}]}
+
+    def execution(crew_name: str, failed_with: str | None) -> str:
+        created, _ = store.create_execution(
+            crew_id=None, crew_name=crew_name, spec=spec, inputs={}, idempotency_key=None, request_hash=None
+        )
+        if failed_with:
+            store.start_task_attempt(created.id, "one", 1)
+            record = ErrorRecord(
+                code="X",
+                category=failed_with,
+                severity="low",
+                retryable=True,
+                message="m",
+                task="one",
+                agent="a",
+                attempt=1,
+                category_attempt=1,
+                max_attempts=3,
+            )
+            store.record_attempt_failure(created.id, "one", record=record, final=False)
+        return created.id
+
+    limited = execution("alpha", "rate_limit")
+    refused = execution("beta", "authentication")
+    clean = execution("alpha", None)
+
+    async def listed(**params: str) -> list[str]:
+        page = await api.get("/api/v1/executions", params=params)
+        assert page.status_code == 200, page.text
+        return [e["id"] for e in page.json()["items"]]
+
+    assert await listed(crew_name="alpha") == [clean, limited]  # newest first
+    assert await listed(error_category="rate_limit") == [limited]
+    assert await listed(error_category="authentication") == [refused]
+    assert await listed(crew_name="alpha", error_category="authentication") == []
+    assert await listed(error_category="network") == []
+    for bad in ({"error_category": "weird"}, {"crew_name": "no spaces"}, {"crew_name": "x" * 101}):
+        assert_problem(await api.get("/api/v1/executions", params=bad), 422, "REQUEST_INVALID")

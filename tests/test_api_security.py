@@ -88,6 +88,20 @@ def test_key_ring_accepts_only_known_bearer_keys() -> None:
 
 
 @pytest.mark.parametrize(
+    ("written", "keys"),
+    [("one-key", ["one-key"]), ("k1, k2", ["k1", "k2"]), ('["k1", "k2"]', ["k1", "k2"]), ("", [])],
+)
+def test_keys_from_the_environment_as_written(
+    written: str, keys: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plain key, as temporal-docker-compose.yml sets it, is one key (not a JSON document).
+    monkeypatch.setenv("CREWRUN_API_KEYS", written)
+    monkeypatch.setenv("CREWRUN_API_KEY_HASHES", written)
+    settings = Settings()
+    assert settings.api_keys == keys and settings.api_key_hashes == keys
+
+
+@pytest.mark.parametrize(
     ("host", "loopback"),
     [
         ("127.0.0.1", True),

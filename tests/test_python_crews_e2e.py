@@ -24,7 +24,11 @@ def crewai_create_crew(parent: Path, name: str) -> Path:
     """CrewAI's own CLI, as a user runs it (no network, no prompts)."""
     home = parent / "home"
     home.mkdir()
-    env = dict(os.environ) | {"HOME": str(home), "CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true"}
+    env = dict(os.environ) | {
+        "HOME": str(home),
+        "CREWAI_DISABLE_TELEMETRY": "true",
+        "OTEL_SDK_DISABLED": "true",
+    }
     command = [tool_path("crewai"), "create", "crew", name, "--classic", "--skip-provider"]
     subprocess.run(command, cwd=parent, env=env, check=True, capture_output=True, timeout=120)
     return parent / name
@@ -35,7 +39,9 @@ def worker_of(data_dir: Path) -> dict[str, Any] | None:
     return next((c for c in status["children"] if c["name"] == "worker"), None) if status else None
 
 
-def test_crewais_template_project_and_a_structured_crew_run_on_crewrun_up(tmp_path: Path, db_url: str) -> None:
+def test_crewais_template_project_and_a_structured_crew_run_on_crewrun_up(
+    tmp_path: Path, db_url: str
+) -> None:
     project = crewai_create_crew(tmp_path, "demo_crew")
     generated = (project / "src/demo_crew/crew.py").read_text()
     settings = stack_settings(tmp_path, db_url)
@@ -80,8 +86,12 @@ def test_crewais_template_project_and_a_structured_crew_run_on_crewrun_up(tmp_pa
         assert (project / "src/demo_crew/crew.py").read_text() == generated
 
         # A structured first task, then the worker dies in the second one.
-        httpx.post(f"{sim}/_sim/faults", json={"kind": "slow", "agent": "writer", "delay_s": 30}).raise_for_status()
-        started = httpx.post(f"{api}/api/v1/executions", json={"crew_name": "structured", "inputs": {"topic": "eels"}})
+        httpx.post(
+            f"{sim}/_sim/faults", json={"kind": "slow", "agent": "writer", "delay_s": 30}
+        ).raise_for_status()
+        started = httpx.post(
+            f"{api}/api/v1/executions", json={"crew_name": "structured", "inputs": {"topic": "eels"}}
+        )
         assert started.status_code == 202, started.text
         wait_for(lambda: sim_calls(sim, "writer"), 60, "task 2 to call the provider")
         victim = worker_of(settings.data_dir)

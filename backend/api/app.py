@@ -31,6 +31,7 @@ from backend.api.routes import (
 from backend.api.schemas import problem_responses
 from backend.api.security import OPEN_PATHS, KeyRing, RateLimiter
 from backend.breaker import CircuitBreaker, config_from
+from backend.console import install_console, is_console_path
 from backend.db.database import Database
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Store
@@ -129,7 +130,8 @@ def create_app(
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
         # Inside request_context (added later, so it runs first): refusals carry a request id too.
-        if request.url.path in OPEN_PATHS:
+        if request.url.path in OPEN_PATHS or is_console_path(request.url.path):
+            # The console's page and files hold no data; what it shows comes from keyed routes.
             return await call_next(request)  # type: ignore[no-any-return]
         if not keys.enabled:  # loopback only (see `crewrun api`): no callers to tell apart
             return await call_next(request)  # type: ignore[no-any-return]
@@ -172,4 +174,5 @@ def create_app(
     app.include_router(dead_letters.router)
     app.include_router(circuit_breakers.router)
     app.include_router(alerts.router)
+    install_console(app)
     return app

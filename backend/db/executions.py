@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
-from backend.db.models import Execution, ExecutionLog, TaskRun, utcnow
+from backend.db.models import ErrorEvent, Execution, ExecutionLog, TaskRun, utcnow
 from backend.db.paging import Page, newest_first, oldest_first
 from backend.status import (
     TERMINAL_EXECUTION,
@@ -143,7 +143,14 @@ def get(s: Session, execution_id: str) -> Execution | None:
 
 
 def page(
-    s: Session, *, status: str | None, crew_id: str | None, limit: int, cursor: str | None
+    s: Session,
+    *,
+    status: str | None,
+    crew_id: str | None,
+    limit: int,
+    cursor: str | None,
+    crew_name: str | None = None,
+    error_category: str | None = None,
 ) -> Page[Execution]:
     query = select(Execution)
     # As the API shows them: "retrying" is running with its current task on a retry.
@@ -158,6 +165,16 @@ def page(
         query = query.where(Execution.status == status)
     if crew_id:
         query = query.where(Execution.crew_id == crew_id)
+    if crew_name:  # inline crews have no crew id, only the name of their spec
+        query = query.where(Execution.crew_name == crew_name)
+    if error_category:
+        # Any failed attempt of that category, also one a later attempt recovered from: what an
+        # operator looking at, say, rate limits wants to see.
+        query = query.where(
+            select(ErrorEvent.id)
+            .where(ErrorEvent.execution_id == Execution.id, ErrorEvent.category == error_category)
+            .exists()
+        )
     return newest_first(s, query, Execution.created_at, Execution.id, limit, cursor)
 
 

@@ -145,10 +145,25 @@ class Store:
             return executions.get(s, execution_id)
 
     def list_executions(
-        self, *, status: str | None, crew_id: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        status: str | None,
+        crew_id: str | None,
+        limit: int,
+        cursor: str | None,
+        crew_name: str | None = None,
+        error_category: str | None = None,
     ) -> Page[Execution]:
         with self.db.read() as s:
-            return executions.page(s, status=status, crew_id=crew_id, limit=limit, cursor=cursor)
+            return executions.page(
+                s,
+                status=status,
+                crew_id=crew_id,
+                limit=limit,
+                cursor=cursor,
+                crew_name=crew_name,
+                error_category=error_category,
+            )
 
     def unstarted_executions(self, *, before: datetime, limit: int) -> list[Execution]:
         with self.db.read() as s:

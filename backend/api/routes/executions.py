@@ -28,13 +28,15 @@ from backend.api.schemas import (
 )
 from backend.db.models import Execution
 from backend.db.store import IdempotencyKeyReused
+from backend.exceptions.codes import Category
 from backend.executions import start_workflow
-from backend.specs import CrewSpec, missing_inputs
+from backend.specs import NAME_PATTERN, CrewSpec, missing_inputs
 from backend.status import TERMINAL_EXECUTION, ExecutionStatus
 from workflows.contracts import FeedbackRequest, ResumeRequest, SkipRequest
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
 _STATUSES = "|".join(s.value for s in ExecutionStatus)
+_CATEGORIES = "|".join(c.value for c in Category)
 
 
 def _request_hash(body: ExecutionCreate) -> str:
@@ -122,12 +124,21 @@ async def list_executions(
     settings: SettingsDep,
     status: Annotated[str | None, Query(pattern=f"^({_STATUSES})$")] = None,
     crew_id: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
+    crew_name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    error_category: Annotated[str | None, Query(pattern=f"^({_CATEGORIES})$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Page[ExecutionPublic]:
+    """Newest first; ``error_category`` keeps executions with at least one failed attempt of it."""
     try:
         page = await asyncio.to_thread(
-            store.list_executions, status=status, crew_id=crew_id, limit=limit, cursor=cursor
+            store.list_executions,
+            status=status,
+            crew_id=crew_id,
+            crew_name=crew_name,
+            error_category=error_category,
+            limit=limit,
+            cursor=cursor,
         )
     except ValueError as exc:
         raise invalid_cursor(exc) from exc
