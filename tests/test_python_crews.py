@@ -16,6 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from backend.api.app import create_app
+from backend.db.store import Store
 from backend.settings import CrewSetting, Settings, ToolSetting
 from backend.simulator.script import FaultRule
 from backend.worker_factory import build_worker
@@ -57,15 +58,29 @@ def crew_settings(settings: Settings, sim: SimulatorServer, monkeypatch: pytest.
 
 @pytest.fixture
 async def crew_api(temporal_client: Client, crew_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API and a worker carrying the test crews; every execution the API accepted is checked
+    by the ledger when the test is over."""
     app = create_app(crew_settings, temporal_client=temporal_client, reconcile=False)
     worker = build_worker(temporal_client, crew_settings)
+    accepted: list[str] = []
+
+    async def remember(response: httpx.Response) -> None:
+        if response.request.method == "POST" and response.request.url.path == "/api/v1/executions":
+            await response.aread()
+            if response.status_code == 202:
+                accepted.append(response.json()["id"])
+
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
         worker,
-        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://api", event_hooks={"response": [remember]}
+        ) as client,
     ):
         yield client
+        report = await check_ledger(Store.from_url(crew_settings.database_url), temporal_client, accepted)
+        assert report.problems == [], report.line()
 
 
 async def start(api: httpx.AsyncClient, crew: str, topic: str = "kelp") -> str:
@@ -119,10 +134,8 @@ async def test_a_crew_that_fails_to_build_is_logged_redacted_and_the_others_are_
 
 
 async def test_a_structured_output_is_checkpointed_and_reaches_the_next_task_and_the_result(
-    crew_api: httpx.AsyncClient, temporal_client: Client, crew_settings: Settings, sim: SimulatorServer
+    crew_api: httpx.AsyncClient, sim: SimulatorServer
 ) -> None:
-    from backend.db.store import Store
-
     execution_id = await start(crew_api, "structured", "otters")
     body = await wait_terminal(crew_api, execution_id)
 
@@ -136,8 +149,6 @@ async def test_a_structured_output_is_checkpointed_and_reaches_the_next_task_and
     # The second task saw the first one's output (its context), read back from the checkpoint.
     assert finding.topic in sim.llm_calls("writer")[0]["prompt"]
     assert [len(sim.llm_calls(a)) for a in ("finder", "writer")] == [1, 1]
-    report = await check_ledger(Store.from_url(crew_settings.database_url), temporal_client, [execution_id])
-    assert report.problems == []
 
 
 async def test_a_tool_is_called_once_per_logical_call_and_its_answer_reaches_the_output(

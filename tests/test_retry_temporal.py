@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from backend.db.engine import upgrade_database
 from backend.db.store import Store
 from backend.executions import start_workflow
-from backend.settings import SEARCH_ATTRIBUTES, Settings
+from backend.settings import SEARCH_ATTRIBUTES, Settings, ToolSetting
 from backend.simulator.script import FaultRule
 from backend.specs import CrewSpec
 from backend.worker_factory import build_worker
@@ -52,7 +52,11 @@ def skip_store(tmp_path: Path) -> Store:
 
 @pytest.fixture
 async def skip_worker(
-    skipping_env: WorkflowEnvironment, skip_store: Store, tmp_path: Path
+    skipping_env: WorkflowEnvironment,
+    skip_store: Store,
+    tmp_path: Path,
+    sim: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Settings]:
     # Default per-category retry table: the delays are real, the server skips them. The breaker
     # runs on the wall clock, which skipped time does not move: these tests are about retry
@@ -66,7 +70,9 @@ async def skip_worker(
         task_heartbeat_timeout_s=10,
         breaker_enabled=False,
         alert_rules=[],
+        tools={"lookup": ToolSetting(ref="tests.crews.tools:LookupTool")},  # JSON specs may name it
     )
+    monkeypatch.setenv("CREWRUN_TEST_SIM_URL", sim.url)
     worker = build_worker(skipping_env.client, settings, store=skip_store)
     async with worker:
         yield settings
@@ -123,6 +129,30 @@ async def test_rate_limited_task_waits_for_retry_after_and_completes_on_the_thir
         ("LLM_RATE_LIMITED", 2, 30.0),
     ]
     assert all(30 <= e.next_retry_delay_s <= 36 for e in recorded)  # Retry-After + at most 20 % jitter
+
+
+async def test_a_rate_limited_tool_waits_for_its_retry_after_and_the_task_completes_on_the_third_attempt(
+    skipping_env: WorkflowEnvironment, skip_worker: Settings, skip_store: Store, sim: SimulatorServer
+) -> None:
+    spec = research_spec(sim.base_url)
+    spec["agents"][0]["tools"] = ["lookup"]
+    sim.script.add_rules([FaultRule(kind="rate_limit", tool="lookup", count=2, retry_after_s=3)])
+    execution_id, result = await run_crew(skipping_env.client, skip_worker, skip_store, spec)
+
+    assert isinstance(result, CrewExecutionResult) and result.status == "completed"
+    assert result.tasks[0].attempts == 3
+    assert [c["status"] for c in sim.tool_calls("lookup")] == [429, 429, 200]
+    starts = attempt_starts(skip_store, execution_id, "research")
+    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    assert len(gaps) == 2 and all(gap >= 3 for gap in gaps), gaps
+    recorded = events(skip_store, execution_id)
+    assert [(e.code, e.tool, e.service, e.attempt, e.retry_after_s) for e in recorded] == [
+        ("TOOL_RATE_LIMITED", "lookup", "reference-api", 1, 3.0),
+        ("TOOL_RATE_LIMITED", "lookup", "reference-api", 2, 3.0),
+    ]
+    assert all(3 <= e.next_retry_delay_s <= 3.6 for e in recorded)
+    # Each failed attempt had paid for the LLM call that chose the tool: 1 + 1, then 2 on the third.
+    assert len(sim.calls("researcher")) == 4
 
 
 async def test_authentication_failure_is_attempted_once_then_pauses_until_the_timeout_dead_letters_it(
