@@ -38,6 +38,11 @@ def _run_stack(settings: Settings, *, demo: bool, keep_running: bool, workers: i
     from backend.stack import PortInUse, Stack
     from backend.supervisor import Supervisor
 
+    if demo:
+        from backend.demo import with_demo_crews
+
+        settings, environment = with_demo_crews(settings)
+        os.environ.update(environment)  # the children inherit it
     stack = Stack(settings, workers=workers, postgres=settings.embedded_postgres)
     # Both explicitly: a shell starts background jobs with SIGINT ignored, and Ctrl-C must still work.
     signal.signal(signal.SIGTERM, _raise_interrupt)

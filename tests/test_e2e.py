@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backend.demo import with_demo_crews
 from backend.ports import port_is_free
 from backend.stack import PortInUse, Stack
 from tests.postgres import stack_database
@@ -29,7 +30,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("e2e")
     with stack_database(tmp) as url, pytest.MonkeyPatch.context() as env:
         env.setenv("CREWRUN_BREAKER_COOLDOWN_S", "3")  # the children inherit it
-        s = Stack(stack_settings(tmp, url))
+        settings, demo_environment = with_demo_crews(stack_settings(tmp, url))
+        for name, value in demo_environment.items():
+            env.setenv(name, value)
+        s = Stack(settings)
         s.start()
         yield s
         s.stop()
@@ -120,10 +124,18 @@ def test_the_demo_shows_every_mechanism_ending_as_designed(stack: Stack) -> None
         temporal_address=f"127.0.0.1:{stack.settings.temporal_port}",
         echo=lines.append,
     )
-    labels = {"rate limits", "paused on 401", "dead-lettered", "degraded", "circuit breaker"}
-    table = {line[:16].strip(): line for line in lines if line[:16].strip() in labels}
+    labels = {
+        "rate limits",
+        "paused on 401",
+        "dead-lettered",
+        "degraded",
+        "circuit breaker",
+        "python crew + tool",
+        "human review",
+    }
+    table = {line[:18].strip(): line for line in lines if line[:18].strip() in labels}
     assert ok is True, "\n".join(lines)
-    assert len(table) == 5 and all(line[17:28].strip() == "yes" for line in table.values()), table
+    assert len(table) == 7 and all(line[19:30].strip() == "yes" for line in table.values()), table
     assert "completed, attempts 3/2/1/1" in table["rate limits"]
     assert "paused on LLM_AUTH_FAILED, resumed with the printed signal, completed" in table["paused on 401"]
     assert (
@@ -132,6 +144,8 @@ def test_the_demo_shows_every_mechanism_ending_as_designed(stack: Stack) -> None
     )
     assert "degraded, gaps analyse" in table["degraded"]
     assert "breaker opened, then closed; completed" in table["circuit breaker"]
+    assert "completed, tool calls 429/200, summary structured" in table["python crew + tool"]
+    assert "approved with the printed curl, completed" in table["human review"]
     commands = [line.strip()[2:] for line in lines if line.strip().startswith("$ ")]
     assert any(
         " workflow signal --workflow-id crew-execution-" in c and "--name resume" in c for c in commands

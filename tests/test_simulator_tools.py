@@ -16,6 +16,7 @@ from openai.types.chat import ChatCompletion
 from backend.simulator.app import tool_result_text
 from backend.simulator.replies import tool_call_id
 from backend.simulator.schema_args import example_arguments, invalid_arguments, is_valid
+from backend.simulator.script import FaultRule
 from tests.support import SimulatorServer
 
 # Before crewai is imported (as activities/crew_runner.py does): no telemetry, no version check.
@@ -845,3 +846,13 @@ def test_crewai_agent_sees_the_tool_services_error_in_its_next_prompt(sim: Simul
     second = sim.llm_calls("researcher")[1]["prompt"]
     assert "tool: Error executing tool: Server error '503 Service Unavailable'" in second
     assert "The tool said: Error executing tool: Server error '503 Service Unavailable'" in output
+
+
+def test_a_tool_rule_can_target_the_calls_whose_arguments_contain_a_text(sim: SimulatorServer) -> None:
+    sim.script.add_rules([FaultRule(kind="server_error", tool="lookup", args_contain="execution-b", count=1)])
+
+    other = httpx.post(f"{sim.url}/tools/lookup", json={"query": "for execution-a"})
+    targeted = httpx.post(f"{sim.url}/tools/lookup", json={"query": "for execution-b"})
+    again = httpx.post(f"{sim.url}/tools/lookup", json={"query": "for execution-b"})
+
+    assert [other.status_code, targeted.status_code, again.status_code] == [200, 503, 200]

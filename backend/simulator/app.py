@@ -313,7 +313,7 @@ def create_simulator_app(script: FaultScript | None = None) -> Starlette:
             return JSONResponse({"error": "the body is not JSON: send the tool's arguments"}, 400)
         api_key = request.headers.get("authorization", "").removeprefix("Bearer ")
         canonical = canonical_json(args)
-        rule = script.next_tool_fault(name)
+        rule = script.next_tool_fault(name, canonical)
         if rule is not None and rule.kind in ("slow", "timeout"):
             script.record_tool(name, canonical, rule.kind, 200)  # on arrival, as for the LLM
             await asyncio.sleep(rule.delay_s if rule.delay_s is not None else 120.0)

@@ -68,14 +68,17 @@ class FaultRule:
     size_mb: float | None = None  # "huge": the answer's size (default 64 MB)
     message: str | None = None
     tool: str | None = None  # a tool name or "*": applies to tool-service calls only (agent ignored)
+    # Only tool-service calls whose arguments (canonical JSON) contain this text: one
+    # execution's calls, when several executions use the same tool at once.
+    args_contain: str | None = None
 
     def matches(self, agent: str) -> bool:
         """Does this rule apply to an LLM call of ``agent``?"""
         return self.tool is None and self.agent in ("*", agent)
 
-    def matches_tool(self, tool: str) -> bool:
-        """Does this rule apply to a tool-service call of ``tool``?"""
-        return self.tool in ("*", tool)
+    def matches_tool(self, tool: str, args: str = "") -> bool:
+        """Does this rule apply to a tool-service call of ``tool`` with these arguments?"""
+        return self.tool in ("*", tool) and (self.args_contain is None or self.args_contain in args)
 
     def exhausted(self) -> bool:
         return self.count is not None and self.count <= 0
@@ -181,9 +184,9 @@ class FaultScript:
         """Pick (and consume) the fault for this LLM call, or None for a healthy answer."""
         return self._pick(lambda o: o.covers_llm(agent), lambda r: r.matches(agent))
 
-    def next_tool_fault(self, tool: str) -> FaultRule | None:
+    def next_tool_fault(self, tool: str, args: str = "") -> FaultRule | None:
         """Pick (and consume) the fault for this tool-service call, or None for a healthy answer."""
-        return self._pick(lambda o: o.covers_tool(tool), lambda r: r.matches_tool(tool))
+        return self._pick(lambda o: o.covers_tool(tool), lambda r: r.matches_tool(tool, args))
 
     def _pick(
         self, in_outage: Callable[[Outage], bool], applies: Callable[[FaultRule], bool]
