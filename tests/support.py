@@ -243,7 +243,9 @@ def sim_calls(sim_url: str, agent: str) -> list[dict[str, Any]]:
 
 
 def terminal(api_url: str, execution_id: str) -> dict[str, Any] | None:
-    body: dict[str, Any] = httpx.get(f"{api_url}/api/v1/executions/{execution_id}").json()
+    response = httpx.get(f"{api_url}/api/v1/executions/{execution_id}")
+    assert response.status_code == 200, f"{response.status_code} {response.headers} {response.text[:500]}"
+    body: dict[str, Any] = response.json()
     return body if body["status"] in TERMINAL else None
 
 

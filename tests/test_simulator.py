@@ -389,6 +389,7 @@ def test_faults_route_accepts_one_bare_rule_and_returns_state_with_defaults(sim:
                 "size_mb": None,
                 "message": None,
                 "tool": None,
+                "args_contain": None,
             }
         ],
         "outages": [],
