@@ -15,12 +15,13 @@ crewrun's policy says ends the attempt.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from activities.call_journal import AttemptJournal
 from backend.breaker import CircuitBreaker, Permit
 from backend.exceptions.execution_errors import CircuitOpenError
 
@@ -76,6 +77,8 @@ class AttemptCalls:
     llm_overrides: dict[str, Any] = field(default_factory=dict)
     counts: CallCounts = field(default_factory=CallCounts)
     aborted: AttemptAborted | None = None
+    # The attempt's call journal (None: nothing is recorded or replayed, e.g. outside a worker).
+    journal: AttemptJournal | None = None
     _permits: dict[str, Permit] = field(default_factory=dict)
     _answered: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -112,6 +115,14 @@ class AttemptCalls:
             if self.aborted is None:
                 self.aborted = aborted
         return aborted
+
+    def record(self, call: CallInfo, write: Callable[[], None]) -> None:
+        """A journal write for ``call``. One that fails (the database is down or full) ends the
+        attempt as a failed call would: an answer is not used unless it is recorded."""
+        try:
+            write()
+        except Exception as exc:
+            raise self.abort(exc, call) from exc
 
     def outcomes(
         self, failed: CallInfo | None = None, category: str | None = None

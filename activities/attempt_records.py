@@ -17,14 +17,16 @@ from typing import Any
 
 from activities.attempt_calls import AttemptCalls, CallInfo
 from activities.boundary import AttemptState
+from activities.call_journal import AttemptJournal, JournalLimits
 from activities.runner_contract import Feedback, StoredOutput, TaskRunOutcome, TaskRunRequest
 from backend.breaker import CircuitBreaker, Permit
-from backend.db import attempts, executions
+from backend.db import attempts, executions, journal
 from backend.db.database import Database
 from backend.db.executions import LogLine
 from backend.db.models import TaskRun
 from backend.exceptions.execution_errors import CircuitOpenError
 from backend.exceptions.records import ErrorRecord
+from backend.pricing import PriceTable
 from backend.specs import AgentSpec, LLMSpec, TaskSpec
 from workflows.contracts import RunTaskInput
 
@@ -37,10 +39,22 @@ class Begun:
     calls: AttemptCalls | None = None
 
 
+@dataclass(frozen=True)
+class JournalConfig:
+    """The deployment's call journal settings (None in AttemptRecords: no journal)."""
+
+    replay: bool = True
+    limits: JournalLimits = JournalLimits()
+    prices: PriceTable = PriceTable()
+
+
 class AttemptRecords:
-    def __init__(self, db: Database, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self, db: Database, breaker: CircuitBreaker, journal_config: JournalConfig | None = None
+    ) -> None:
         self._db = db
         self._breaker = breaker
+        self._journal = journal_config
 
     def begin(
         self,
@@ -72,10 +86,23 @@ class AttemptRecords:
             if start.reused:
                 return Begun(reused=start.task)
             permit, index, refused = self._first_permitted(s, agent.chain, state.llm_index)
+            tape = journal.tape(s, inp.execution_id, task, inp.revision, attempt) if self._journal else None
         state.unrecorded.clear()  # committed
         if refused is not None:
             raise refused
         calls = AttemptCalls(breaker=self._breaker)
+        if self._journal is not None and tape is not None:
+            calls.journal = AttemptJournal(
+                self._db,
+                execution_id=inp.execution_id,
+                task=task,
+                revision=inp.revision,
+                attempt=attempt,
+                tape=tape,
+                replay=self._journal.replay and inp.replay,
+                prices=self._journal.prices,
+                limits=self._journal.limits,
+            )
         if permit is not None:
             calls.seed(permit)
         llm = agent.chain[index]
@@ -171,7 +198,7 @@ class AttemptRecords:
         )
         outcomes = calls.outcomes(failed_call, record.category) if calls is not None else []
         with self._db.transaction("finish_attempt.failed") as s:
-            attempts.record_failure(
+            fresh = attempts.record_failure(
                 s,
                 inp.execution_id,
                 inp.task["name"],
@@ -180,6 +207,8 @@ class AttemptRecords:
                 final_status=inp.on_final_failure.otherwise,
                 log=line,
             )
+            if fresh and record.attempt is not None:  # once per attempt, also after an ambiguous commit
+                journal.count_wasted(s, inp.execution_id, inp.task["name"], inp.revision, record.attempt)
             return [
                 permit.service
                 for permit, category in outcomes

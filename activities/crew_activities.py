@@ -18,7 +18,7 @@ from temporalio import activity
 
 from activities.alert_activities import raise_alert
 from activities.attempt_calls import AttemptCalls, CallFailed
-from activities.attempt_records import AttemptRecords, Begun
+from activities.attempt_records import AttemptRecords, Begun, JournalConfig
 from activities.boundary import AttemptContext, AttemptState, ErrorBoundary, Failure
 from activities.runner_contract import StoredOutput, TaskRunner
 from backend.alerts import Alerter, AlertEvent
@@ -67,6 +67,7 @@ class CrewActivities:
         alert_max_interval_s: float = 30.0,
         on_exhausted: Callable[[str], None] | None = None,
         outputs_dir: Path | None = None,
+        journal: JournalConfig | None = None,
     ) -> None:
         self._on_exhausted = on_exhausted
         # Where tasks' output_files go: <outputs_dir>/<execution id>/<output_file>.
@@ -75,7 +76,7 @@ class CrewActivities:
         self._alert_max_interval_s = alert_max_interval_s
         self._store = store
         self._breaker = breaker
-        self._records = AttemptRecords(store.db, breaker)
+        self._records = AttemptRecords(store.db, breaker, journal)
         self._metrics = metrics or Metrics()
         self._runner = runner
         self._executor = executor
@@ -211,7 +212,9 @@ class CrewActivities:
             failure = await self._fail(exc, inp, state, info, progress)
             if progress.started is not None:
                 self._metrics.task_duration.labels("failed").observe(time.monotonic() - progress.started)
+            await self._count_calls(inp, progress.begun)
             raise failure.error from None
+        await self._count_calls(inp, progress.begun)
         if reused:
             # An earlier attempt committed the output and died before reporting it: reused.
             log.info("task.output_reused")
@@ -241,6 +244,31 @@ class CrewActivities:
         row, ended = self._records.completed(inp, info.attempt, begun.calls, outcome)
         self._write_output_file(inp.execution_id, row)
         return row, False, ended
+
+    async def _count_calls(self, inp: RunTaskInput, begun: Begun | None) -> None:
+        """The attempt's live LLM usage and the calls the journal saved it, as metrics; and, when
+        it paid for calls and a spend rule is configured, the spend alerts."""
+        journal = begun.calls.journal if begun is not None and begun.calls is not None else None
+        if journal is None:
+            return
+        stats = journal.stats
+        for (model, direction), tokens in stats.tokens.items():
+            self._metrics.llm_tokens.labels(model, direction).inc(tokens)
+        for model, usd in stats.cost.items():
+            self._metrics.llm_cost.labels(model).inc(usd)
+        for kind, count in stats.replayed.items():
+            self._metrics.calls_replayed.labels(kind).inc(count)
+        if stats.cost and self._alerter is not None and self._alerter.wants("spend"):
+            cost = await self._db(self._store.execution_cost, inp.execution_id)
+            await self._alert(
+                AlertEvent(
+                    "spend",
+                    f"execution {inp.execution_id} of {inp.crew_name} has cost {cost:.4f} USD",
+                    severity="medium",
+                    execution_id=inp.execution_id,
+                    data={"execution_cost_usd": cost},
+                )
+            )
 
     def _write_output_file(self, execution_id: str, row: TaskRun) -> None:
         """The task's output_file, by the attempt that completed it (or the one that found its

@@ -18,6 +18,7 @@ Which LLM a call goes to can change per attempt (a fallback of the agent's chain
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,7 +31,11 @@ from pydantic import ConfigDict, PrivateAttr
 
 from activities import attempt_calls
 from activities.attempt_calls import AttemptAborted, CallInfo
+from activities.call_journal import NotReplayable, decode_llm, encode_llm
+from activities.fingerprints import llm_fingerprint
+from backend.exceptions.classifier import classify
 from backend.exceptions.execution_errors import LLMOutputError
+from backend.pricing import Usage
 
 # Tokens the provider reported for the call in progress in this context (see _count_usage).
 _call_usage: ContextVar[list[dict[str, Any]] | None] = ContextVar("crewrun_call_usage", default=None)
@@ -108,6 +113,19 @@ class BoundaryLLM(BaseLLM):
         inner = self._target()
         calls = attempt_calls.current()
         info = CallInfo("llm", str(getattr(inner, "model", "unknown")), service_of(inner))
+        journal = calls.journal if calls is not None else None
+        started = time.monotonic()
+        fingerprint = ""
+        if calls is not None and journal is not None:
+            fingerprint = llm_fingerprint(info.name, messages, tools, response_model, self.stop_sequences)
+            served = journal.served("llm", fingerprint)
+            if served is not None:
+                # Paid for by an earlier attempt: no request, no breaker permit, no quota.
+                answer = decode_llm(served.response, response_model)
+                calls.record(
+                    info, lambda: journal.record_replayed("llm", info.name, info.service, served, started)
+                )
+                return answer
         if calls is not None:
             calls.admit(info)
         with _reported_usage() as usage, _one_retry_layer():
@@ -127,6 +145,14 @@ class BoundaryLLM(BaseLLM):
             except Exception as exc:
                 if calls is None:
                     raise
+                if journal is not None:
+                    code = classify(exc).code
+                    calls.record(
+                        info,
+                        lambda: journal.record_failed(
+                            "llm", info.name, info.service, fingerprint, code, started
+                        ),
+                    )
                 raise calls.abort(exc, info) from exc
         if answer is None or (isinstance(answer, str) and not answer.strip()):
             empty = LLMOutputError("the LLM returned an empty answer")
@@ -137,6 +163,22 @@ class BoundaryLLM(BaseLLM):
             self._track_token_usage_internal(report)
         if calls is not None:
             calls.answered(info)
+            if journal is not None:
+                spent = sum((Usage.from_report(report) for report in usage), Usage())
+                stored, provider = _encoded(answer), getattr(inner, "provider", None)
+                calls.record(
+                    info,
+                    lambda: journal.record_live(
+                        "llm",
+                        info.name,
+                        info.service,
+                        fingerprint,
+                        stored,
+                        started,
+                        usage=spent,
+                        provider=provider,
+                    ),
+                )
         return answer
 
     # BaseLLM wraps every subclass's call in CrewAI's rate-limit retry loop unless told not to.
@@ -181,6 +223,13 @@ class BoundaryLLM(BaseLLM):
 
     # get_input_tokens_count stays BaseLLM's estimate: OpenAI's own counts tokens with an HTTP
     # call of its own, before every LLM call, outside any breaker.
+
+
+def _encoded(answer: Any) -> str | None:
+    try:
+        return encode_llm(answer)
+    except NotReplayable:
+        return None  # recorded by hash only: not served again
 
 
 @contextmanager

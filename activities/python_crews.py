@@ -202,6 +202,7 @@ def manifest(name: str, setting: CrewSetting, crew: Crew, agent_names: list[str]
         "agents": agents,
         "tasks": tasks,
         "retry": setting.retry,
+        "replay": setting.replay,
         "reference": setting.ref,
         "code_version": version,
     }

@@ -24,6 +24,7 @@ import contextvars
 import functools
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -34,6 +35,8 @@ from crewai.tools.tool_failure import ToolFailure, ToolFailureReason
 
 from activities import attempt_calls
 from activities.attempt_calls import CallInfo
+from activities.call_journal import NotReplayable, decode_tool, encode_tool
+from activities.fingerprints import tool_fingerprint
 from backend.exceptions.categories import TOOL_TELLS_LLM
 from backend.exceptions.classifier import classify
 from backend.exceptions.execution_errors import CrewrunError
@@ -126,16 +129,29 @@ def guard_tool(tool: BaseTool, policy: ToolPolicy) -> BaseTool:
         if calls is None:
             return original(*args, **kwargs)
         call = CallInfo("tool", name, service)
+        journal = calls.journal
+        started = time.monotonic()
+        fingerprint = tool_fingerprint(name, args, kwargs) if journal is not None else ""
+        if journal is not None:
+            served = journal.served("tool", fingerprint, replayable=policy.replay)
+            if served is not None:  # answered for an earlier attempt: the service is not called
+                calls.record(call, lambda: journal.record_replayed("tool", name, service, served, started))
+                return decode_tool(served.response)
         calls.admit(call)
         try:
             result = _within(policy.timeout_s, original, args, kwargs, name)
         except Exception as exc:
-            return _failed(exc, call, policy, calls)
+            return _failed(exc, call, policy, calls, fingerprint, started)
         if isinstance(result, ToolFailure) and result.retryable:
             # The tool says the service may answer next time: a transient failure of the service.
             reported = ToolReportedFailure(f"{name} reported: {result.message} (code: {result.code})")
-            return _failed(reported, call, policy, calls)
+            return _failed(reported, call, policy, calls, fingerprint, started)
         calls.answered(call)
+        if journal is not None:
+            stored = _encoded(result)
+            calls.record(
+                call, lambda: journal.record_live("tool", name, service, fingerprint, stored, started)
+            )
         return result
 
     guarded._crewrun_guarded = True  # type: ignore[attr-defined]
@@ -153,9 +169,29 @@ def service_name(tool: Any) -> str | None:
     return None
 
 
-def _failed(exc: Exception, call: CallInfo, policy: ToolPolicy, calls: attempt_calls.AttemptCalls) -> Any:
+def _encoded(result: Any) -> str | None:
+    try:
+        return encode_tool(result)
+    except NotReplayable:
+        return None  # recorded by hash only: not served again
+
+
+def _failed(
+    exc: Exception,
+    call: CallInfo,
+    policy: ToolPolicy,
+    calls: attempt_calls.AttemptCalls,
+    fingerprint: str,
+    started: float,
+) -> Any:
     found = classify(exc, tool=True)
     action = policy.action(found.category, found.code)
+    journal = calls.journal
+    if journal is not None:  # a failed call is recorded, and never served again
+        calls.record(
+            call,
+            lambda: journal.record_failed("tool", call.name, call.service, fingerprint, found.code, started),
+        )
     if action == "tell_llm":
         # What CrewAI itself would hand the agent, as a failure it records (never cached); the
         # service answered, so its breaker counts a success.

@@ -40,13 +40,16 @@ class AlertRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9_\-]{1,100}$")
-    kind: Literal["severity", "rate", "circuit_opened", "dead_letter", "paused"]
+    kind: Literal["severity", "rate", "circuit_opened", "dead_letter", "paused", "spend", "waste"]
     min_severity: Literal["low", "medium", "high", "critical"] = "critical"  # kind=severity
     category: str | None = None  # kind=rate: count errors of this category ...
     code: str | None = None  # ... or of this code
     count: int = Field(default=10, ge=1)  # kind=rate: this many ...
     window_s: float = Field(default=300, gt=0)  # ... within this window
     cooldown_s: float = Field(default=900, ge=0)  # one alert per dedup key per cooldown
+    # kind=spend: an execution whose calls cost more than this (USD); kind=waste: calls of failed
+    # attempts, not reused, costing more than this within window_s.
+    max_usd: float = Field(default=1.0, ge=0)
     sinks: list[str] | None = None  # None: every configured sink
 
 
@@ -60,7 +63,7 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
 
 @dataclass(frozen=True)
 class AlertEvent:
-    kind: Literal["error", "circuit_opened", "dead_letter", "paused"]
+    kind: Literal["error", "circuit_opened", "dead_letter", "paused", "spend"]
     title: str
     severity: str = "high"
     execution_id: str | None = None
@@ -180,6 +183,12 @@ class Alerter:
                 return f"{rule.name}:{rule.category or ''}:{rule.code or ''}"
         elif rule.kind == "circuit_opened" and event.kind == "circuit_opened":
             return f"{rule.name}:{event.service}"
+        elif rule.kind == "spend" and event.kind == "spend":
+            if float(event.data.get("execution_cost_usd") or 0.0) > rule.max_usd:
+                return f"{rule.name}:{event.execution_id}"
+        elif rule.kind == "waste" and event.kind == "spend":
+            if self._recent_waste(rule) > rule.max_usd:
+                return f"{rule.name}"
         elif (
             rule.kind == "dead_letter"
             and event.kind == "dead_letter"
@@ -188,6 +197,16 @@ class Alerter:
         ):
             return f"{rule.name}:{event.execution_id}"
         return None
+
+    def wants(self, kind: str) -> bool:
+        """Whether an event of this kind can raise anything (spend events cost a read)."""
+        kinds = {"spend": ("spend", "waste")}.get(kind, (kind,))
+        return any(rule.kind in kinds for rule in self.rules)
+
+    def _recent_waste(self, rule: AlertRule) -> float:
+        since = utcnow() - timedelta(seconds=rule.window_s)
+        with self._db.read() as s:
+            return alerts.recent_waste(s, since=since)
 
     def _recent_errors(self, rule: AlertRule) -> int:
         since = utcnow() - timedelta(seconds=rule.window_s)

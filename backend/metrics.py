@@ -44,6 +44,20 @@ class Metrics:
             registry=r,
         )
         self.dead_letters = Counter("crewrun_dead_letters", "Dead letters created", registry=r)
+        # The calls of task attempts (the call journal): tokens and USD of live LLM calls, and the
+        # calls a retried attempt was served from the journal instead of paying again.
+        self.llm_tokens = Counter(
+            "crewrun_llm_tokens", "Tokens of live LLM calls", ["model", "direction"], registry=r
+        )
+        self.llm_cost = Counter(
+            "crewrun_llm_cost_usd", "USD of live LLM calls (known prices)", ["model"], registry=r
+        )
+        self.calls_replayed = Counter(
+            "crewrun_calls_replayed",
+            "Calls served from the journal instead of made again",
+            ["kind"],
+            registry=r,
+        )
         self.alerts_sent = Counter(
             "crewrun_alerts_sent", "Alerts delivered to a sink", ["rule", "sink"], registry=r
         )

@@ -43,3 +43,12 @@ async def redeliver_alerts(client: Client, settings: Settings, store: Store, *, 
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
     return len(pending)
+
+
+async def prune_journal(settings: Settings, store: Store) -> int:
+    """Journal rows of executions finished longer ago than the retention; their totals stay."""
+    cutoff = utcnow() - timedelta(days=settings.journal_retention_days)
+    pruned = await asyncio.to_thread(store.prune_journal, cutoff)
+    if pruned:
+        log.info("reconciler.journal_pruned", rows=pruned)
+    return pruned

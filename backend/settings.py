@@ -19,6 +19,7 @@ from backend.alerts import DEFAULT_RULES, AlertRule
 from backend.exceptions.categories import PAUSES_BY_DEFAULT
 from backend.exceptions.redaction import set_env_secrets
 from backend.exceptions.retry_policy import resolve
+from backend.pricing import PriceOverride
 from backend.specs import LLMSpec, RetryOverride, RetrySpec, _Strict
 
 SEARCH_ATTRIBUTES: tuple[str, ...] = (
@@ -50,6 +51,7 @@ class CrewSetting(_Strict):
 
     ref: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
     retry: RetrySpec = Field(default_factory=dict)
+    replay: bool = True  # false: a retried task never reuses this crew's recorded calls
     tasks: dict[str, TaskSetting] = Field(default_factory=dict)
     agents: dict[str, AgentSetting] = Field(default_factory=dict)
 
@@ -118,6 +120,16 @@ class Settings(BaseSettings):
     crews: dict[str, CrewSetting] = Field(default_factory=dict)
     crew_paths: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     tools: dict[str, ToolSetting] = Field(default_factory=dict)
+
+    # The call journal: every LLM and tool call of an attempt recorded (steps, tokens, cost); a
+    # retried attempt served from the calls an earlier one paid for while its requests match.
+    journal_enabled: bool = True  # false: calls are neither recorded nor replayed (no steps, no cost)
+    journal_replay: bool = True
+    journal_max_call_bytes: int = Field(default=256_000, ge=0)  # larger answers: by hash, not replayed
+    journal_max_execution_bytes: int = Field(default=16_000_000, ge=0)
+    journal_retention_days: float = Field(default=7.0, gt=0)  # after an execution finished
+    # Prices of models the price table does not know (private deployments), USD per million tokens.
+    prices: dict[str, PriceOverride] = Field(default_factory=dict)
 
     # Failures an operator can fix pause the execution (resume / skip / abort) for this long;
     # then it fails and is dead-lettered.

@@ -171,6 +171,8 @@ class CrewSpec(_Strict):
     agents: list[AgentSpec] = Field(min_length=1, max_length=50)
     tasks: list[TaskSpec] = Field(min_length=1, max_length=100)
     retry: RetrySpec = Field(default_factory=dict)
+    # A retried task may be served from the calls its earlier attempts recorded (the call journal).
+    replay: bool = True
     # A Python crew: where the worker finds it ("module:attr") and a digest of its code.
     reference: str | None = Field(default=None, max_length=300)
     code_version: str | None = Field(default=None, max_length=64)

@@ -16,12 +16,15 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.alert_activities import AlertActivities
+from activities.attempt_records import JournalConfig
+from activities.call_journal import JournalLimits
 from activities.crew_activities import CrewActivities
 from activities.runner_contract import TaskRunner
 from backend.alerts import Alerter, sinks_from
 from backend.breaker import CircuitBreaker, config_from
 from backend.db.store import CrewNameTaken, Store
 from backend.metrics import Metrics
+from backend.pricing import PriceTable
 from backend.settings import Settings
 from workflows.alert_delivery import AlertDeliveryWorkflow
 from workflows.crew_execution import CrewExecutionWorkflow
@@ -40,6 +43,16 @@ def default_runner(settings: Settings) -> TaskRunner:
 
     crews = CrewRegistry.load(settings.crews, settings.tools, settings.crew_paths)
     return CrewTaskRunner(crews=crews, tools=ToolRegistry.load(settings.tools))
+
+
+def journal_config(settings: Settings) -> JournalConfig | None:
+    if not settings.journal_enabled:
+        return None
+    return JournalConfig(
+        replay=settings.journal_replay,
+        limits=JournalLimits(settings.journal_max_call_bytes, settings.journal_max_execution_bytes),
+        prices=PriceTable(settings.prices),
+    )
 
 
 def register(store: Store, runner: TaskRunner) -> None:
@@ -114,6 +127,7 @@ def build_worker(
         alert_max_interval_s=settings.alert_delivery_max_interval_s,
         on_exhausted=on_exhausted,
         outputs_dir=settings.data_dir / "outputs",
+        journal=journal_config(settings),
     )
     alert_activities = AlertActivities(alerter, metrics)
     worker = Worker(

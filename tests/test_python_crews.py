@@ -184,7 +184,8 @@ async def test_a_failing_tool_fails_the_attempt_once_and_the_retry_calls_it_once
         "lookup",
         "reference-api",
     )
-    assert len(sim.llm_calls("searcher")) == 3  # attempt 1: the call that chose the tool; attempt 2: two
+    # The call that chose the tool was paid for once: attempt 2 was served it from the journal.
+    assert len(sim.llm_calls("searcher")) == 2
 
 
 async def test_arguments_the_tools_service_rejects_are_told_to_the_agent_without_a_retry(

@@ -390,6 +390,7 @@ def test_faults_route_accepts_one_bare_rule_and_returns_state_with_defaults(sim:
                 "message": None,
                 "tool": None,
                 "args_contain": None,
+                "after": 0,
             }
         ],
         "outages": [],

@@ -856,3 +856,11 @@ def test_a_tool_rule_can_target_the_calls_whose_arguments_contain_a_text(sim: Si
     again = httpx.post(f"{sim.url}/tools/lookup", json={"query": "for execution-b"})
 
     assert [other.status_code, targeted.status_code, again.status_code] == [200, 503, 200]
+
+
+def test_a_rule_can_let_the_first_calls_through(sim: SimulatorServer) -> None:
+    sim.script.add_rules([FaultRule(kind="server_error", tool="lookup", after=2, count=1)])
+
+    statuses = [httpx.post(f"{sim.url}/tools/lookup", json={"n": i}).status_code for i in range(4)]
+
+    assert statuses == [200, 200, 503, 200]

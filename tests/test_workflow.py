@@ -111,11 +111,14 @@ async def test_permanent_fault_fails_execution_without_retry(
     assert [t.status for t in row.tasks] == ["completed", "failed", "pending"]
 
 
-async def test_a_successful_attempt_takes_two_transactions(
-    temporal_client: Client, settings: Settings, store: Store, sim: SimulatorServer, worker: None
+@pytest.mark.parametrize("journal", [False, True], ids=["journal off", "journal on"])
+async def test_a_successful_attempt_takes_two_transactions_and_one_per_recorded_call(
+    temporal_client: Client, settings: Settings, store: Store, sim: SimulatorServer, journal: bool
 ) -> None:
     # Every transaction the database sees while the execution runs, by name (reads included:
-    # SQLAlchemy begins one for them too). The breaker's permit and its record ride in the two.
+    # SQLAlchemy begins one for them too). The breaker's permit and its record ride in the two;
+    # the call journal commits each call before its answer is used.
+    settings = settings.model_copy(update={"journal_enabled": journal})
     begun: list[str] = []
 
     def count(session: Session, transaction: Any, connection: Any) -> None:
@@ -123,15 +126,17 @@ async def test_a_successful_attempt_takes_two_transactions(
 
     event.listen(store.db.sessions, "after_begin", count)
     try:
-        execution, handle = await _run(
-            temporal_client, settings, store, research_spec(sim.base_url), {"topic": "owls"}
-        )
-        begun.clear()  # what the test itself wrote to start it
-        result = await handle.result()
+        async with build_worker(temporal_client, settings, store=store):
+            execution, handle = await _run(
+                temporal_client, settings, store, research_spec(sim.base_url), {"topic": "owls"}
+            )
+            begun.clear()  # what the test itself wrote to start it
+            result = await handle.result()
     finally:
         event.remove(store.db.sessions, "after_begin", count)
 
     assert result.status == "completed"
     per_attempt = Counter(begun)
     # The execution's "running" rides with the first task's begin, its end with the last task's finish.
-    assert per_attempt == {"begin_attempt": 3, "finish_attempt.completed": 3}, begun
+    expected = {"begin_attempt": 3, "finish_attempt.completed": 3}
+    assert per_attempt == expected | ({"journal.record": 3} if journal else {}), begun

@@ -86,6 +86,8 @@ class RunTaskInput:
     task_index: int = 0
     # Human input: this run follows ``revision`` rejections (their feedback is in the DB).
     revision: int = 0
+    # Whether a retry may be served from the calls earlier attempts recorded (the crew's choice).
+    replay: bool = True
 
 
 @dataclass

@@ -455,6 +455,7 @@ class CrewExecutionWorkflow:
                 source=spec.source,
                 task_index=index,
                 revision=revision,
+                replay=spec.replay,
             ),
             result_type=TaskResult,
             **policies.task_activity_options(task, agent, inp.tuning, table),

@@ -36,7 +36,7 @@ from backend.db.database import Database
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Store
 from backend.metrics import Metrics, SharedStateCollector
-from backend.reconciler import redeliver_alerts, start_orphans
+from backend.reconciler import prune_journal, redeliver_alerts, start_orphans
 from backend.settings import Settings, get_settings
 
 log = structlog.get_logger("crewrun.api")
@@ -105,6 +105,7 @@ def create_app(
                 client = await app.state.temporal.client()
                 await start_orphans(client, settings, app.state.store, older_than_s=RECONCILE_EVERY_S)
                 await redeliver_alerts(client, settings, app.state.store, older_than_s=RECONCILE_EVERY_S)
+                await prune_journal(settings, app.state.store)
             except (ProblemError, Exception) as exc:  # keep reconciling; the next round retries
                 log.warning("reconciler.round_failed", error=type(exc).__name__)
 

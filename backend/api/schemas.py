@@ -8,7 +8,17 @@ from typing import Any, Generic, TypeVar, overload
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from backend.breaker import BreakerState
-from backend.db.models import Alert, Crew, DeadLetter, ErrorEvent, Execution, ExecutionLog, TaskRun
+from backend.db import journal
+from backend.db.models import (
+    Alert,
+    Crew,
+    DeadLetter,
+    ErrorEvent,
+    Execution,
+    ExecutionLog,
+    JournalEntry,
+    TaskRun,
+)
 from backend.settings import Settings
 from backend.specs import CrewSpec, LLMOverride, check_storable
 from backend.status import ExecutionStatus, TaskStatus
@@ -110,6 +120,20 @@ class SkipBody(BaseModel):
     _storable = field_validator("task", "output")(check_storable)
 
 
+class CostPublic(BaseModel):
+    """What the calls cost, over every attempt: tokens, USD (of models with a known price), and the
+    USD of calls whose attempt failed and which no later attempt reused (wasted)."""
+
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    wasted_cost_usd: float
+
+    @classmethod
+    def of(cls, tasks: list[TaskRun]) -> CostPublic:
+        return cls(**journal.totals(tasks))
+
+
 class TaskPublic(BaseModel):
     name: str
     agent: str
@@ -125,6 +149,7 @@ class TaskPublic(BaseModel):
     degraded: bool
     revision: int  # human input: rejections so far
     feedback: list[dict[str, Any]]  # human input: every decision, with the output it was about
+    cost: CostPublic
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -145,8 +170,51 @@ class TaskPublic(BaseModel):
             degraded=task.degraded,
             revision=task.revision,
             feedback=list(task.feedback or []) if with_output else [],
+            cost=CostPublic.of([task]),
             started_at=_utc(task.started_at),
             finished_at=_utc(task.finished_at),
+        )
+
+
+class StepPublic(BaseModel):
+    """One LLM or tool call of an execution, as the timeline shows it (never its content)."""
+
+    id: int
+    task: str
+    attempt: int
+    revision: int
+    seq: int
+    kind: str  # llm | tool
+    name: str  # the model, or the tool
+    service: str
+    started_at: datetime
+    duration_ms: float
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float | None  # None: no known price (or a tool call)
+    replayed: bool  # served from the journal: no request was made
+    outcome: str  # ok | replayed | failed
+    error_code: str | None
+
+    @classmethod
+    def of(cls, e: JournalEntry) -> StepPublic:
+        return cls(
+            id=e.id,
+            task=e.task,
+            attempt=e.attempt,
+            revision=e.revision,
+            seq=e.seq,
+            kind=e.kind,
+            name=e.name,
+            service=e.service,
+            started_at=_utc(e.started_at),
+            duration_ms=e.duration_ms,
+            tokens_in=e.tokens_in,
+            tokens_out=e.tokens_out,
+            cost_usd=e.cost_usd,
+            replayed=e.outcome == "replayed",
+            outcome=e.outcome,
+            error_code=e.error_code,
         )
 
 
@@ -192,6 +260,7 @@ class ExecutionPublic(BaseModel):
     tasks: list[TaskPublic]
     gaps: list[str]  # tasks that left a gap: degraded (optional and failed) or skipped
     result: ResultPublic | None  # once completed or degraded
+    cost: CostPublic  # the tasks' totals
     error: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None
@@ -211,6 +280,7 @@ class ExecutionPublic(BaseModel):
             tasks=[TaskPublic.of(t, with_output=with_outputs) for t in e.tasks],
             gaps=[t.name for t in e.tasks if t.status in ("degraded", "skipped")],
             result=ResultPublic.of(e) if with_outputs else None,
+            cost=CostPublic.of(list(e.tasks)),
             error=e.error,
             created_at=_utc(e.created_at),
             started_at=_utc(e.started_at),

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.db.database import Database
-from backend.db.models import Alert, AlertDedup, ErrorEvent, utcnow
+from backend.db.models import Alert, AlertDedup, ErrorEvent, JournalEntry, utcnow
 from backend.db.paging import Page, newest_first
 
 
@@ -21,6 +21,26 @@ def recent_errors(s: Session, *, since: datetime, category: str | None, code: st
     if code:
         query = query.where(ErrorEvent.code == code)
     return int(s.scalar(query) or 0)
+
+
+def recent_waste(s: Session, *, since: datetime) -> float:
+    """USD of live calls since ``since`` whose attempt failed and which no later attempt reused."""
+    failed_attempt = (
+        select(ErrorEvent.id)
+        .where(
+            ErrorEvent.execution_id == JournalEntry.execution_id,
+            ErrorEvent.task == JournalEntry.task,
+            ErrorEvent.attempt == JournalEntry.attempt,
+        )
+        .exists()
+    )
+    query = select(func.coalesce(func.sum(JournalEntry.cost_usd), 0.0)).where(
+        JournalEntry.started_at >= since,
+        JournalEntry.outcome == "ok",
+        JournalEntry.reused.is_(False),
+        failed_attempt,
+    )
+    return float(s.scalar(query) or 0.0)
 
 
 def first_in_cooldown(db: Database, key: str, cooldown_s: float) -> bool:

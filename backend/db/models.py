@@ -92,6 +92,12 @@ class TaskRun(Base):
     # again, revision + 1), and what they said.
     revision: Mapped[int] = mapped_column(Integer, default=0)
     feedback: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # What the task's calls cost, over every attempt (kept when the journal is pruned): tokens,
+    # USD, and the USD of calls whose attempt failed and which no later attempt reused.
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(default=0.0)
+    wasted_cost_usd: Mapped[float] = mapped_column(default=0.0)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -288,3 +294,41 @@ class AlertDedup(Base):
 
     dedup_key: Mapped[str] = mapped_column(String(300), primary_key=True)
     last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JournalEntry(Base):
+    """One LLM or tool call of a task attempt, committed before its response is used. A retried
+    attempt is served from here while its requests match (see activities/call_journal.py)."""
+
+    __tablename__ = "call_journal"
+    __table_args__ = (
+        UniqueConstraint("execution_id", "task", "revision", "attempt", "seq", name="uq_call_journal_call"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    task: Mapped[str] = mapped_column(String(200))
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)  # the call's place in its attempt
+    kind: Mapped[str] = mapped_column(String(8))  # llm | tool
+    name: Mapped[str] = mapped_column(String(200))  # the model, or the tool
+    service: Mapped[str] = mapped_column(String(200))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # of the request, as the service sees it
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | replayed | failed
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The answer (JSON: {"type": ..., ...}), redacted; None when it was over the size bound or
+    # could not be stored: then only its hash is kept and the call is not replayable.
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    response_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    replayable: Mapped[bool] = mapped_column(default=False)
+    # A replayed call: the live call it was served from (its attempt for the replay chain).
+    source_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source_attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reused: Mapped[bool] = mapped_column(default=False)  # a later attempt was served this call
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float | None] = mapped_column(nullable=True)  # None: no known price
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    duration_ms: Mapped[float] = mapped_column(default=0.0)

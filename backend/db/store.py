@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from backend.db import alerts, attempts, crews, dead_letters, executions
+from backend.db import alerts, attempts, crews, dead_letters, executions, journal
 from backend.db.crews import CrewNameTaken
 from backend.db.database import Database
 from backend.db.dead_letters import Compensation, DeadLetterNotOpen
@@ -25,6 +25,7 @@ from backend.db.models import (
     Execution,
     ExecutionFailure,
     ExecutionLog,
+    JournalEntry,
     RegisteredTool,
     TaskRun,
 )
@@ -227,6 +228,19 @@ class Store:
             return attempts.decide_feedback(
                 s, execution_id, task, revision=revision, approve=approve, feedback=feedback
             )
+
+    def list_steps(self, execution_id: str, *, limit: int, cursor: str | None) -> Page[JournalEntry]:
+        with self.db.read() as s:
+            return journal.steps(s, execution_id, limit=limit, cursor=cursor)
+
+    def execution_cost(self, execution_id: str) -> float:
+        with self.db.read() as s:
+            rows = list(s.scalars(select(TaskRun).where(TaskRun.execution_id == execution_id)))
+            return float(journal.totals(rows)["cost_usd"])
+
+    def prune_journal(self, finished_before: datetime) -> int:
+        with self.db.transaction("prune_journal") as s:
+            return journal.prune(s, finished_before)
 
     def list_error_events(self, execution_id: str, *, limit: int, cursor: str | None) -> Page[ErrorEvent]:
         with self.db.read() as s:

@@ -55,7 +55,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from backend.simulator.replies import Reply, ToolScript, prompt_text, reply, usage
-from backend.simulator.script import FAULT_KINDS, TOOL_FAULT_KINDS, AgentSettings, FaultRule, FaultScript
+from backend.simulator.script import (
+    FAULT_KINDS,
+    TOOL_FAULT_KINDS,
+    AgentSettings,
+    FaultRule,
+    FaultScript,
+    RecordedCall,
+)
 
 # CrewAI's system prompt: "You are <role>. <backstory>"; a role from YAML keeps its newline.
 _ROLE_RE = re.compile(r"You are (.+?)\s*\.(?:\s|$)")
@@ -282,27 +289,28 @@ def create_simulator_app(script: FaultScript | None = None) -> Starlette:
         hint = _task_hint(messages)
         api_key = request.headers.get("authorization", "").removeprefix("Bearer ")
 
-        def record(outcome: str, status: int) -> None:
-            script.record(agent, hint, outcome, status, prompt_text(messages), bool(tools))
+        def record(outcome: str, status: int) -> RecordedCall:
+            return script.record(agent, hint, outcome, status, prompt_text(messages), bool(tools))
 
-        def completion() -> JSONResponse:
+        def completion(call: RecordedCall) -> JSONResponse:
             script_ = _tool_script(script, agent, header_rounds)
             answer = reply(messages, tools, agent, hint, script_, response_format)
-            return JSONResponse(_completion(model, messages, answer))
+            body = _completion(model, messages, answer)
+            call.usage = body["usage"]  # what the provider bills, as it reports it
+            return JSONResponse(body)
 
         rule = script.next_fault(agent)
         if rule is not None and rule.kind in ("slow", "timeout"):
             # Both answer correctly, late: "timeout" is just slow enough that the client gives up.
             # Recorded on arrival, so a call the client abandoned still counts as a call.
-            record(rule.kind, 200)
+            call = record(rule.kind, 200)
             await asyncio.sleep(rule.delay_s if rule.delay_s is not None else 120.0)
-            return completion()
+            return completion(call)
         if rule is not None:
             response = _fault_response(rule, api_key)
             record(rule.kind, response.status_code)
             return response
-        record("ok", 200)
-        return completion()
+        return completion(record("ok", 200))
 
     async def tool_service(request: Request) -> Response:
         name = str(request.path_params["name"])

@@ -71,6 +71,8 @@ class FaultRule:
     # Only tool-service calls whose arguments (canonical JSON) contain this text: one
     # execution's calls, when several executions use the same tool at once.
     args_contain: str | None = None
+    # Let this many matching calls through first: "the 4th call of the agent fails".
+    after: int = 0
 
     def matches(self, agent: str) -> bool:
         """Does this rule apply to an LLM call of ``agent``?"""
@@ -125,6 +127,8 @@ class RecordedCall:
     args: str | None = None  # tool-service calls: the arguments as canonical JSON
     prompt: str = ""  # LLM calls: "role: content" lines of the messages, bounded
     has_tools: bool = False  # LLM calls: the request offered native tools
+    # LLM calls: the usage the answer reported (set once answered; None for a fault)
+    usage: dict[str, int] | None = None
 
 
 @dataclass
@@ -201,6 +205,9 @@ class FaultScript:
                 # the seeded sequence of the other.
                 if rule.exhausted() or not applies(rule):
                     continue
+                if rule.after > 0:
+                    rule.after -= 1
+                    continue
                 if rule.probability < 1.0 and self._rng.random() >= rule.probability:
                     continue
                 if rule.count is not None:
@@ -217,21 +224,15 @@ class FaultScript:
         status: int,
         prompt: str = "",
         has_tools: bool = False,
-    ) -> None:
-        """Record an LLM call."""
+    ) -> RecordedCall:
+        """Record an LLM call (its usage is set once it is answered)."""
+        call = RecordedCall(
+            0, agent, task_hint, outcome, status, time.time(), prompt=prompt, has_tools=has_tools
+        )
         with self._lock:
-            self.calls.append(
-                RecordedCall(
-                    len(self.calls) + 1,
-                    agent,
-                    task_hint,
-                    outcome,
-                    status,
-                    time.time(),
-                    prompt=prompt,
-                    has_tools=has_tools,
-                )
-            )
+            call.seq = len(self.calls) + 1
+            self.calls.append(call)
+        return call
 
     def record_tool(self, tool: str, args: str, outcome: str, status: int) -> None:
         """Record a tool-service call; ``args`` is the canonical JSON of its arguments."""

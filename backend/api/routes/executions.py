@@ -25,6 +25,7 @@ from backend.api.schemas import (
     Page,
     ResumeBody,
     SkipBody,
+    StepPublic,
 )
 from backend.db.models import Execution
 from backend.db.store import IdempotencyKeyReused
@@ -189,6 +190,22 @@ async def execution_logs(
     return Page[LogEntryPublic](
         items=[LogEntryPublic.of(x) for x in page.items], next_cursor=page.next_cursor
     )
+
+
+@router.get("/{execution_id}/steps", response_model=Page[StepPublic], operation_id="executionSteps")
+async def execution_steps(
+    execution: ExecutionDep,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Page[StepPublic]:
+    """Every LLM and tool call of the execution's attempts, in the order they were made: which,
+    when, how long, tokens, cost, replayed from the journal or live, the error code of a failed one."""
+    try:
+        page = await asyncio.to_thread(store.list_steps, execution.id, limit=limit, cursor=cursor)
+    except ValueError as exc:
+        raise invalid_cursor(exc) from exc
+    return Page[StepPublic](items=[StepPublic.of(e) for e in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{execution_id}/errors", response_model=Page[ErrorRecordPublic], operation_id="executionErrors")
