@@ -192,7 +192,7 @@ class CrewActivities:
             run_id=info.workflow_run_id,
             task=inp.task.get("name"),
             agent=inp.agent.get("name"),
-            attempt=info.attempt,
+            attempt=task_attempt(inp, info),
         )
         return await self._run_crew_task(inp, info)
 
@@ -234,14 +234,14 @@ class CrewActivities:
         task's output file. Returns (the task's row, reused, whether this ended the execution)."""
         assert progress.agent is not None
         progress.begun = begun = self._records.begin(
-            inp, task, progress.agent, info.attempt, info.started_time, state
+            inp, task, progress.agent, task_attempt(inp, info), info.started_time, state
         )
         if begun.reused is not None:
             return begun.reused, True, False
         assert begun.request is not None and begun.calls is not None
         progress.started = time.monotonic()
         outcome = self._runner.run(begun.request)
-        row, ended = self._records.completed(inp, info.attempt, begun.calls, outcome)
+        row, ended = self._records.completed(inp, task_attempt(inp, info), begun.calls, outcome)
         self._write_output_file(inp.execution_id, row)
         return row, False, ended
 
@@ -267,6 +267,8 @@ class CrewActivities:
                     severity="medium",
                     execution_id=inp.execution_id,
                     data={"execution_cost_usd": cost},
+                    # An execution crosses a spend threshold once: one alert, whichever attempt.
+                    incident=f"spend:{inp.execution_id}",
                 )
             )
 
@@ -306,7 +308,7 @@ class CrewActivities:
                 task=inp.task.get("name", "?"),
                 agent=inp.agent.get("name", "?"),
                 service=llm.service_name if llm else "unknown",
-                attempt=info.attempt,
+                attempt=task_attempt(inp, info),
                 started_at=info.started_time,
             ),
             fallback=chain[state.llm_index + 1].model if state.llm_index + 1 < len(chain) else None,
@@ -397,6 +399,12 @@ def _result(row: TaskRun, reused: bool = False) -> TaskResult:
         reused=reused,
         awaiting_feedback=row.status == TaskStatus.AWAITING_FEEDBACK,
     )
+
+
+def task_attempt(inp: RunTaskInput, info: activity.Info) -> int:
+    """The attempt's number among all of the task's attempts: a task resumed after a pause (or run
+    again after a rejection) is a new activity whose attempts Temporal counts from 1 again."""
+    return inp.attempt_offset + info.attempt
 
 
 def _bind_execution(execution_id: str) -> None:

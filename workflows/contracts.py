@@ -88,6 +88,9 @@ class RunTaskInput:
     revision: int = 0
     # Whether a retry may be served from the calls earlier attempts recorded (the crew's choice).
     replay: bool = True
+    # Attempts the task's earlier activities made (before a pause it was resumed from, or a
+    # rejection of its output): this activity's attempts are numbered after them.
+    attempt_offset: int = 0
 
 
 @dataclass

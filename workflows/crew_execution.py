@@ -456,6 +456,7 @@ class CrewExecutionWorkflow:
                 task_index=index,
                 revision=revision,
                 replay=spec.replay,
+                attempt_offset=progress.attempts,
             ),
             result_type=TaskResult,
             **policies.task_activity_options(task, agent, inp.tuning, table),
