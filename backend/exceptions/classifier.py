@@ -307,8 +307,14 @@ OPTIONAL_SDKS = ("anthropic", "httpx2")
 
 
 def rules() -> tuple[Rule, ...]:
-    """The table for the SDKs loaded now (rebuilt, once, when CrewAI loads another one)."""
-    return _rules(frozenset(name for name in OPTIONAL_SDKS if name in sys.modules))
+    """The table for the SDKs loaded now (rebuilt, once, when CrewAI loads another one). A module
+    another thread is still importing is in sys.modules half-built: it is not loaded yet."""
+    return _rules(frozenset(name for name in OPTIONAL_SDKS if _loaded(name)))
+
+
+def _loaded(name: str) -> bool:
+    module = sys.modules.get(name)
+    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
 
 
 @cache
