@@ -4,6 +4,7 @@ structured output survives `kill -9` of the worker between tasks."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,6 +62,7 @@ def test_crewais_template_project_and_a_structured_crew_run_on_crewrun_up(
         "--crew-path",
         str(REPO),
         CREWRUN_TEST_SIM_URL=sim,
+        CREWRUN_TOOLS=json.dumps({"lookup": {"ref": "tests.crews.tools:LookupTool"}}),
         **llm_env,
     )
     try:
@@ -107,6 +109,41 @@ def test_crewais_template_project_and_a_structured_crew_run_on_crewrun_up(
         # The attempt after the crash read task 1's output back from the checkpoint.
         assert finding.topic in sim_calls(sim, "writer")[-1]["prompt"]
         assert done["result"]["tasks_output"][0]["json_dict"] == finding.model_dump()
+
+        # 4 LLM calls and 3 tool calls; the worker dies during the last LLM call: the next one
+        # is served the first six from the journal and makes the last one again.
+        llm = {"model": "gpt-4o-mini", "base_url": f"{sim}/agents/looker/v1"}
+        looker = {
+            "name": "looker",
+            "role": "Looker",
+            "goal": "Look {topic} up",
+            "tools": ["lookup"],
+            "llm": llm,
+        }
+        task = {
+            "name": "look",
+            "description": "Look up {topic}",
+            "expected_output": "Facts",
+            "agent": "looker",
+        }
+        crew = {"name": "looker", "agents": [looker], "tasks": [task]}
+        httpx.post(f"{sim}/_sim/agents/looker", json={"tool_rounds": 3}).raise_for_status()
+        slow_last = {"kind": "slow", "agent": "looker", "after": 3, "delay_s": 30}
+        httpx.post(f"{sim}/_sim/faults", json=slow_last).raise_for_status()
+        started = httpx.post(f"{api}/api/v1/executions", json={"crew": crew, "inputs": {"topic": "rays"}})
+        assert started.status_code == 202, started.text
+        wait_for(lambda: len(sim_calls(sim, "looker")) == 4, 60, "the fourth LLM call")
+        victim = worker_of(settings.data_dir)
+        assert victim is not None
+        os.kill(victim["pid"], signal.SIGKILL)
+        done = wait_for(lambda: terminal(api, started.json()["id"]), 120, "the looker to finish")
+
+        assert done["status"] == "completed", done
+        assert len(sim_calls(sim, "looker")) == 5  # 4 + the one the crash interrupted, again
+        tools = httpx.get(f"{sim}/_sim/requests", params={"tool": "lookup"}).json()["calls"]
+        assert len(tools) == 3
+        steps = httpx.get(f"{api}/api/v1/executions/{done['id']}/steps").json()["items"]
+        assert [s["outcome"] for s in steps if s["attempt"] == 2] == ["replayed"] * 6 + ["ok"]
     finally:
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0
