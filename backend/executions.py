@@ -17,7 +17,13 @@ from backend.db.models import Execution
 from backend.db.store import Store
 from backend.settings import Settings
 from backend.status import TaskStatus
-from workflows.contracts import WORKFLOW_NAME, ActivityTuning, CrewExecutionInput, CrewExecutionResult
+from workflows.contracts import (
+    WEBHOOK_WORKFLOW_NAME,
+    WORKFLOW_NAME,
+    ActivityTuning,
+    CrewExecutionInput,
+    CrewExecutionResult,
+)
 
 
 def tuning_from(settings: Settings) -> ActivityTuning:
@@ -56,3 +62,15 @@ async def start_workflow(
     if run_id:
         await asyncio.to_thread(store.set_run_id, execution.id, run_id)
     return handle
+
+
+async def start_webhook_delivery(client: Client, settings: Settings, execution_id: str) -> None:
+    """The execution's webhook delivery (safe to call again: the running one stays)."""
+    await client.start_workflow(
+        WEBHOOK_WORKFLOW_NAME,
+        args=[execution_id, settings.webhook_retry_max_interval_s],
+        id=f"webhooks-{execution_id}",
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"webhooks of execution {execution_id}",
+    )

@@ -13,7 +13,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from backend.db.models import utcnow
 from backend.db.store import Store
-from backend.executions import start_workflow
+from backend.executions import start_webhook_delivery, start_workflow
 from backend.settings import Settings
 from workflows.contracts import ALERT_WORKFLOW_NAME
 
@@ -52,3 +52,13 @@ async def prune_journal(settings: Settings, store: Store) -> int:
     if pruned:
         log.info("reconciler.journal_pruned", rows=pruned)
     return pruned
+
+
+async def resume_webhooks(client: Client, settings: Settings, store: Store, *, older_than_s: float) -> int:
+    """Executions with events waiting since before the cutoff get their delivery (again): one that
+    never started (Temporal was down when the API accepted the execution) or one that ended."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    waiting = await asyncio.to_thread(store.executions_with_waiting_webhooks, before=cutoff, limit=100)
+    for execution_id in waiting:
+        await start_webhook_delivery(client, settings, execution_id)
+    return len(waiting)

@@ -131,6 +131,13 @@ class Settings(BaseSettings):
     # Prices of models the price table does not know (private deployments), USD per million tokens.
     prices: dict[str, PriceOverride] = Field(default_factory=dict)
 
+    # Webhooks of executions: the key that encrypts their signing secrets at rest (a Fernet key;
+    # empty: a key file under data_dir, for one machine) and how long a refused delivery waits at
+    # most before it is tried again (it is tried until the receiver takes it).
+    webhook_key: str = ""
+    webhook_retry_max_interval_s: float = Field(default=30.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+
     # Failures an operator can fix pause the execution (resume / skip / abort) for this long;
     # then it fails and is dead-lettered.
     pause_categories: list[str] = Field(default_factory=lambda: list(PAUSES_BY_DEFAULT))

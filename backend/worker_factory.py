@@ -20,14 +20,17 @@ from activities.attempt_records import JournalConfig
 from activities.call_journal import JournalLimits
 from activities.crew_activities import CrewActivities
 from activities.runner_contract import TaskRunner
+from activities.webhook_activities import WebhookActivities
 from backend.alerts import Alerter, sinks_from
 from backend.breaker import CircuitBreaker, config_from
 from backend.db.store import CrewNameTaken, Store
 from backend.metrics import Metrics
 from backend.pricing import PriceTable
+from backend.secret_box import SecretBox
 from backend.settings import Settings
 from workflows.alert_delivery import AlertDeliveryWorkflow
 from workflows.crew_execution import CrewExecutionWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 log = structlog.get_logger(__name__)
 
@@ -131,10 +134,12 @@ def build_worker(
         journal=journal_config(settings),
     )
     alert_activities = AlertActivities(alerter, metrics)
+    webhook_box = SecretBox.for_deployment(settings.webhook_key, settings.data_dir)
+    webhook_activities = WebhookActivities(store, webhook_box, settings.webhook_timeout_s)
     worker = Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[CrewExecutionWorkflow, AlertDeliveryWorkflow],
+        workflows=[CrewExecutionWorkflow, AlertDeliveryWorkflow, WebhookDeliveryWorkflow],
         activities=[
             activities.run_crew_task,
             activities.record_execution_status,
@@ -142,6 +147,7 @@ def build_worker(
             activities.skip_task,
             activities.record_feedback,
             alert_activities.deliver_alert,
+            webhook_activities.deliver_webhooks,
         ],
         max_concurrent_activities=settings.worker_max_concurrent_tasks + 4,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),

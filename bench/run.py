@@ -1,8 +1,9 @@
 """`make bench`: runs every section and writes BENCHMARKS.md at the repo root.
 
-Order: the sections without a stack first (micro, analytics, persistence), then two embedded
-stacks side by side: A (crewrun's defaults; breaker cooldown shortened) for overhead, recovery
-and the guarded outage, B (breaker off) for retry amplification and the unguarded outage.
+Order: the sections without a stack first (micro, analytics, persistence, the journal's overhead
+per call), then two embedded stacks side by side: A (crewrun's defaults; breaker cooldown
+shortened; the lookup tool in its workers' registry) for overhead, recovery, the guarded outage
+and the calls a retry re-pays, B (breaker off) for retry amplification and the unguarded outage.
 CREWRUN_BENCH_QUICK=1 shrinks every size for development; the default is the full run.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.logging_setup import configure_logging
-from bench import analytics, faults, overhead, persistence, recovery
+from bench import analytics, faults, journal, overhead, persistence, recovery
 from bench.machine import load_average, machine, versions
 from bench.procs import environment, progress, running_stack, stack_settings
 from bench.profiles import redaction_breakdown
@@ -146,15 +147,22 @@ def micro_markdown(figs: dict[str, Figure], targets: list[Target]) -> str:
 # ---------------------------------------------------------------- stacks
 
 
-async def stack_sections(work: Path, targets: list[Target]) -> list[tuple[str, str]]:
+async def stack_sections(
+    work: Path, targets: list[Target], jr: journal.JournalResult
+) -> list[tuple[str, str]]:
     sections: list[tuple[str, str]] = []
     # Shorter breaker cooldown for both stacks (B has its breaker off), inherited by every worker
-    # spawned later too (recovery's standby workers).
+    # spawned later too (recovery's standby workers); so is what A's workers need to run the
+    # journal section's lookup tool.
     with environment(CREWRUN_BREAKER_COOLDOWN_S=str(COOLDOWN_S), CREWRUN_LOG_LEVEL="INFO"):
-        settings_a = stack_settings(work / "stack-a", heartbeat_s=HEARTBEAT_S)
+        settings_a = journal.with_lookup_tool(stack_settings(work / "stack-a", heartbeat_s=HEARTBEAT_S))
         settings_b = stack_settings(work / "stack-b", heartbeat_s=HEARTBEAT_S)
         progress("starting embedded stacks A (defaults) and B (breaker off)")
-        with running_stack(settings_a) as a, running_stack(settings_b, CREWRUN_BREAKER_ENABLED="false") as b:
+        with (
+            environment(**journal.worker_env(settings_a)),
+            running_stack(settings_a) as a,
+            running_stack(settings_b, CREWRUN_BREAKER_ENABLED="false") as b,
+        ):
             progress("stacks up")
             o = await overhead.measure(
                 a, work, executions=4 if QUICK else 24, concurrency=2 if QUICK else 4, reps=REPS
@@ -251,7 +259,41 @@ async def stack_sections(work: Path, targets: list[Target]) -> list[tuple[str, s
             if share.median > 10:
                 text += "\n\n" + breaker_explanation(fr)
             sections.append(("4. Fault handling", text))
+
+            journal.measure_repay(a, jr)
+            sections.append(("7. Call journal", journal.markdown(jr)))
+            journal_targets(jr, targets)
     return sections
+
+
+def journal_targets(jr: journal.JournalResult, targets: list[Target]) -> None:
+    for db in journal.DATABASES:
+        fig = jr.p50_ms[(db, "record")]
+        targets.append(
+            Target(
+                f"journal overhead per call (fingerprint + committed record), p50, {db}",
+                fig.fmt("{:.2f}", " ms"),
+                "≤ 2 ms",
+                fig.median <= 2,
+            )
+        )
+    with_journal, without = jr.repaid["replay"], jr.repaid["no replay"]
+    targets.append(
+        Target(
+            f"calls a retry of a {journal.TASK_CALLS}-call task re-pays, with / without the journal",
+            f"{with_journal.fmt('{:.1f}')} / {without.fmt('{:.1f}')}",
+            "= 1 with",
+            all(v == 1 for v in jr.repaid_each["replay"]),
+        )
+    )
+    targets.append(
+        Target(
+            "… re-paid calls with / without the journal (ratio)",
+            jr.repaid_ratio.fmt("{:.2f}"),
+            "none",
+            None,
+        )
+    )
 
 
 OVERHEAD_EXPLANATION = (
@@ -378,8 +420,12 @@ async def main() -> None:
         )
         sections.append(("2. Temporal persistence modes", persistence.markdown(p)))
 
-        progress("1, 3, 4: on the embedded stack")
-        sections += await stack_sections(work, targets)
+        progress("7. call journal: overhead per call")
+        jr = journal.JournalResult(reps=REPS, calls=30 if QUICK else 300, executions=2)
+        journal.measure_overhead(work, jr)
+
+        progress("1, 3, 4, 7: on the embedded stack")
+        sections += await stack_sections(work, targets, jr)
     finally:
         if os.environ.get("CREWRUN_BENCH_KEEP") != "1":  # keep logs and profiles for a post-mortem
             shutil.rmtree(work, ignore_errors=True)

@@ -4,6 +4,7 @@ for executions, stacks of real processes. Test modules import helpers from here,
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -84,6 +85,58 @@ class SimulatorServer:
     def tool_url(self, name: str) -> str:
         """The simulator's tool service for tool ``name``: POST the arguments as JSON."""
         return f"{self.url}/tools/{name}"
+
+
+class WebhookReceiver:
+    """A webhook receiver on a real loopback port: records every request it is sent (headers and
+    JSON body); answers 503 while ``refusing`` returns True."""
+
+    def __init__(self, refusing: Any = lambda: False) -> None:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        self.received: list[dict[str, Any]] = []
+        self.refused = 0
+        self.refusing = refusing
+        lock = threading.Lock()
+
+        async def hook(request: Request) -> JSONResponse:
+            body = await request.body()
+            if self.refusing():
+                with lock:
+                    self.refused += 1
+                return JSONResponse({"error": "down"}, status_code=503)
+            with lock:
+                self.received.append(
+                    {"path": request.url.path, "headers": dict(request.headers), "body": body}
+                )
+            return JSONResponse({"ok": True})
+
+        self.port = free_port()
+        app = Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def url(self, path: str = "hooks") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def start(self) -> WebhookReceiver:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+    def events(self, path: str | None = None) -> list[dict[str, Any]]:
+        return [json.loads(r["body"]) for r in self.received if path is None or r["path"] == f"/{path}"]
 
 
 class ServedApp:

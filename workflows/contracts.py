@@ -19,6 +19,8 @@ SKIP_TASK_ACTIVITY = "skip_task"
 RECORD_FEEDBACK_ACTIVITY = "record_feedback"
 ALERT_WORKFLOW_NAME = "AlertDelivery"
 DELIVER_ALERT_ACTIVITY = "deliver_alert"
+WEBHOOK_WORKFLOW_NAME = "WebhookDelivery"
+DELIVER_WEBHOOKS_ACTIVITY = "deliver_webhooks"
 OUTPUT_PREVIEW_CHARS = 200
 
 
@@ -166,6 +168,12 @@ class SkipTaskInput:
     execution_id: str
     task: str
     output: str | None = None
+
+
+@dataclass
+class WebhookProgress:
+    delivered: int
+    done: bool  # the execution ended and every event of it is delivered
 
 
 @dataclass

@@ -21,6 +21,7 @@ from backend.api.problems import ProblemError, install_problem_handlers, problem
 from backend.api.routes import (
     alerts,
     circuit_breakers,
+    crewai_compat,
     crews,
     dead_letters,
     errors,
@@ -36,7 +37,7 @@ from backend.db.database import Database
 from backend.db.engine import make_engine, make_session_factory, upgrade_database
 from backend.db.store import Store
 from backend.metrics import Metrics, SharedStateCollector
-from backend.reconciler import prune_journal, redeliver_alerts, start_orphans
+from backend.reconciler import prune_journal, redeliver_alerts, resume_webhooks, start_orphans
 from backend.settings import Settings, get_settings
 
 log = structlog.get_logger("crewrun.api")
@@ -105,6 +106,7 @@ def create_app(
                 client = await app.state.temporal.client()
                 await start_orphans(client, settings, app.state.store, older_than_s=RECONCILE_EVERY_S)
                 await redeliver_alerts(client, settings, app.state.store, older_than_s=RECONCILE_EVERY_S)
+                await resume_webhooks(client, settings, app.state.store, older_than_s=RECONCILE_EVERY_S)
                 await prune_journal(settings, app.state.store)
             except (ProblemError, Exception) as exc:  # keep reconciling; the next round retries
                 log.warning("reconciler.round_failed", error=type(exc).__name__)
@@ -170,6 +172,7 @@ def create_app(
     app.include_router(operations.router)
     app.include_router(crews.router)
     app.include_router(tools.router)
+    app.include_router(crewai_compat.router)
     app.include_router(executions.router)
     app.include_router(errors.router)
     app.include_router(dead_letters.router)

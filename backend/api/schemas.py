@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,6 +20,7 @@ from backend.db.models import (
     JournalEntry,
     TaskRun,
 )
+from backend.db.webhooks import EVENT_TYPES
 from backend.settings import Settings
 from backend.specs import CrewSpec, LLMOverride, check_storable
 from backend.status import ExecutionStatus, TaskStatus
@@ -69,6 +71,29 @@ class CrewPublic(BaseModel):
         )
 
 
+class WebhookSpec(BaseModel):
+    """Where an execution's events are posted (signed with ``secret`` when given)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2000)
+    events: list[Literal[EVENT_TYPES]] = Field(default_factory=lambda: list(EVENT_TYPES), min_length=1)  # type: ignore[valid-type]
+    secret: str | None = Field(default=None, min_length=8, max_length=500)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.hostname
+            or parsed.username
+            or parsed.password
+        ):
+            raise ValueError("url must be an http(s) URL with a host and no credentials")
+        return value
+
+
 class ExecutionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,11 +101,19 @@ class ExecutionCreate(BaseModel):
     crew_name: str | None = Field(default=None, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
     crew: CrewSpec | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
+    webhooks: WebhookSpec | list[WebhookSpec] | None = None
 
     _storable = field_validator("crew_id", "inputs")(check_storable)
 
+    def webhook_list(self) -> list[WebhookSpec]:
+        if self.webhooks is None:
+            return []
+        return self.webhooks if isinstance(self.webhooks, list) else [self.webhooks]
+
     @model_validator(mode="after")
     def _one_crew(self) -> ExecutionCreate:
+        if len(self.webhook_list()) > 5:
+            raise ValueError("at most 5 webhooks per execution")
         given = [x for x in (self.crew_id, self.crew_name, self.crew) if x is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of crew_id, crew_name or crew")

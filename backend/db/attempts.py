@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from backend.db import executions
+from backend.db import executions, webhooks
 from backend.db.executions import LogLine, coalesce, greatest
 from backend.db.models import ErrorEvent, ErrorHourly, Execution, TaskRun, utcnow
 from backend.db.paging import Page, oldest_first
@@ -97,7 +97,7 @@ def complete(
     """Write a task's output once. A second call (a retried activity) changes nothing. A
     human_input task's output waits for a person (``awaiting_feedback``) instead of completing."""
     status = TaskStatus.AWAITING_FEEDBACK if awaiting_feedback else TaskStatus.COMPLETED
-    s.execute(
+    written = s.execute(
         update(TaskRun)
         .where(
             TaskRun.execution_id == execution_id,
@@ -118,7 +118,27 @@ def complete(
     assert row is not None
     message = f"{len(row.output or '')} chars from {model}"
     executions.add_log(s, execution_id, LogLine(f"task.{status}", message, data=calls, task=task))
+    if written.rowcount:  # type: ignore[attr-defined]
+        kind = "awaiting_feedback" if awaiting_feedback else "task_completed"
+        webhooks.emit(s, execution_id, kind, f"{task}:{row.revision}", task_event(row))
     return row
+
+
+def task_event(row: TaskRun) -> dict[str, Any]:
+    """What a task's webhook event says about it."""
+    data = row.output_data or {}
+    return {
+        "task": row.name,
+        "agent": row.agent,
+        "status": row.status,
+        "attempts": row.attempts,
+        "revision": row.revision,
+        "output": row.output,
+        "json_dict": data.get("json_dict"),
+        "error": {k: (row.error or {}).get(k) for k in ("code", "category", "message")}
+        if row.error
+        else None,
+    }
 
 
 def record_failure(
@@ -166,6 +186,8 @@ def record_failure(
     )
     if log is not None:
         executions.add_log(s, execution_id, log)
+    if final and (row := _task(s, execution_id, task)) is not None:
+        webhooks.emit(s, execution_id, "task_failed", f"{task}:{record.attempt}", task_event(row))
     return True
 
 

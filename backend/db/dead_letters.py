@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from backend.db import executions
+from backend.db import executions, webhooks
 from backend.db.executions import LogLine, coalesce
 from backend.db.models import Crew, DeadLetter, ErrorEvent, Execution, ExecutionFailure, TaskRun, utcnow
 from backend.db.paging import Page, newest_first
@@ -101,6 +101,7 @@ def compensate(
     )
     completed = [
         {"name": t.name, "agent": t.agent, "output": t.output, "model": t.model, "attempts": t.attempts}
+        | ({"output_data": t.output_data} if t.output_data else {})
         for t in execution.tasks
         if t.status == TaskStatus.COMPLETED
     ]
@@ -125,6 +126,10 @@ def compensate(
     )
     line = LogLine(f"execution.{status}", reason[:500], "error", {"dead_letter_id": dead_letter_id})
     executions.add_log(s, execution_id, line)
+    summary = {k: (error or {}).get(k) for k in ("code", "category", "severity", "task", "message")}
+    finished = {"status": status, "message": reason[:500], "error": summary, "dead_letter_id": dead_letter_id}
+    finished |= executions.outcome_summary(s, execution_id)
+    webhooks.emit(s, execution_id, "execution_finished", f"{status}:{run_id}", finished)
     return Compensation(dead_letter_id, created=True)
 
 

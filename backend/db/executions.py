@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
+from backend.db import webhooks
 from backend.db.models import ErrorEvent, Execution, ExecutionLog, TaskRun, utcnow
 from backend.db.paging import Page, newest_first, oldest_first
 from backend.status import (
@@ -129,6 +130,7 @@ def insert(
                 status=TaskStatus.COMPLETED if done else TaskStatus.PENDING,
                 attempts=0,
                 output=done["output"] if done else None,
+                output_data=done.get("output_data") if done else None,  # a structured output too
                 model=done["model"] if done else None,
             )
         )
@@ -232,7 +234,49 @@ def transition(
     changed = bool(result.rowcount)  # type: ignore[attr-defined]
     if changed and log is not None:
         s.add(log.row(execution_id, now))
+    if changed and status in STATUS_EVENTS:
+        data = {"status": status, "message": log.message if log else "", "error": _error_summary(error)}
+        if status in TERMINAL_EXECUTION:
+            data |= outcome_summary(s, execution_id)
+        webhooks.emit(s, execution_id, STATUS_EVENTS[status], f"{status}:{now.isoformat()}", data)
     return Transition(current, changed)
+
+
+# The status changes a webhook subscriber hears about (a failure and a cancellation are reported
+# by the compensation, with the final record; a wait for feedback by the task, with its output).
+STATUS_EVENTS: dict[str, str] = {
+    ExecutionStatus.PAUSED: "paused",
+    ExecutionStatus.COMPLETED: "execution_finished",
+    ExecutionStatus.DEGRADED: "execution_finished",
+}
+
+
+def outcome_summary(s: Session, execution_id: str) -> dict[str, Any]:
+    """What an ended execution's webhook says of its result: the last task's output, as CrewAI's
+    CrewOutput has it, and what the calls used."""
+    rows = list(
+        s.scalars(select(TaskRun).where(TaskRun.execution_id == execution_id).order_by(TaskRun.position))
+    )
+    done = [r for r in rows if r.status in (TaskStatus.COMPLETED, TaskStatus.SKIPPED) and r.output]
+    last = done[-1] if done else None
+    tokens_in, tokens_out = sum(r.tokens_in for r in rows), sum(r.tokens_out for r in rows)
+    return {
+        "result": {"raw": last.output, "json_dict": (last.output_data or {}).get("json_dict")}
+        if last
+        else None,
+        "token_usage": {
+            "prompt_tokens": tokens_in,
+            "completion_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+        },
+        "cost_usd": round(sum(r.cost_usd for r in rows), 8),
+    }
+
+
+def _error_summary(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not error:
+        return None
+    return {k: error.get(k) for k in ("code", "category", "severity", "task", "message")}
 
 
 def count(s: Session, status: str) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from backend.db import webhooks
 from backend.db.models import DeadLetter, ErrorEvent, Execution, JournalEntry, TaskRun
 from backend.db.paging import Page, oldest_first
 
@@ -120,6 +121,14 @@ def record(s: Session, entry: JournalEntry) -> None:
     """One call, with the task's totals: a live call adds its tokens and cost; a replayed one marks
     its source reused, and what was counted as wasted when the source's attempt failed is not."""
     s.add(entry)
+    s.flush()
+    webhooks.emit(
+        s,
+        entry.execution_id,
+        "step",
+        f"{entry.task}:{entry.revision}:{entry.attempt}:{entry.seq}",
+        step_event(entry),
+    )
     task = select(TaskRun.id).where(TaskRun.execution_id == entry.execution_id, TaskRun.name == entry.task)
     if entry.outcome == "ok":
         s.execute(
@@ -144,6 +153,26 @@ def record(s: Session, entry: JournalEntry) -> None:
                 .where(TaskRun.id == task.scalar_subquery())
                 .values(wasted_cost_usd=TaskRun.wasted_cost_usd - (source.cost_usd or 0.0))
             )
+
+
+def step_event(entry: JournalEntry) -> dict[str, Any]:
+    """What a step's webhook event says: the call, never its content."""
+    return {
+        "task": entry.task,
+        "attempt": entry.attempt,
+        "revision": entry.revision,
+        "seq": entry.seq,
+        "kind": entry.kind,
+        "name": entry.name,
+        "service": entry.service,
+        "outcome": entry.outcome,
+        "replayed": entry.outcome == "replayed",
+        "error_code": entry.error_code,
+        "tokens_in": entry.tokens_in,
+        "tokens_out": entry.tokens_out,
+        "cost_usd": entry.cost_usd,
+        "duration_ms": entry.duration_ms,
+    }
 
 
 def count_wasted(s: Session, execution_id: str, task: str, revision: int, attempt: int) -> None:

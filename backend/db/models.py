@@ -332,3 +332,46 @@ class JournalEntry(Base):
     cost_usd: Mapped[float | None] = mapped_column(nullable=True)  # None: no known price
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     duration_ms: Mapped[float] = mapped_column(default=0.0)
+
+
+class WebhookSubscription(Base):
+    """Where an execution's events go: given with the execution (``webhooks``, or CrewAI's
+    ``taskWebhookUrl``/``stepWebhookUrl``/``crewWebhookUrl``)."""
+
+    __tablename__ = "webhook_subscriptions"
+    __table_args__ = (Index("ix_webhook_subscriptions_execution", "execution_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list[Any]]  # event types delivered to it
+    format: Mapped[str] = mapped_column(String(16), default="crewrun")  # crewrun | crewai
+    # The signing secret, encrypted with the deployment's webhook key (never stored in clear).
+    secret_ciphertext: Mapped[str | None] = mapped_column(Text, nullable=True)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # CrewAI's kickoff meta
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookEvent(Base):
+    """An event waiting for (or done with) delivery to one subscription: written in the same
+    transaction as what it reports (an outbox), delivered in ``seq`` order."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_key", name="uq_webhook_events_key"),
+        Index("ix_webhook_events_pending", "execution_id", "delivered_at"),
+    )
+
+    # The sequence number: increasing in the order events were written (ids of concurrent
+    # writers may commit out of order; one execution's events are written one after another).
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)  # the receiver dedupes by it
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"))
+    execution_id: Mapped[str] = mapped_column(String(36))
+    event_key: Mapped[str] = mapped_column(String(300))  # what it reports, once
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

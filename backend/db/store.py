@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from backend.db import alerts, attempts, crews, dead_letters, executions, journal
+from backend.db import webhooks as webhook_outbox
 from backend.db.crews import CrewNameTaken
 from backend.db.database import Database
 from backend.db.dead_letters import Compensation, DeadLetterNotOpen
@@ -113,8 +114,10 @@ class Store:
         inputs: dict[str, Any],
         idempotency_key: str | None,
         request_hash: str | None,
+        webhooks: list[webhook_outbox.Subscription] | None = None,
     ) -> tuple[Execution, bool]:
-        """Insert a pending execution; returns (execution, created). Same key → same execution."""
+        """Insert a pending execution (with its webhook subscriptions); returns (execution,
+        created). Same key → same execution."""
         if idempotency_key and (existing := self._by_key(idempotency_key, request_hash)) is not None:
             return existing, False
         try:
@@ -128,6 +131,7 @@ class Store:
                     idempotency_key=idempotency_key,
                     request_hash=request_hash,
                 )
+                webhook_outbox.subscribe(s, execution_id, webhooks or [])
         except IntegrityError:
             # A concurrent request with the same key won the insert: answer with its execution.
             if idempotency_key and (existing := self._by_key(idempotency_key, request_hash)) is not None:
@@ -232,6 +236,40 @@ class Store:
     def list_steps(self, execution_id: str, *, limit: int, cursor: str | None) -> Page[JournalEntry]:
         with self.db.read() as s:
             return journal.steps(s, execution_id, limit=limit, cursor=cursor)
+
+    # ----- webhooks
+
+    def pending_webhooks(self, execution_id: str) -> list[webhook_outbox.Pending]:
+        with self.db.read() as s:
+            found = webhook_outbox.pending(s, execution_id)
+            s.expunge_all()  # read after the session ends
+            return found
+
+    def webhook_delivered(self, event_id: int) -> None:
+        with self.db.transaction("webhook.delivered") as s:
+            webhook_outbox.delivered(s, event_id)
+
+    def webhook_refused(self, event_id: int, error: str) -> None:
+        with self.db.transaction("webhook.refused") as s:
+            webhook_outbox.refused(s, event_id, error)
+
+    def webhook_delivery_finished(self, execution_id: str) -> bool:
+        with self.db.read() as s:
+            return webhook_outbox.finished(s, execution_id)
+
+    def executions_with_waiting_webhooks(self, *, before: datetime, limit: int) -> list[str]:
+        with self.db.read() as s:
+            return webhook_outbox.executions_waiting(s, before, limit)
+
+    def has_webhooks(self, execution_id: str) -> bool:
+        with self.db.read() as s:
+            return webhook_outbox.has_subscriptions(s, execution_id)
+
+    def replace_crewai_webhooks(
+        self, execution_id: str, subscriptions: list[webhook_outbox.Subscription]
+    ) -> None:
+        with self.db.transaction("webhook.subscribe") as s:
+            webhook_outbox.replace_crewai(s, execution_id, subscriptions)
 
     def execution_cost(self, execution_id: str) -> float:
         with self.db.read() as s:

@@ -11,11 +11,11 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from backend.api.accept import CrewChoice, accept_execution
 from backend.api.deps import ID_PATTERN, ClientDep, ExecutionDep, GatewayDep, SettingsDep, StoreDep
 from backend.api.links import EXECUTION_LINKS, responds
 from backend.api.problem_codes import PROBLEMS
 from backend.api.problems import ProblemError, invalid_cursor
-from backend.api.routes.crews import check_tools
 from backend.api.schemas import (
     ErrorRecordPublic,
     ExecutionCreate,
@@ -27,11 +27,10 @@ from backend.api.schemas import (
     SkipBody,
     StepPublic,
 )
+from backend.api.webhook_specs import box_of, subscription
 from backend.db.models import Execution
-from backend.db.store import IdempotencyKeyReused
 from backend.exceptions.codes import Category
-from backend.executions import start_workflow
-from backend.specs import NAME_PATTERN, CrewSpec, missing_inputs
+from backend.specs import NAME_PATTERN
 from backend.status import TERMINAL_EXECUTION, ExecutionStatus
 from workflows.contracts import FeedbackRequest, ResumeRequest, SkipRequest
 
@@ -63,58 +62,16 @@ async def create_execution(
     temporal: GatewayDep,
     idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> ExecutionPublic:
-    crew_id: str | None = body.crew_id
-    if body.crew is not None:
-        spec = body.crew
-        await check_tools(store, spec)
-    else:
-        if body.crew_name is not None:
-            crew = await asyncio.to_thread(store.crew_by_name, body.crew_name)
-        else:
-            crew = await asyncio.to_thread(store.get_crew, body.crew_id or "")
-        if crew is None:
-            raise ProblemError("CREW_NOT_FOUND", f"no crew {body.crew_name or body.crew_id!r}")
-        crew_id = crew.id
-        spec = CrewSpec.model_validate(crew.spec)
-    if len(json.dumps(body.inputs)) > settings.max_inputs_bytes:
-        raise ProblemError("PAYLOAD_TOO_LARGE", f"inputs exceed {settings.max_inputs_bytes} bytes")
-    missing = missing_inputs(spec, body.inputs)
-    if missing:
-        raise ProblemError(
-            "CREW_SPEC_INVALID",
-            f"inputs lack {len(missing)} placeholder value(s) the crew uses",
-            errors=[
-                {"loc": ["inputs", name], "msg": f"missing input for {{{name}}}", "type": "missing"}
-                for name in missing
-            ],
-        )
-    try:
-        execution, created = await asyncio.to_thread(
-            store.create_execution,
-            crew_id=crew_id,
-            crew_name=spec.name,
-            spec=spec.model_dump(mode="json"),
-            inputs=body.inputs,
-            idempotency_key=idempotency_key,
-            request_hash=_request_hash(body),
-        )
-    except IdempotencyKeyReused as exc:
-        raise ProblemError(
-            "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with another body"
-        ) from exc
-    if execution.run_id is None:
-        # A replayed key whose first start failed gets started now; USE_EXISTING makes a
-        # concurrent double start return the same run.
-        try:
-            await start_workflow(await temporal.client(), settings, store, execution)
-        except RPCError as exc:
-            raise ProblemError(
-                "TEMPORAL_UNAVAILABLE",
-                "accepted, but Temporal did not take the start; retry with the same Idempotency-Key",
-                headers={"Retry-After": "5"},
-            ) from exc
-        refreshed = await asyncio.to_thread(store.get_execution, execution.id)
-        execution = refreshed or execution
+    execution, created = await accept_execution(
+        store=store,
+        settings=settings,
+        temporal=temporal,
+        choice=CrewChoice(spec=body.crew, crew_id=body.crew_id, crew_name=body.crew_name),
+        inputs=body.inputs,
+        idempotency_key=idempotency_key,
+        request_hash=_request_hash(body),
+        webhooks=[subscription(w, box_of(settings)) for w in body.webhook_list()],
+    )
     response.status_code = 202 if created else 200
     return ExecutionPublic.of(execution, settings)
 
@@ -228,7 +185,7 @@ async def execution_errors(
 UPDATE_TIMEOUT = timedelta(seconds=5)
 
 
-async def _intervene(
+async def send_update(
     execution: Execution,
     client: Client,
     update: str,
@@ -277,7 +234,7 @@ async def resume_execution(
     """Retry the paused task, optionally with an inputs patch or an LLM override."""
     body = body or ResumeBody()
     override = body.llm_override.model_dump(exclude_none=True) if body.llm_override else None
-    await _intervene(
+    await send_update(
         execution,
         client,
         "resume_execution",
@@ -305,7 +262,7 @@ async def skip_task(
             f"the crew has no task {body.task!r}",
             errors=[{"loc": ["task"], "msg": "unknown task", "type": "unknown"}],
         )
-    await _intervene(execution, client, "skip_task", SkipRequest(task=body.task, output=body.output))
+    await send_update(execution, client, "skip_task", SkipRequest(task=body.task, output=body.output))
     refreshed = await asyncio.to_thread(store.get_execution, execution.id)
     return ExecutionPublic.of(refreshed or execution, settings)
 
@@ -325,6 +282,6 @@ async def give_feedback(
             errors=[{"loc": ["task"], "msg": "unknown task", "type": "unknown"}],
         )
     request = FeedbackRequest(task=body.task, approve=body.approve, feedback=body.feedback)
-    await _intervene(execution, client, "submit_feedback", request, ExecutionStatus.AWAITING_FEEDBACK)
+    await send_update(execution, client, "submit_feedback", request, ExecutionStatus.AWAITING_FEEDBACK)
     refreshed = await asyncio.to_thread(store.get_execution, execution.id)
     return ExecutionPublic.of(refreshed or execution, settings)
