@@ -284,7 +284,10 @@ def decide_feedback(
     )
     line = LogLine("task.approved" if approve else "task.rejected", feedback[:300], task=task)
     executions.add_log(s, execution_id, line)
-    return _task(s, execution_id, task)
+    decided = _task(s, execution_id, task)
+    if approve and decided is not None:
+        webhooks.emit(s, execution_id, "task_completed", f"{task}:{revision}", task_event(decided))
+    return decided
 
 
 def error_events(s: Session, execution_id: str, *, limit: int, cursor: str | None) -> Page[ErrorEvent]:

@@ -179,7 +179,12 @@ def crewai_status(e: Execution) -> dict[str, Any]:
     if e.status in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
         message = str((e.error or {}).get("message") or e.status)
         return {"status": "error", "state": "FAILED", "error": message, "execution_time": elapsed}
-    waiting = next((t for t in tasks if t.status == TaskStatus.AWAITING_FEEDBACK), None)
+    # The execution waits once the workflow says so (the task's output is written a moment before).
+    waiting = (
+        next((t for t in tasks if t.status == TaskStatus.AWAITING_FEEDBACK), None)
+        if e.status == ExecutionStatus.AWAITING_FEEDBACK
+        else None
+    )
     current = waiting or next((t for t in tasks if t.status not in _FINISHED), None)
     found: dict[str, Any] = {
         "status": "pending_human_input" if waiting else "running",
