@@ -45,13 +45,16 @@ RECONCILE_EVERY_S = 15.0
 
 
 def _document_problems_as_problem_json(app: FastAPI) -> None:
-    """FastAPI files a response model under application/json; problems are application/problem+json."""
+    """FastAPI files a response model under application/json; problems are application/problem+json.
+    (Not on the CrewAI-compatible routes: their errors are CrewAI's JSON bodies.)"""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            for path in schema.get("paths", {}).values():
+            for route, path in schema.get("paths", {}).items():
+                if route.startswith("/crewai/"):
+                    continue
                 for operation in path.values():
                     for status, response in operation.get("responses", {}).items():
                         content = response.get("content", {})

@@ -77,6 +77,47 @@ class ResumeBody(_Webhooks):
     _storable = field_validator("human_feedback")(check_storable)
 
 
+class CrewAIError(BaseModel):
+    error: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class InputsAnswer(BaseModel):
+    inputs: list[str]
+
+
+class KickoffAnswer(BaseModel):
+    kickoff_id: str
+
+
+class ResumeAnswer(BaseModel):
+    status: str  # resumed | retrying
+    message: str
+
+
+class StatusAnswer(BaseModel):
+    """One of CrewAI's three shapes (running, completed, error), ``state`` beside ``status``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    state: str
+
+
+def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """CrewAI's error bodies are JSON (a malformed body, or no key, is still a problem+json)."""
+    body = {"schema": CrewAIError.model_json_schema()}
+    problem = {"schema": {"$ref": "#/components/schemas/ProblemPublic"}}
+    return {
+        status: {
+            "description": "CrewAI's error shape, or a problem",
+            "content": {"application/json": body, "application/problem+json": problem},
+        }
+        for status in statuses
+    }
+
+
 def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": error, "message": message, **extra}, status_code=status)
 
@@ -94,7 +135,7 @@ def _from_problem(problem: ProblemError) -> JSONResponse:
     return _error(status, code, problem.detail)
 
 
-@router.get("/inputs")
+@router.get("/inputs", response_model=InputsAnswer, responses=_documented(404))
 async def inputs(crew_name: CrewName, store: StoreDep) -> Any:
     crew = await asyncio.to_thread(store.crew_by_name, crew_name)
     if crew is None:
@@ -102,7 +143,7 @@ async def inputs(crew_name: CrewName, store: StoreDep) -> Any:
     return {"inputs": sorted(CrewSpec.model_validate(crew.spec).placeholders())}
 
 
-@router.post("/kickoff")
+@router.post("/kickoff", response_model=KickoffAnswer, responses=_documented(404, 422, 503))
 async def kickoff(
     crew_name: CrewName, body: KickoffBody, store: StoreDep, settings: SettingsDep, temporal: GatewayDep
 ) -> Any:
@@ -123,7 +164,7 @@ async def kickoff(
     return {"kickoff_id": execution.id}
 
 
-@router.get("/status/{kickoff_id}")
+@router.get("/status/{kickoff_id}", response_model=StatusAnswer, responses=_documented(404))
 async def status(
     crew_name: CrewName, kickoff_id: Annotated[str, Path(max_length=64)], store: StoreDep
 ) -> Any:
@@ -133,7 +174,7 @@ async def status(
     return crewai_status(execution)
 
 
-@router.post("/resume")
+@router.post("/resume", response_model=ResumeAnswer, responses=_documented(400, 404, 422, 503))
 async def resume(crew_name: CrewName, body: ResumeBody, store: StoreDep, client: ClientDep) -> Any:
     execution = await _execution_of(store, crew_name, body.execution_id)
     if execution is None or body.task_id not in {t.name for t in execution.tasks}:
