@@ -24,7 +24,7 @@ from bench.procs import connect
 
 def crew_task_activity(pool: ThreadPoolExecutor) -> Any:
     from activities.crew_runner import CrewTaskRunner
-    from activities.runner_contract import TaskRunRequest
+    from activities.runner_contract import StoredOutput, TaskRunRequest
 
     runner = CrewTaskRunner()
 
@@ -36,7 +36,7 @@ def crew_task_activity(pool: ThreadPoolExecutor) -> Any:
             agent=AgentSpec.model_validate(agent),
             task=TaskSpec.model_validate(task),
             inputs=inputs,
-            context=context,
+            context={name: StoredOutput(output) for name, output in context.items()},
         )
         # CrewAI is synchronous: a thread of the pool, as crewrun's activity does it.
         outcome = await asyncio.get_running_loop().run_in_executor(pool, runner.run, request)

@@ -68,7 +68,7 @@ def run_in_process(spec: dict[str, Any], inputs: dict[str, Any]) -> dict[str, st
     """Variant (a): no Temporal, no DB; the tasks in order with CrewTaskRunner, as one crew
     kickoff would run them."""
     from activities.crew_runner import CrewTaskRunner  # imports crewai: only where needed
-    from activities.runner_contract import TaskRunRequest
+    from activities.runner_contract import StoredOutput, TaskRunRequest
 
     runner = CrewTaskRunner()
     outputs: dict[str, str] = {}
@@ -77,7 +77,7 @@ def run_in_process(spec: dict[str, Any], inputs: dict[str, Any]) -> dict[str, st
             agent=AgentSpec.model_validate(agent),
             task=TaskSpec.model_validate(task),
             inputs=inputs,
-            context={name: outputs[name] for name in context},
+            context={name: StoredOutput(outputs[name]) for name in context},
         )
         outputs[task["name"]] = runner.run(request).output
     return outputs
