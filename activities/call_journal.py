@@ -194,7 +194,7 @@ class AttemptJournal:
 
     def _write(self, entry: JournalEntry) -> None:
         with self.db.transaction("journal.record") as s:
-            journal.record(s, entry)
+            journal.record(s, entry, webhook_events=self.tape.webhooks)
 
 
 # ----- answers as JSON, and back
