@@ -3,7 +3,8 @@
     .venv/bin/python scripts/record_histories.py SUFFIX
 
 Runs a few representative executions (completed; transient retries; failed + compensated;
-paused then resumed; optional task degraded) on a local dev server with the real worker and
+paused then resumed; optional task degraded; a human_input task rejected once, then approved;
+two async tasks joined before a third) on a local dev server with the real worker and
 simulator, and saves each history as JSON under tests/histories/ as ``<path><SUFFIX>.json``.
 Record a new set (a new suffix) after a workflow change made with ``workflow.patched``: the old
 sets stay, so the replay test keeps proving that executions started before the change still
@@ -33,7 +34,7 @@ from backend.simulator.script import FaultRule  # noqa: E402
 from backend.specs import CrewSpec  # noqa: E402
 from backend.worker_factory import build_worker  # noqa: E402
 from tests.support import SimulatorServer, research_spec, tool_path  # noqa: E402
-from workflows.contracts import ResumeRequest  # noqa: E402
+from workflows.contracts import FeedbackRequest, ResumeRequest  # noqa: E402
 
 OUT = ROOT / "tests" / "histories"
 
@@ -55,7 +56,9 @@ async def main(suffix: str) -> None:
     )
     worker = build_worker(env.client, settings, store=store)
 
-    async def run(name: str, spec: dict, faults: list[FaultRule], resume: bool = False) -> None:
+    async def run(
+        name: str, spec: dict, faults: list[FaultRule], resume: bool = False, review: bool = False
+    ) -> None:
         sim.reset()
         sim.script.add_rules(faults)
         validated = CrewSpec.model_validate(spec).model_dump(mode="json")
@@ -73,11 +76,22 @@ async def main(suffix: str) -> None:
                 await asyncio.sleep(0.1)
             sim.script.heal()
             await handle.signal("resume", ResumeRequest())
+        if review:  # reject the first output, approve the second
+            task = spec["tasks"][-1]["name"]
+            for revision, approve in ((0, False), (1, True)):
+                while not awaiting(execution.id, task, revision):
+                    await asyncio.sleep(0.1)
+                await handle.signal("feedback", FeedbackRequest(task, approve, "" if approve else "shorter"))
         with contextlib.suppress(Exception):  # failed executions are histories too
             await handle.result()
         history = await handle.fetch_history()
         (OUT / f"{name}{suffix}.json").write_text(history.to_json())
         print(f"recorded {name}{suffix}: {len(history.events)} events")
+
+    def awaiting(execution_id: str, task: str, revision: int) -> bool:
+        row = store.get_execution(execution_id)
+        found = next((t for t in row.tasks if t.name == task), None) if row else None
+        return bool(row and row.status == "awaiting_feedback" and found and found.revision == revision)
 
     async with worker:
         await run("completed", research_spec(sim.base_url), [])
@@ -100,6 +114,13 @@ async def main(suffix: str) -> None:
         optional = research_spec(sim.base_url)
         optional["tasks"][1]["critical"] = False
         await run("degraded", optional, [FaultRule(kind="content_policy", agent="analyst", count=None)])
+        reviewed = research_spec(sim.base_url)
+        reviewed["tasks"][-1]["human_input"] = True
+        await run("human_review", reviewed, [], review=True)
+        grouped = research_spec(sim.base_url)
+        for task in grouped["tasks"][:2]:
+            task["async_execution"], task["context"] = True, []
+        await run("async_group", grouped, [])
     await env.shutdown()
     sim.stop()
 

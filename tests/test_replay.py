@@ -25,6 +25,9 @@ def test_the_histories_cover_the_main_paths_before_and_after_each_patch() -> Non
     # The first set (before any workflow.patched change), then one set after each change.
     for suffix in ("", "_status_with_first_task", "_status_with_last_task"):
         assert {f"{p}{suffix}" for p in PATHS} <= stems, suffix
+    # Since Python crews: the same paths, and a task under human review (rejected once, then
+    # approved) and async tasks run together.
+    assert {f"{p}_second_round" for p in (*PATHS, "human_review", "async_group")} <= stems
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[h.stem for h in HISTORIES])
