@@ -21,6 +21,13 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# The console's browser test drives Debian's Chromium (Playwright's own browser downloads are not
+# reachable everywhere); installed once, when missing.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)
+
 run: install
 	$(VENV)/bin/crewrun up --demo
 
@@ -37,13 +44,13 @@ GATED_TESTS := tests/test_classifier.py tests/test_boundary.py tests/test_retry_
 COVERAGE := --cov=backend.exceptions --cov=activities.boundary --cov=workflows.policies --cov=backend.breaker \
 	--cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=95
 
-test: install
+test: install $(CHROMIUM)
 	$(PY) -m pytest -n $(JOBS) $(addprefix --ignore=,$(GATED_TESTS)) $(PYTEST_ARGS)
 	$(PY) -m pytest -n 2 $(GATED_TESTS) $(COVERAGE) $(PYTEST_ARGS)
 
 # CI's second pass: the tests whose backend DB is the stack's, again on PostgreSQL (the data-layer
 # tests run on both databases in every pass already).
-test-postgres: install
+test-postgres: install $(CHROMIUM)
 	CREWRUN_TEST_DATABASE=postgresql $(PY) -m pytest -n $(JOBS) -m "stack_db and not load" $(PYTEST_ARGS)
 
 # Benchmarks (bench/): writes BENCHMARKS.md at the repo root; about 15 minutes on 2 cores.
