@@ -4,6 +4,8 @@ feedback, its task and crew webhooks) runs a crew on crewrun, at /crewai/{crew_n
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -15,6 +17,16 @@ from backend.api.app import create_app
 from backend.settings import CrewSetting, Settings
 from backend.worker_factory import build_worker
 from tests.support import SimulatorServer, WebhookReceiver, poll_intervals
+
+SECRET = "crewai-hook-secret-91c2"
+
+
+def signed_as_crewai_signs(request: dict[str, Any]) -> bool:
+    """CrewAI's HITL webhook scheme: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>."""
+    headers = request["headers"]
+    signed = headers["x-crewai-timestamp"].encode() + b"." + request["body"]
+    expected = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(headers["x-crewai-signature"], expected)
 
 
 class CrewAIClient:
@@ -87,7 +99,10 @@ async def test_a_crewai_client_kicks_off_polls_and_resumes_with_feedback(
 ) -> None:
     assert await crewai.inputs() == ["topic"]
     kickoff_id = await crewai.kickoff(
-        {"topic": "kelp"}, taskWebhookUrl=receiver.url("task"), crewWebhookUrl=receiver.url("crew")
+        {"topic": "kelp"},
+        taskWebhookUrl=receiver.url("task"),
+        crewWebhookUrl=receiver.url("crew"),
+        webhookSecret=SECRET,
     )
 
     waiting = await crewai.wait_for(kickoff_id, "PENDING_HUMAN_INPUT")
@@ -123,6 +138,7 @@ async def test_a_crewai_client_kicks_off_polls_and_resumes_with_feedback(
     task_events = receiver.events("task")
     assert [e["status"] for e in task_events] == ["pending_human_input", "pending_human_input", "completed"]
     assert all(e["kickoff_id"] == kickoff_id and e["meta"] == {"requestId": "r-1"} for e in task_events)
+    assert all(signed_as_crewai_signs(r) for r in receiver.received)
     [crew_event] = receiver.events("crew")
     assert crew_event["kickoff_id"] == kickoff_id and crew_event["result"] == done["result"]["output"]
     assert crew_event["token_usage"]["total_tokens"] > 0

@@ -25,8 +25,11 @@ from backend.api.deps import ClientDep, GatewayDep, SettingsDep, StoreDep
 from backend.api.problems import ProblemError
 from backend.api.routes.executions import send_update
 from backend.api.schemas import WebhookSpec
+from backend.api.webhook_specs import box_of
 from backend.db.models import Execution
 from backend.db.webhooks import Subscription
+from backend.exceptions.redaction import add_secrets
+from backend.secret_box import SecretBox
 from backend.specs import NAME_PATTERN, CrewSpec, check_storable
 from backend.status import ExecutionStatus, TaskStatus
 from workflows.contracts import FeedbackRequest
@@ -47,15 +50,21 @@ class _Webhooks(BaseModel):
     taskWebhookUrl: str | None = Field(default=None, max_length=2000)  # noqa: N815 (CrewAI's names)
     stepWebhookUrl: str | None = Field(default=None, max_length=2000)  # noqa: N815
     crewWebhookUrl: str | None = Field(default=None, max_length=2000)  # noqa: N815
+    # crewrun's addition: sign the webhooks (X-CrewAI-Signature, as CrewAI signs its HITL ones).
+    webhookSecret: str | None = Field(default=None, min_length=8, max_length=500)  # noqa: N815
 
     @field_validator("taskWebhookUrl", "stepWebhookUrl", "crewWebhookUrl")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return value if value is None else WebhookSpec(url=value).url
 
-    def subscriptions(self, meta: dict[str, Any] | None) -> list[Subscription]:
+    def subscriptions(self, meta: dict[str, Any] | None, box: SecretBox) -> list[Subscription]:
+        sealed = None
+        if self.webhookSecret:
+            add_secrets([self.webhookSecret])
+            sealed = box.seal(self.webhookSecret)
         return [
-            Subscription(url=url, events=events, format="crewai", meta=meta)
+            Subscription(url=url, events=events, format="crewai", meta=meta, secret_ciphertext=sealed)
             for field, events in WEBHOOK_EVENTS.items()
             if (url := getattr(self, field))
         ]
@@ -157,7 +166,7 @@ async def kickoff(
             inputs=body.inputs,
             idempotency_key=None,
             request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
-            webhooks=body.subscriptions(body.meta),
+            webhooks=body.subscriptions(body.meta, box_of(settings)),
         )
     except ProblemError as problem:
         return _from_problem(problem)
@@ -175,7 +184,9 @@ async def status(
 
 
 @router.post("/resume", response_model=ResumeAnswer, responses=_documented(400, 404, 422, 503))
-async def resume(crew_name: CrewName, body: ResumeBody, store: StoreDep, client: ClientDep) -> Any:
+async def resume(
+    crew_name: CrewName, body: ResumeBody, store: StoreDep, settings: SettingsDep, client: ClientDep
+) -> Any:
     execution = await _execution_of(store, crew_name, body.execution_id)
     if execution is None or body.task_id not in {t.name for t in execution.tasks}:
         return _error(404, "Not Found", "Execution ID or Task ID not found")
@@ -184,7 +195,7 @@ async def resume(crew_name: CrewName, body: ResumeBody, store: StoreDep, client:
         await send_update(execution, client, "submit_feedback", request, ExecutionStatus.AWAITING_FEEDBACK)
     except ProblemError as problem:
         return _from_problem(problem)
-    subscriptions = body.subscriptions(None)
+    subscriptions = body.subscriptions(None, box_of(settings))
     if subscriptions:  # CrewAI's clients name their webhooks again on every resume
         await asyncio.to_thread(store.replace_crewai_webhooks, execution.id, subscriptions)
     if body.is_approve:
