@@ -84,26 +84,6 @@ def seed(api_url: str, sim_url: str, breaker_failures: int = 5) -> Seeded:
     example Python project: one that completes, one whose summary awaits a person's feedback."""
     run = uuid.uuid4().hex[:6]
     seeded = Seeded(api_url, sim_url)
-    with _client(api_url) as api:
-        # Python crews are listed once a worker that carries them has started.
-        project = {"research-desk", "research-desk-reviewed"}
-        wait_for(
-            lambda: (
-                project
-                <= {c["name"] for c in api.get("/api/v1/crews", params={"limit": 500}).json()["items"]}
-            ),
-            60,
-            "the example project's crews",
-            most_s=0.3,
-        )
-
-        def start_python(crew_name: str) -> str:
-            body = {"crew_name": crew_name, "inputs": {"topic": f"tidal energy {run}"}}
-            started = api.post("/api/v1/executions", json=body)
-            started.raise_for_status()
-            return str(started.json()["id"])
-
-        seeded.desk, seeded.reviewed = start_python("research-desk"), start_python("research-desk-reviewed")
     faults = [
         {"kind": "content_policy", "agent": f"dl1{run}-writer", "count": 1},
         {"kind": "content_policy", "agent": f"dl2{run}-writer", "count": 1},
@@ -128,6 +108,26 @@ def seed(api_url: str, sim_url: str, breaker_failures: int = 5) -> Seeded:
         seeded.paused = start("pa", f"briefs-{run}")
         seeded.breaker_parked = start("cb", f"surveys-{run}", service=BREAKER_SERVICE)
         seeded.completed = start("ok", f"summaries-{run}", model="acme-unpriced-1")
+
+        # Python crews are listed once a worker that carries them has started.
+        project = {"research-desk", "research-desk-reviewed"}
+        wait_for(
+            lambda: (
+                project
+                <= {c["name"] for c in api.get("/api/v1/crews", params={"limit": 500}).json()["items"]}
+            ),
+            60,
+            "the example project's crews",
+            most_s=0.3,
+        )
+
+        def start_python(crew_name: str) -> str:
+            body = {"crew_name": crew_name, "inputs": {"topic": f"tidal energy {run}"}}
+            started = api.post("/api/v1/executions", json=body)
+            started.raise_for_status()
+            return str(started.json()["id"])
+
+        seeded.desk, seeded.reviewed = start_python("research-desk"), start_python("research-desk-reviewed")
 
         def status(execution_id: str) -> str:
             return str(api.get(f"/api/v1/executions/{execution_id}").json()["status"])
@@ -386,6 +386,11 @@ def test_filter_failed_executions_and_read_the_error_card(
     expect(page.get_by_role("table", name="Tasks in order").locator("tbody .badge")).to_have_text(
         ["completed", "completed", "failed"]
     )
+    # Its refused call is in the steps, live and failed (in words), with the error's code.
+    calls = page.get_by_role("table", name="LLM and tool calls, in the order they were made")
+    refused = calls.get_by_role("row").filter(has_text="live, failed")
+    expect(refused.locator("td[data-label='Error']")).to_have_text(failed["error"]["code"])
+    expect(refused.locator("td[data-label='Cost']")).to_have_text("unknown")  # no usage came back
     screenshots(page, "03-execution-failed")
 
     # The error-category filter (an API filter): the paused execution's failed attempt was a 401.
@@ -531,8 +536,8 @@ def test_an_execution_shows_its_cost_structured_output_and_steps(
     expect(cost.locator(".cost-usd")).to_have_text(re.compile(r"^\$0\.0*[1-9]"))  # gpt-4o-mini has a price
     expect(cost.locator(".wasted-usd")).to_have_text("$0.00")
     tasks = page.get_by_role("table", name="Tasks in order")
-    expect(tasks.locator("td[data-label='Tokens in / out']")).to_have_text(
-        [f"{t['cost']['tokens_in']:,} / {t['cost']['tokens_out']:,}" for t in desk["tasks"]]
+    expect(tasks.locator("td[data-label='Cost'] .sub")).to_have_text(
+        [f"{t['cost']['tokens_in']:,} / {t['cost']['tokens_out']:,} tokens" for t in desk["tasks"]]
     )
 
     summary = desk["tasks"][-1]

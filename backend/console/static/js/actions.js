@@ -139,7 +139,7 @@ function feedbackForms(execution, context, level) {
     send(approveButton, true);
   });
 
-  const feedback = h("textarea", { name: "feedback", rows: "3", "aria-required": "true" });
+  const feedback = h("textarea", { name: "feedback", rows: "3", maxlength: "20000", "aria-required": "true" });
   const rejectButton = h("button", { type: "submit", "data-key": `reject-${execution.id}` }, "Reject");
   const reject = h(
     "form",

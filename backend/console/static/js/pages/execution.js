@@ -67,6 +67,12 @@ function summary(e) {
   );
 }
 
+/** A task's cost, its tokens (in / out) under it. */
+function taskCost(cost) {
+  if (cost.tokens_in + cost.tokens_out === 0 && cost.cost_usd === 0) return "—";
+  return h("span", {}, usd(cost), h("span", { class: "sub" }, `${count(cost.tokens_in)} / ${count(cost.tokens_out)} tokens`));
+}
+
 function tasks(e) {
   const rows = e.tasks.map((t) => [
     t.name,
@@ -74,14 +80,13 @@ function tasks(e) {
     badge(t.status),
     // Completed without an attempt: its output came from a dead letter's checkpoint.
     t.status === "completed" && t.attempts === 0 ? "0 (reused)" : t.attempts,
-    t.model || "—",
-    `${count(t.cost.tokens_in)} / ${count(t.cost.tokens_out)}`,
-    usd(t.cost),
+    t.model ? h("span", { class: "nowrap" }, t.model) : "—",
+    taskCost(t.cost),
     t.error ? h("span", {}, h("code", {}, t.error.code), h("span", { class: "detail" }, t.error.message)) : "—",
     when(t.started_at),
     when(t.finished_at),
   ]);
-  const headers = ["Task", "Agent", "Status", "Attempts", "Model", "Tokens in / out", "Cost", "Last error", "Started", "Finished"];
+  const headers = ["Task", "Agent", "Status", "Attempts", "Model", "Cost", "Last error", "Started", "Finished"];
   // What each task produced: a structured output is shown at once, a text behind its summary.
   const outputs = e.tasks
     .filter((t) => t.output || t.json_dict || t.feedback.length)
@@ -119,7 +124,11 @@ async function steps(e, signal) {
   const list = (cursor) => get(`/api/v1/executions/${encodeURIComponent(e.id)}/steps`, { limit: 100, cursor }, signal);
   const row = (s, i) => {
     const [kind, text] = SERVED[s.outcome] || [s.outcome, s.outcome];
-    const llm = s.kind === "llm";
+    // Only a live call that answered reports tokens. A tool call has no price; an LLM call without
+    // one, or that failed (no usage came back), is unknown, not free; a replayed one paid nothing.
+    const used = s.kind === "llm" && s.outcome === "ok";
+    const price =
+      s.kind !== "llm" ? "—" : s.outcome === "replayed" ? "none (replayed)" : s.cost_usd === null ? "unknown" : dollars(s.cost_usd);
     return [
       String(i + 1),
       s.task,
@@ -128,9 +137,8 @@ async function steps(e, signal) {
       h("span", { class: "mono" }, s.name),
       when(s.started_at),
       duration(s.duration_ms),
-      llm ? `${count(s.tokens_in)} / ${count(s.tokens_out)}` : "—",
-      // A tool call has no price; an LLM call without one is unknown, not free.
-      llm ? (s.cost_usd === null ? "unknown" : dollars(s.cost_usd)) : "—",
+      used ? `${count(s.tokens_in)} / ${count(s.tokens_out)}` : "—",
+      price,
       h("span", { class: `badge badge-${kind}` }, text),
       s.error_code ? h("code", {}, s.error_code) : "—",
     ];
@@ -180,10 +188,12 @@ async function follow(e, { signal, reload }) {
   if (isTerminal(e.status)) return;
   const waiting = e.status === "paused" || e.status === "awaiting_feedback";
   const seen = JSON.stringify(e);
+  // Which output awaits a decision: another revision of it (rejected from elsewhere) is drawn anew.
+  const awaited = (x) => x.tasks.filter((t) => t.status === "awaiting_feedback").map((t) => `${t.name}/${t.revision}`).join();
   for (let wait = 500; ; wait = Math.min(wait * 2, 4000)) {
     await sleep(wait, signal);
     const now = await get(`/api/v1/executions/${encodeURIComponent(e.id)}`, {}, signal);
-    if (waiting ? now.status !== e.status : JSON.stringify(now) !== seen) {
+    if (waiting ? now.status !== e.status || awaited(now) !== awaited(e) : JSON.stringify(now) !== seen) {
       if (now.status !== e.status) announce(`Execution ${shortId(e.id)} is now ${now.status}.`);
       reload();
       return;
