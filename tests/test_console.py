@@ -1,14 +1,18 @@
 """The operator console in a real browser (Playwright driving the system's Chromium) against a real
 `crewrun up` with API keys: sign in, filter executions, read a failed execution's error card, replay
 and discard dead letters, resume a paused execution, reset an open breaker, read the error trend
-chart's numbers, work the console with the keyboard alone, and fit a phone's screen.
+chart's numbers, read an execution's cost, structured output and steps (its LLM and tool calls),
+reject and approve a task's output awaiting feedback, work the console with the keyboard alone, and
+fit a phone's screen.
 
-The stack is shared by the module (one `crewrun up`, seeded once through the API and the simulator's
-fault script); each test opens its own browser context and signs in. Screenshots of every view go to
+The stack is shared by the module (one `crewrun up` whose workers carry the repository's example
+Python project, as `crewrun up --demo` does; seeded once through the API and the simulator's fault
+script); each test opens its own browser context and signs in. Screenshots of every view go to
 a directory the module prints and to /tmp/console-screenshots/."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import uuid
@@ -22,6 +26,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize, expect, sync_playwright
 
 from backend.api.app import create_app
+from backend.demo import DEMO_CREWS, PYTHON_EXAMPLE, with_demo_crews
 from backend.ports import free_port, port_is_free
 from backend.settings import Settings
 from tests.postgres import migrated_sqlite
@@ -63,7 +68,9 @@ class Seeded:
     failed: list[str] = field(default_factory=list)  # failed for good, each with an open dead letter
     paused: str = ""  # paused on a refused key (401)
     breaker_parked: str = ""  # parked behind the open breaker of BREAKER_SERVICE
-    completed: str = ""
+    completed: str = ""  # on a model without a known price: its cost is unknown, not free
+    desk: str = ""  # the example project's research-desk, completed: LLM and tool calls, a structured output
+    reviewed: str = ""  # its research-desk-reviewed, awaiting feedback on summary_task
 
 
 def _client(api: str) -> httpx.Client:
@@ -73,7 +80,8 @@ def _client(api: str) -> httpx.Client:
 def seed(api_url: str, sim_url: str, breaker_failures: int = 5) -> Seeded:
     """The demo's kinds of executions, through the API and the simulator's fault script: two that
     fail for good on a content-policy refusal (each leaves a dead letter), one paused on a 401, one
-    whose provider answers 503 until its breaker opens, and one that just completes."""
+    whose provider answers 503 until its breaker opens, one that just completes; and two of the
+    example Python project: one that completes, one whose summary awaits a person's feedback."""
     run = uuid.uuid4().hex[:6]
     seeded = Seeded(api_url, sim_url)
     faults = [
@@ -99,7 +107,27 @@ def seed(api_url: str, sim_url: str, breaker_failures: int = 5) -> Seeded:
         seeded.failed = [start("dl1", f"reports-{run}"), start("dl2", f"digests-{run}")]
         seeded.paused = start("pa", f"briefs-{run}")
         seeded.breaker_parked = start("cb", f"surveys-{run}", service=BREAKER_SERVICE)
-        seeded.completed = start("ok", f"summaries-{run}")
+        seeded.completed = start("ok", f"summaries-{run}", model="acme-unpriced-1")
+
+        # Python crews are listed once a worker that carries them has started.
+        project = {"research-desk", "research-desk-reviewed"}
+        wait_for(
+            lambda: (
+                project
+                <= {c["name"] for c in api.get("/api/v1/crews", params={"limit": 500}).json()["items"]}
+            ),
+            60,
+            "the example project's crews",
+            most_s=0.3,
+        )
+
+        def start_python(crew_name: str) -> str:
+            body = {"crew_name": crew_name, "inputs": {"topic": f"tidal energy {run}"}}
+            started = api.post("/api/v1/executions", json=body)
+            started.raise_for_status()
+            return str(started.json()["id"])
+
+        seeded.desk, seeded.reviewed = start_python("research-desk"), start_python("research-desk-reviewed")
 
         def status(execution_id: str) -> str:
             return str(api.get(f"/api/v1/executions/{execution_id}").json()["status"])
@@ -116,6 +144,8 @@ def seed(api_url: str, sim_url: str, breaker_failures: int = 5) -> Seeded:
         wait_for(lambda: status(seeded.paused) == "paused", 60, "the paused execution", most_s=0.3)
         wait_for(breaker_open, 60, "the breaker to open", most_s=0.3)
         wait_for(lambda: status(seeded.completed) == "completed", 60, "the completed execution", most_s=0.3)
+        wait_for(lambda: status(seeded.desk) == "completed", 60, "research-desk to complete", most_s=0.3)
+        wait_for(lambda: status(seeded.reviewed) == "awaiting_feedback", 60, "the review", most_s=0.3)
     return seeded
 
 
@@ -125,8 +155,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     settings = stack_settings(tmp, migrated_sqlite(tmp / "crewrun.db"))
     api, sim = f"http://127.0.0.1:{settings.api_port}", f"http://127.0.0.1:{settings.simulator_port}"
     log = tmp / "up.log"
+    # The workers carry the example Python project, its LLM and search service the simulator (what
+    # `crewrun up --demo` does).
+    _, project_env = with_demo_crews(settings)
+    crews = [arg for name, ref in DEMO_CREWS.items() for arg in ("--crew", f"{name}={ref}")]
+    project = [*crews, "--crew-path", str(PYTHON_EXAMPLE)]
     # A long cooldown: the breaker stays open until the console resets it.
-    up = crewrun_up(settings, log, CREWRUN_API_KEYS=KEY, CREWRUN_BREAKER_COOLDOWN_S="600")
+    up = crewrun_up(
+        settings, log, *project, CREWRUN_API_KEYS=KEY, CREWRUN_BREAKER_COOLDOWN_S="600", **project_env
+    )
     try:
         wait_for(lambda: healthy(api), 90, f"crewrun up ({log})")
         yield seed(api, sim, settings.breaker_consecutive_failures)
@@ -290,6 +327,7 @@ def test_every_view_fits_a_phone(
         "errors": "Errors",
         "breakers": "Circuit breakers",
         "alerts": "Alerts",
+        "feedback": "Awaiting feedback",
     }
     phone = Console(browser, stack.api, PHONE)
     try:
@@ -298,13 +336,26 @@ def test_every_view_fits_a_phone(
             phone.open(view)
             phone.heading(title)
             expect(page.locator("main .view")).to_be_visible()
-            overflow = page.evaluate(
-                "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
-            )
-            assert overflow <= 0, f"{view} is {overflow}px wider than the phone"
+            _fits(page, view)
             screenshots(page, f"phone-{number}-{view.split('/')[0]}{'-one' if '/' in view else ''}")
     finally:
         phone.close()
+
+
+def _fits(page: Page, view: str) -> None:
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{view} is {overflow}px wider than the phone"
+
+
+def _both_sizes(page: Page, screenshots: Callable[[Page, str], None], name: str) -> None:
+    """Screenshots of the view at 1280 px and on a phone (which it must fit), then 1280 px again."""
+    screenshots(page, name)
+    page.set_viewport_size(PHONE)
+    _fits(page, name)
+    screenshots(page, f"phone-{name}")
+    page.set_viewport_size(DESKTOP)
 
 
 def test_filter_failed_executions_and_read_the_error_card(
@@ -335,6 +386,11 @@ def test_filter_failed_executions_and_read_the_error_card(
     expect(page.get_by_role("table", name="Tasks in order").locator("tbody .badge")).to_have_text(
         ["completed", "completed", "failed"]
     )
+    # Its refused call is in the steps, live and failed (in words), with the error's code.
+    calls = page.get_by_role("table", name="LLM and tool calls, in the order they were made")
+    refused = calls.get_by_role("row").filter(has_text="live, failed")
+    expect(refused.locator("td[data-label='Error']")).to_have_text(failed["error"]["code"])
+    expect(refused.locator("td[data-label='Cost']")).to_have_text("unknown")  # no usage came back
     screenshots(page, "03-execution-failed")
 
     # The error-category filter (an API filter): the paused execution's failed attempt was a 401.
@@ -462,3 +518,86 @@ def _open_letter(stack: Seeded, execution_id: str) -> str:
     with _client(stack.api) as api:
         letters = api.get("/api/v1/dead-letters", params={"status": "open", "limit": 500}).json()["items"]
     return str(next(d["id"] for d in letters if d["execution_id"] == execution_id))
+
+
+def test_an_execution_shows_its_cost_structured_output_and_steps(
+    console: Console, stack: Seeded, screenshots: Callable[[Page, str], None]
+) -> None:
+    with _client(stack.api) as api:
+        desk = api.get(f"/api/v1/executions/{stack.desk}").json()
+        steps = api.get(f"/api/v1/executions/{stack.desk}/steps").json()["items"]
+    assert {"llm", "tool"} <= {s["kind"] for s in steps} and desk["cost"]["tokens_in"] > 0
+    page = console.sign_in(f"executions/{stack.desk}")
+    console.heading(f"Execution {stack.desk[:8]}")
+
+    cost = page.get_by_role("region", name="Cost")
+    expect(cost.locator(".tokens-in")).to_have_text(f"{desk['cost']['tokens_in']:,}")
+    expect(cost.locator(".tokens-out")).to_have_text(f"{desk['cost']['tokens_out']:,}")
+    expect(cost.locator(".cost-usd")).to_have_text(re.compile(r"^\$0\.0*[1-9]"))  # gpt-4o-mini has a price
+    expect(cost.locator(".wasted-usd")).to_have_text("$0.00")
+    tasks = page.get_by_role("table", name="Tasks in order")
+    expect(tasks.locator("td[data-label='Cost'] .sub")).to_have_text(
+        [f"{t['cost']['tokens_in']:,} / {t['cost']['tokens_out']:,} tokens" for t in desk["tasks"]]
+    )
+
+    summary = desk["tasks"][-1]
+    output = page.locator("details").filter(has_text=f"Output of {summary['name']}")
+    expect(output.locator(".structured-output")).to_contain_text('"key_points": [')
+    expect(output.locator(".output-file")).to_have_text(summary["output_file"])
+
+    calls = page.get_by_role("table", name="LLM and tool calls, in the order they were made")
+    expect(calls.locator("thead th[scope=col]")).to_have_count(11)
+    expect(calls.locator("tbody th[scope=row]")).to_have_text([str(n) for n in range(1, len(steps) + 1)])
+    expect(calls.locator("td[data-label='Kind']")).to_have_text([s["kind"] for s in steps])
+    expect(calls.locator("td[data-label='Name']")).to_have_text([s["name"] for s in steps])
+    expect(calls.locator("td[data-label='Served']")).to_have_text(["live"] * len(steps))
+    tool = calls.get_by_role("row").filter(has_text="web_search")
+    expect(tool.locator("td[data-label='Cost']")).to_have_text("—")  # a tool call has no price
+    _both_sizes(page, screenshots, "11-execution-cost-steps")
+
+    # Tokens spent on a model without a known price: the API counts 0 USD, the console says unknown.
+    console.open(f"executions/{stack.completed}")
+    expect(page.get_by_role("region", name="Cost").locator(".cost-usd")).to_have_text(
+        "unknown (no known price)"
+    )
+    expect(page.get_by_role("region", name="Cost").locator(".tokens-in")).not_to_have_text("0")
+    calls = page.get_by_role("table", name="LLM and tool calls, in the order they were made")
+    expect(calls.locator("td[data-label='Cost']")).to_have_text(["unknown"] * 3)
+
+
+def test_reject_a_review_with_feedback_then_approve_it(
+    console: Console, stack: Seeded, screenshots: Callable[[Page, str], None]
+) -> None:
+    page = console.sign_in("feedback")
+    console.heading("Awaiting feedback")
+    card = page.get_by_role("article").filter(has_text=f"Execution {stack.reviewed[:8]}")
+    review = card.get_by_role("region", name="Task summary_task awaits review", exact=True)
+    expect(review.locator(".structured-output")).to_contain_text('"key_points": [')
+    _both_sizes(page, screenshots, "12-feedback-awaiting")
+
+    feedback = card.get_by_label("Feedback (required)")
+    card.get_by_role("button", name="Reject").click()  # a rejection says what to change
+    expect(page.get_by_role("alert")).to_contain_text("FEEDBACK_REQUIRED")
+    expect(feedback).to_be_focused()
+    feedback.fill("mention the spring tides")
+    card.get_by_role("button", name="Reject").click()
+    expect(page.get_by_role("status")).to_contain_text("Output of task summary_task rejected")
+
+    # The task runs again with the feedback and waits again: the view follows the list.
+    again = card.get_by_role("region", name="Task summary_task awaits review · revision 1")
+    expect(again.get_by_role("table", name="Decisions on summary_task, oldest first")).to_contain_text(
+        "rejected"
+    )
+    expect(again).to_contain_text("mention the spring tides")
+    screenshots(page, "13-feedback-revision-1")
+    card.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("status")).to_contain_text("Output of task summary_task approved")
+
+    console.open(f"executions/{stack.reviewed}")
+    expect(page.get_by_role("heading", level=1).locator(".badge")).to_have_text("completed")
+    decisions = page.get_by_role("table", name="Decisions on summary_task, oldest first")
+    expect(decisions.locator("td[data-label='Decision']")).to_have_text(["rejected", "approved"])
+    with _client(stack.api) as api:
+        body = api.get(f"/api/v1/executions/{stack.reviewed}").json()
+    decided = [(d["revision"], d["approved"], d["feedback"]) for d in body["tasks"][-1]["feedback"]]
+    assert decided == [(0, False, "mention the spring tides"), (1, True, "")]

@@ -1,5 +1,6 @@
-// The operator's decisions on one execution (resume, skip, abort), shared by the execution view and
-// the paused list. Each calls the documented route and says what the API answered.
+// The operator's decisions on one execution (resume, skip, abort; approve or reject a task's output
+// awaiting feedback), shared by the execution view and the lists of paused executions and of those
+// awaiting feedback. Each calls the documented route and says what the API answered.
 import { post } from "./api.js";
 import { h, field, select, shortId, isTerminal } from "./dom.js";
 import { announce, fail } from "./notify.js";
@@ -98,6 +99,69 @@ function skipForm(execution, context, level) {
   return form;
 }
 
+// Decisions sent from this tab ("<execution>:<task>:<revision>"): until the execution moves on,
+// its views say so instead of offering the same decision again.
+const decided = new Set();
+
+/** Approve or reject (with feedback, required) the output of the task awaiting feedback. */
+function feedbackForms(execution, context, level) {
+  const task = execution.tasks.find((t) => t.status === "awaiting_feedback");
+  if (!task) return null;
+  const key = `${execution.id}:${task.name}:${task.revision}`;
+  if (decided.has(key)) {
+    return h("p", { class: "hint" }, `Your decision on the output of ${task.name} was sent; the execution goes on shortly.`);
+  }
+  const id = shortId(execution.id);
+  const send = (button, approve, feedback) =>
+    act(button, async () => {
+      const body = { task: task.name, approve };
+      if (feedback) body.feedback = feedback;
+      await post(`/api/v1/executions/${encodeURIComponent(execution.id)}/feedback`, body);
+      decided.add(key);
+      announce(
+        approve
+          ? `Output of task ${task.name} approved: execution ${id} goes on.`
+          : `Output of task ${task.name} rejected: it runs again with your feedback (revision ${task.revision + 1}).`,
+      );
+      context.reload();
+    });
+
+  const approveButton = h("button", { type: "submit", class: "primary", "data-key": `approve-${execution.id}` }, "Approve");
+  const approve = h(
+    "form",
+    { class: "action-form", "aria-label": `Approve the output of task ${task.name} of execution ${id}` },
+    h(`h${level}`, {}, "Approve"),
+    h("p", { class: "hint" }, `The output of ${task.name} stands as it is; the crew goes on.`),
+    approveButton,
+  );
+  approve.addEventListener("submit", (event) => {
+    event.preventDefault();
+    send(approveButton, true);
+  });
+
+  const feedback = h("textarea", { name: "feedback", rows: "3", maxlength: "20000", "aria-required": "true" });
+  const rejectButton = h("button", { type: "submit", "data-key": `reject-${execution.id}` }, "Reject");
+  const reject = h(
+    "form",
+    { class: "action-form", "aria-label": `Reject the output of task ${task.name} of execution ${id}` },
+    h(`h${level}`, {}, "Reject"),
+    field("Feedback (required)", feedback, `What to change: ${task.name} runs again with its output and this feedback.`),
+    rejectButton,
+  );
+  reject.addEventListener("submit", (event) => {
+    event.preventDefault();
+    feedback.removeAttribute("aria-invalid");
+    if (!feedback.value.trim()) {
+      feedback.setAttribute("aria-invalid", "true");
+      fail({ code: "FEEDBACK_REQUIRED", detail: "a rejection needs feedback: say what to change", errors: [] });
+      feedback.focus();
+      return;
+    }
+    send(rejectButton, false, feedback.value.trim());
+  });
+  return h("div", { class: "action-grid" }, approve, reject);
+}
+
 function abortButton(execution, context) {
   const button = h("button", { type: "button", class: "danger", "data-key": `abort-${execution.id}` }, "Abort execution");
   button.addEventListener("click", () => {
@@ -116,13 +180,19 @@ function abortButton(execution, context) {
 export function executionActions(execution, context, level = 2) {
   if (isTerminal(execution.status)) return null;
   const paused = execution.status === "paused";
+  const awaiting = execution.status === "awaiting_feedback";
   return h(
     "section",
     { class: "actions", "aria-labelledby": `actions-${execution.id}` },
-    h(`h${level}`, { id: `actions-${execution.id}`, class: paused ? null : "visually-hidden" }, paused ? "Decide" : "Actions"),
+    h(
+      `h${level}`,
+      { id: `actions-${execution.id}`, class: paused || awaiting ? null : "visually-hidden" },
+      paused || awaiting ? "Decide" : "Actions",
+    ),
     paused
       ? h("div", { class: "action-grid" }, resumeForm(execution, context, level + 1), skipForm(execution, context, level + 1))
       : null,
+    awaiting ? feedbackForms(execution, context, level + 1) : null,
     h("div", { class: "action-row" }, abortButton(execution, context)),
   );
 }

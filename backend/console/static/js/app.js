@@ -7,6 +7,7 @@ import { announce, clearNotices, problemBlock } from "./notify.js";
 import * as executions from "./pages/executions.js";
 import * as execution from "./pages/execution.js";
 import * as paused from "./pages/paused.js";
+import * as feedback from "./pages/feedback.js";
 import * as deadLetters from "./pages/dead-letters.js";
 import * as errors from "./pages/errors.js";
 import * as breakers from "./pages/breakers.js";
@@ -17,6 +18,7 @@ const ROUTES = [
   [/^executions\/([^/]+)$/, execution, "executions"],
   [/^executions$/, executions, "executions"],
   [/^paused$/, paused, "paused"],
+  [/^feedback$/, feedback, "feedback"],
   [/^dead-letters$/, deadLetters, "dead-letters"],
   [/^errors$/, errors, "errors"],
   [/^breakers$/, breakers, "breakers"],

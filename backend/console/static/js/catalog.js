@@ -22,4 +22,4 @@ export async function categories() {
   return [...found].sort();
 }
 
-export const STATUSES = ["pending", "running", "retrying", "paused", "completed", "degraded", "failed", "cancelled"];
+export const STATUSES = ["pending", "running", "retrying", "paused", "awaiting_feedback", "completed", "degraded", "failed", "cancelled"];

@@ -38,6 +38,18 @@ export function badge(status) {
   return h("span", { class: `badge badge-${status}` }, status);
 }
 
+/** Resolves after ``ms``; rejects (AbortError) once ``signal`` aborts: a view's refresh loop ends
+ * when the operator leaves the view. */
+export function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(new DOMException("view left", "AbortError"));
+    });
+  });
+}
+
 export function shortId(id) {
   return id ? id.slice(0, 8) : "";
 }
