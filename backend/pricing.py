@@ -56,12 +56,6 @@ class PriceTable:
     def __init__(self, overrides: Mapping[str, PriceOverride] | None = None) -> None:
         self._overrides = dict(overrides or {})
 
-    @staticmethod
-    def load() -> None:
-        """Import the table now (0.3 s, and it imports httpx2): at a worker's start, not inside
-        the first attempt that prices a call, while other threads classify errors."""
-        import genai_prices  # noqa: F401
-
     def cost(self, model: str, usage: Usage, provider: str | None = None) -> float | None:
         """USD, or None when no price is known for the model."""
         override = self._overrides.get(model)
@@ -93,6 +87,8 @@ def _bare(model: str) -> str:
 def _table_cost(
     model: str, provider: str | None, input_tokens: int, output_tokens: int, cached: int
 ) -> float | None:
+    # Imported with the first priced call (0.3 s of CPU, once per process; it imports httpx2, which
+    # the classifier picks up once the import has finished).
     from genai_prices import Usage as TableUsage
     from genai_prices import calc_price
 

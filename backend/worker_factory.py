@@ -51,7 +51,6 @@ def default_runner(settings: Settings) -> TaskRunner:
 def journal_config(settings: Settings) -> JournalConfig | None:
     if not settings.journal_enabled:
         return None
-    PriceTable.load()
     return JournalConfig(
         replay=settings.journal_replay,
         limits=JournalLimits(settings.journal_max_call_bytes, settings.journal_max_execution_bytes),
