@@ -7,7 +7,9 @@ attempt), and raises ``ApplicationError(type=<category>)`` with
 
 - ``next_retry_delay`` = the category's jittered backoff, never earlier than the provider's
   Retry-After, while the category has budget left;
-- ``non_retryable=True`` once the category's budget is spent (or the category never retries).
+- ``non_retryable=True`` once the category's budget is spent (or the category never retries);
+- ``type=<category>.fallback`` when the failure moves the task to the agent's next LLM: a type
+  Temporal retries even when the category's own type is declared non-retryable (quota).
 
 The message reads well in the Web UI (``[LLM_RATE_LIMITED] openai 429 — task research, agent
 researcher, attempt 3/12``); the details carry the structured, redacted error record.
@@ -35,6 +37,7 @@ from backend.exceptions.retry_policy import next_delay
 HISTORY_LIMIT = 20  # errors kept in heartbeat details: enough context, bounded history size
 UNRECORDED_LIMIT = 5  # whole error records waiting for the database: a few KB each
 FALLBACK_DELAY_S = 0.1  # the next LLM of the chain starts at once
+FALLBACK_TYPE_SUFFIX = ".fallback"  # never among the RetryPolicy's non-retryable error types
 UI_MESSAGE_CHARS = 160
 
 
@@ -148,7 +151,7 @@ class ErrorBoundary:
         error = ApplicationError(
             _ui_message(record),
             record.to_dict(),
-            type=category,
+            type=category + FALLBACK_TYPE_SUFFIX if switch else category,
             non_retryable=not retry,
             next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
         )

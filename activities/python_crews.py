@@ -173,6 +173,7 @@ def manifest(name: str, setting: CrewSetting, crew: Crew, agent_names: list[str]
         role = manager.role if manager is not None else "Crew Manager"
         agents.append(_agent_entry(MANAGER, _Described(role, "Manage the team", llm), setting))
     task_names = _unique([_slug(task.name or f"task_{i + 1}") for i, task in enumerate(crew.tasks)])
+    _refuse_unknown_names(setting, [a["name"] for a in agents], task_names)
     by_task = {id(task): n for task, n in zip(crew.tasks, task_names, strict=True)}
     tasks = []
     for task, task_name in zip(crew.tasks, task_names, strict=True):
@@ -238,6 +239,21 @@ def _agent_entry(name: str, agent: Any, setting: CrewSetting) -> dict[str, Any]:
         "fallback_llms": [f.model_dump(mode="json") for f in options.fallback_llms] if options else [],
         "tools": [tool_key(tool) for tool in agent.tools or []],
     }
+
+
+def _refuse_unknown_names(setting: CrewSetting, agent_names: list[str], task_names: list[str]) -> None:
+    """A deployment's options for an agent or task the crew does not have are a typo, and a typo
+    here would silently drop a fallback LLM or a retry budget: refused, naming the real names."""
+    for kind, configured, known in (
+        ("agents", setting.agents, agent_names),
+        ("tasks", setting.tasks, task_names),
+    ):
+        unknown = sorted(set(configured) - set(known))
+        if unknown:
+            raise CrewNotSupported(
+                f"its settings name {kind} it does not have: {', '.join(unknown)}"
+                f" (its {kind}: {', '.join(known)})"
+            )
 
 
 def _context_names(task: Task, by_task: dict[int, str]) -> list[str] | None:

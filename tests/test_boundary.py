@@ -23,6 +23,7 @@ from activities.boundary import (
     ErrorBoundary,
     Failure,
 )
+from backend.exceptions.categories import NON_RETRYABLE
 from backend.exceptions.execution_errors import CircuitOpenError, ContextLengthError, CrewrunError
 from backend.exceptions.fingerprint import fingerprint
 from backend.exceptions.redaction import set_env_secrets
@@ -523,6 +524,9 @@ def test_spent_provider_budget_switches_to_the_fallback_llm_with_fresh_budgets()
         fallback="backup-model",
     )
     assert quota.final is False and quota.record.fallback_to == "backup-model"
+    # Its type must be one Temporal retries: quota's own type is declared non-retryable.
+    assert quota.error.type == "quota_exhausted.fallback" and quota.error.type not in NON_RETRYABLE
+    assert switched.error.type == "external_service.fallback" and "quota_exhausted" in NON_RETRYABLE
     last = boundary.failure(
         CrewrunError("billing", code="LLM_QUOTA_EXHAUSTED"),
         state=AttemptState(llm_index=1),
@@ -530,7 +534,7 @@ def test_spent_provider_budget_switches_to_the_fallback_llm_with_fresh_budgets()
         context=context(2),
         fallback=None,
     )
-    assert last.final is True and last.record.fallback_to is None
+    assert last.final is True and last.record.fallback_to is None and last.error.type == "quota_exhausted"
     # A content refusal is not the provider's trouble: no fallback.
     refused = boundary.failure(
         ContextLengthError("long"),

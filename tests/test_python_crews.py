@@ -15,6 +15,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from activities.python_crews import CrewNotSupported, load_crew
 from backend.api.app import create_app
 from backend.db.store import Store
 from backend.settings import CrewSetting, Settings, ToolSetting
@@ -58,6 +59,11 @@ def crew_settings(settings: Settings, sim: SimulatorServer, monkeypatch: pytest.
 
 @pytest.fixture
 async def crew_api(temporal_client: Client, crew_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in _api(temporal_client, crew_settings):
+        yield client
+
+
+async def _api(temporal_client: Client, crew_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API and a worker carrying the test crews; every execution the API accepted is checked
     by the ledger when the test is over."""
     app = create_app(crew_settings, temporal_client=temporal_client, reconcile=False)
@@ -130,6 +136,13 @@ async def test_a_crew_that_fails_to_build_is_logged_redacted_and_the_others_are_
     assert "structured" in crews.crews
     assert crews.failed["planning"].startswith("CrewNotSupported: not supported by crewrun yet: planning")
     assert "RuntimeError: this crew's module is broken" in crews.failed["broken"]
+
+    # Options for an agent the crew does not have are a typo that would drop a fallback: refused.
+    typo = CrewSetting.model_validate(
+        {"ref": CREWS["tools"], "agents": {"searcher": {"fallback_llms": [{"model": "gpt-4o-mini"}]}}}
+    )
+    with pytest.raises(CrewNotSupported, match=r"agents it does not have: searcher \(its agents: Searcher, Reporter\)"):
+        load_crew("tools", typo, {})
     assert "sk-live-abcdefghijklmnop0123456789" not in crews.failed["broken"]
 
 
@@ -379,3 +392,28 @@ async def test_json_specs_may_name_registry_tools_only(
     body = await wait_terminal(crew_api, created.json()["id"])
     assert body["status"] == "completed"
     assert [c["status"] for c in sim.tool_calls("lookup")] == [200]
+
+
+async def test_a_python_crews_agent_moves_to_its_configured_fallback_llm(
+    temporal_client: Client, crew_settings: Settings, sim: SimulatorServer
+) -> None:
+    # The crew's code builds the searcher's LLM; the deployment's settings give it a fallback.
+    fallback = {"model": "gpt-4o-mini", "base_url": sim.base_url("backup")}
+    crews = dict(crew_settings.crews)
+    crews["tools"] = CrewSetting.model_validate(
+        {"ref": CREWS["tools"], "agents": {"Searcher": {"fallback_llms": [fallback]}}}
+    )
+    settings = crew_settings.model_copy(update={"crews": crews})
+    sim.script.add_rules(
+        [FaultRule(kind="quota", agent="searcher", count=None)]
+    )  # its provider's quota is gone
+    async for api in _api(temporal_client, settings):
+        execution_id = await start(api, "tools", "tides")
+        body = await wait_terminal(api, execution_id)
+
+    assert body["status"] == "completed"
+    assert len(sim.llm_calls("searcher")) == 1 and len(sim.llm_calls("backup")) == 2  # tool call, answer
+    [event] = (
+        Store.from_url(settings.database_url).list_error_events(execution_id, limit=10, cursor=None).items
+    )
+    assert event.code == "LLM_QUOTA_EXHAUSTED" and event.service == "127.0.0.1"
