@@ -141,7 +141,9 @@ async def test_a_crew_that_fails_to_build_is_logged_redacted_and_the_others_are_
     typo = CrewSetting.model_validate(
         {"ref": CREWS["tools"], "agents": {"searcher": {"fallback_llms": [{"model": "gpt-4o-mini"}]}}}
     )
-    with pytest.raises(CrewNotSupported, match=r"agents it does not have: searcher \(its agents: Searcher, Reporter\)"):
+    with pytest.raises(
+        CrewNotSupported, match=r"agents it does not have: searcher \(its agents: Searcher, Reporter\)"
+    ):
         load_crew("tools", typo, {})
     assert "sk-live-abcdefghijklmnop0123456789" not in crews.failed["broken"]
 
