@@ -2,7 +2,7 @@
 // awaiting feedback), shared by the execution view and the lists of paused executions and of those
 // awaiting feedback. Each calls the documented route and says what the API answered.
 import { post } from "./api.js";
-import { h, field, select, shortId, isTerminal } from "./dom.js";
+import { h, field, select, shortId, isTerminal, temporalLink, when } from "./dom.js";
 import { announce, fail } from "./notify.js";
 
 const DONE = new Set(["completed", "skipped", "degraded"]);
@@ -194,5 +194,26 @@ export function executionActions(execution, context, level = 2) {
       : null,
     awaiting ? feedbackForms(execution, context, level + 1) : null,
     h("div", { class: "action-row" }, abortButton(execution, context)),
+  );
+}
+
+/** One execution of a list of those waiting on someone (paused, awaiting feedback): its links, why
+ * it waits (``body``), and the decisions. ``prefix`` keeps the heading ids of the lists apart. */
+export function waitingCard(e, context, prefix, body) {
+  return h(
+    "article",
+    { class: "card", "aria-labelledby": `${prefix}-${e.id}` },
+    h("h2", { id: `${prefix}-${e.id}` }, `Execution ${shortId(e.id)} · ${e.crew_name}`),
+    h(
+      "p",
+      { class: "card-links" },
+      h("a", { href: `#/executions/${encodeURIComponent(e.id)}` }, "Open the execution"),
+      " · ",
+      temporalLink(e),
+      " · created ",
+      when(e.created_at),
+    ),
+    body,
+    executionActions(e, context, 3),
   );
 }

@@ -2,8 +2,8 @@
 // task under review, the decisions taken on it so far, and approve or reject (with feedback) right
 // there. The view follows the list, so a rejected task's next output shows up once it is written.
 import { get } from "../api.js";
-import { executionActions } from "../actions.js";
-import { h, add, heading, shortId, sleep, temporalLink, when } from "../dom.js";
+import { waitingCard } from "../actions.js";
+import { h, add, heading, sleep, when } from "../dom.js";
 import { feedbackHistory, outputBody } from "../outputs.js";
 import { pagedList } from "../paging.js";
 
@@ -31,22 +31,7 @@ function review(e, task) {
 
 function card(e, context) {
   const task = e.tasks.find((t) => t.status === WAITING);
-  return h(
-    "article",
-    { class: "card", "aria-labelledby": `waiting-${e.id}` },
-    h("h2", { id: `waiting-${e.id}` }, `Execution ${shortId(e.id)} · ${e.crew_name}`),
-    h(
-      "p",
-      { class: "card-links" },
-      h("a", { href: `#/executions/${encodeURIComponent(e.id)}` }, "Open the execution"),
-      " · ",
-      temporalLink(e),
-      " · created ",
-      when(e.created_at),
-    ),
-    task ? review(e, task) : null,
-    executionActions(e, context, 3),
-  );
+  return waitingCard(e, context, "waiting", task ? review(e, task) : null);
 }
 
 // What the list is, as far as this view draws it: which executions, and where their tasks are.
