@@ -1,21 +1,32 @@
 """MUTATION.md from the results of the last ``mutmut run`` (``make mutation``).
 
 Reads mutmut's per-file results (``mutants/<module>.py.meta``: the exit code of every mutant's
-test run, mapped to a status the way ``mutmut results`` maps it), and the reviewed list of
-survivors that are not gaps (``mutation/equivalent.toml``). Writes, per error-path module: killed,
-survived, timeout, no tests, the score (killed / (mutants - equivalent)), and every survivor
-with its mutation and its reason. The scores and the survivors come from the run; only the
-reasons of equivalent mutants are typed, by whoever read the mutant.
+test run, mapped to a status as ``mutmut results`` maps it) and the reviewed survivors
+(``mutation/equivalent.toml``), then writes per error-path module: mutants, killed, timeout,
+survived, equivalent, the score, and every survivor with its mutation and its reason.
 
-Fails (exit 1) when a module scores under ``--min-score``, when a survivor (or a mutant no test
-reached) has no reason, or when a reviewed entry no longer matches its mutant (the function
-changed: the mutant numbered so is another mutation now, and needs another look).
+- A *timeout* counts as detected: the tests never finished with that mutant (pytest-timeout would
+  fail them).
+- An *equivalent* mutant behaves as the original for every input crewrun can give it; it leaves
+  the denominator: score = detected / (mutants - equivalent).
+- A survivor reviewed as ``postgresql`` is killed by the PostgreSQL half of a data-layer test (the
+  run uses SQLite only): its test is run here against it, on PostgreSQL, and must fail.
+- A survivor reviewed as ``accepted`` is a survivor all the same (it counts against the score);
+  its reason says why no test kills it.
+- Entries reviewed as ``killed`` name a gap a test closed: that test alone is run here against the
+  mutant and must fail.
+
+The scores and the survivors come from the run; only the reasons are typed, by whoever read the
+mutant (``mutmut show``). Fails (exit 1) when a module scores under ``--min-score``, when a
+survivor has no reason, when a named test does not kill its mutant, or when a reviewed entry no
+longer matches its mutant (the function changed: the mutant numbered so is another mutation now).
 Run from the repository root, after ``mutmut run``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -28,7 +39,7 @@ from mutmut.mutation.diff_apply import get_diff_for_mutant
 from mutmut.stats import status_by_exit_code
 
 ROOT = Path(__file__).resolve().parent.parent
-# The modules make mutation scores: pyproject.toml's [tool.mutmut] only_mutate, in this order.
+# The modules make mutation scores (pyproject.toml's [tool.mutmut] only_mutate).
 MODULES = {
     "backend/exceptions/classifier.py": "classification",
     "backend/exceptions/categories.py": "category traits",
@@ -41,15 +52,21 @@ MODULES = {
     "backend/exceptions/redaction.py": "redaction",
 }
 REVIEWED = ROOT / "mutation" / "equivalent.toml"
+KINDS = {"equivalent", "postgresql", "accepted", "killed"}
 
 
 @dataclass
 class Survivor:
     name: str
-    status: str
+    status: str  # mutmut's: survived, no tests, suspicious, ...
     mutation: str  # the changed lines: "-old" / "+new"
+    kind: str | None = None  # the review's: equivalent, postgresql, accepted
     reason: str | None = None
-    equivalent: bool = False
+    verified: bool = False  # a postgresql one: its test failed with it
+
+    @property
+    def detected(self) -> bool:
+        return self.kind == "postgresql" and self.verified
 
 
 @dataclass
@@ -65,12 +82,20 @@ class ModuleResult:
 
     @property
     def equivalent(self) -> int:
-        return sum(1 for s in self.survivors if s.equivalent)
+        return sum(1 for s in self.survivors if s.kind == "equivalent")
+
+    @property
+    def on_postgresql(self) -> int:
+        return sum(1 for s in self.survivors if s.detected)
+
+    @property
+    def detected(self) -> int:
+        return self.counts.get("killed", 0) + self.counts.get("timeout", 0) + self.on_postgresql
 
     @property
     def score(self) -> float:
         scored = self.total - self.equivalent
-        return self.counts.get("killed", 0) / scored if scored else 1.0
+        return self.detected / scored if scored else 1.0
 
 
 def mutation_of(name: str, path: str) -> str:
@@ -80,9 +105,76 @@ def mutation_of(name: str, path: str) -> str:
     return "\n".join(" ".join(line.split()) for line in changed)
 
 
-def load_reviewed() -> dict[str, dict[str, str]]:
+def same_mutation(reviewed: str, found: str) -> bool:
+    return " ".join(reviewed.split()) == " ".join(found.split())
+
+
+def load_reviewed(problems: list[str]) -> dict[str, dict[str, str]]:
     data = tomllib.loads(REVIEWED.read_text("utf-8")) if REVIEWED.exists() else {}
-    return {name: dict(entry) for name, entry in data.items()}
+    reviewed = {name: dict(entry) for name, entry in data.items()}
+    for name, entry in reviewed.items():
+        kind = entry.get("kind")
+        if kind not in KINDS:
+            problems.append(f"{name}: kind {kind!r} is none of {sorted(KINDS)}")
+        if kind in ("postgresql", "killed") and not entry.get("killed_by"):
+            problems.append(f"{name}: a {kind} entry names the test that kills it (killed_by)")
+        if kind != "killed" and not entry.get("reason"):
+            problems.append(f"{name}: no reason")
+    return reviewed
+
+
+def mutmut_config() -> dict[str, object]:
+    return dict(tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["mutmut"])
+
+
+def inputs_digest() -> str:
+    """What a run's results depend on: the mutated modules, the tests mutmut runs (and their
+    helpers), the mutation set-up and the reviews. MUTATION.md records it; CI runs make mutation
+    again when it differs."""
+    config = mutmut_config()
+    selected = [
+        a for a in config.get("pytest_add_cli_args_test_selection", []) if str(a).startswith("tests/")
+    ]
+    files = [
+        *MODULES,
+        *sorted(set(selected)),
+        "tests/conftest.py",
+        "tests/support.py",
+        "tests/postgres.py",
+        "tests/commit_faults.py",
+        "tests/mutmut_plugin.py",
+        "mutation/equivalent.toml",
+        "scripts/mutation_report.py",
+    ]
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for name in files:
+        path = ROOT / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b"(missing)") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+DIGEST_LINE = "Inputs of this run (mutated modules, their tests, the set-up, the reviews): `{}`."
+
+
+def up_to_date(out: Path) -> bool:
+    return out.exists() and DIGEST_LINE.format(inputs_digest()) in out.read_text("utf-8")
+
+
+def pytest_args() -> list[str]:
+    """What mutmut adds to every pytest run (pyproject.toml's [tool.mutmut] pytest_add_cli_args)."""
+    return [str(a) for a in mutmut_config().get("pytest_add_cli_args", [])]  # type: ignore[attr-defined]
+
+
+def kills(name: str, test: str, *marks: str) -> bool:
+    """Whether ``test``, run alone in mutmut's copy of the project with only ``name`` active, fails."""
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-n0", *pytest_args(), *marks, test],
+        cwd="mutants",
+        env={**os.environ, "MUTANT_UNDER_TEST": name},
+        capture_output=True,
+        text=True,
+    )
+    return run.returncode == 1
 
 
 def results(reviewed: dict[str, dict[str, str]], problems: list[str]) -> list[ModuleResult]:
@@ -98,26 +190,54 @@ def results(reviewed: dict[str, dict[str, str]], problems: list[str]) -> list[Mo
         for name, code in sorted(exit_codes.items(), key=lambda item: _natural(item[0])):
             status = status_by_exit_code[code]
             module.counts[status] = module.counts.get(status, 0) + 1
-            if status == "killed":
-                continue
-            survivor = Survivor(name, status, mutation_of(name, path))
             entry = reviewed.get(name)
             if entry is not None:
                 seen.add(name)
-                if " ".join(entry.get("mutation", "").split()) != " ".join(survivor.mutation.split()):
+            if status in ("killed", "timeout"):
+                if entry is not None and entry["kind"] != "killed":
+                    problems.append(f"{name}: reviewed as {entry['kind']}, but {status} now: remove it")
+                continue
+            survivor = Survivor(name, status, mutation_of(name, path))
+            if entry is not None and entry["kind"] != "killed":
+                if not same_mutation(entry.get("mutation", ""), survivor.mutation):
                     problems.append(
                         f"{name}: reviewed as\n{entry.get('mutation')}\nbut is now\n{survivor.mutation}"
                     )
                 else:
-                    survivor.reason = entry.get("reason")
-                    survivor.equivalent = entry.get("kind", "equivalent") == "equivalent"
+                    survivor.kind, survivor.reason = entry["kind"], entry.get("reason")
+                    if survivor.kind == "postgresql":
+                        survivor.verified = kills(name, entry["killed_by"], "-m", "postgresql")
+                        if not survivor.verified:
+                            problems.append(f"{entry['killed_by']} does not kill {name} on PostgreSQL")
             if not survivor.reason:
                 problems.append(f"{name} ({status}) has no reason:\n{survivor.mutation}")
             module.survivors.append(survivor)
         found.append(module)
     for name in sorted(set(reviewed) - seen):
-        problems.append(f"{name}: reviewed, but not a survivor of this run (killed now, or gone): remove it")
+        problems.append(f"{name}: reviewed, but no mutant of this run has that name: remove it")
     return found
+
+
+def closed_gaps(reviewed: dict[str, dict[str, str]], problems: list[str]) -> list[tuple[str, str, bool]]:
+    """Mutants that survived once, each run again against the test that now kills it alone."""
+    closed = []
+    for name, entry in reviewed.items():
+        if entry.get("kind") != "killed":
+            continue
+        path = name.split(".x", 1)[0].replace(".", "/") + ".py"
+        try:
+            found = mutation_of(name, path)
+        except (FileNotFoundError, KeyError):
+            problems.append(f"{name}: no such mutant in this run: remove it")
+            continue
+        if not same_mutation(entry.get("mutation", ""), found):
+            problems.append(f"{name}: reviewed as\n{entry.get('mutation')}\nbut is now\n{found}")
+            continue
+        verified = kills(name, entry["killed_by"])
+        if not verified:
+            problems.append(f"{entry['killed_by']} does not kill {name}")
+        closed.append((name, entry["killed_by"], verified))
+    return closed
 
 
 def _natural(name: str) -> tuple[str, int]:
@@ -125,62 +245,48 @@ def _natural(name: str) -> tuple[str, int]:
     return stem, int(number) if number.isdigit() else 0
 
 
-def verify_kills(tests_by_mutant: dict[str, str], problems: list[str]) -> dict[str, bool]:
-    """Each named test, run against its mutant (and only it), must fail."""
-    verified = {}
-    for name, test in tests_by_mutant.items():
-        env = {**os.environ, "MUTANT_UNDER_TEST": name}
-        run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n0", test],
-            cwd="mutants",
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        verified[name] = run.returncode == 1
-        if not verified[name]:
-            problems.append(f"{test} does not kill {name} (pytest exit {run.returncode})")
-    return verified
+def write(modules: list[ModuleResult], closed: list[tuple[str, str, bool]], out: Path) -> None:
+    def total(key: str) -> int:
+        return sum(m.counts.get(key, 0) for m in modules)
 
-
-def write(modules: list[ModuleResult], kills: dict[str, str], verified: dict[str, bool], out: Path) -> None:
-    total = {
-        k: sum(m.counts.get(k, 0) for m in modules) for k in ("killed", "survived", "timeout", "no tests")
-    }
     lines = [
         "# Mutation testing of the error paths",
         "",
-        "Generated by `make mutation` (mutmut over the modules below, each mutant against the fast",
-        "tests that reach its function; `scripts/mutation_report.py` wrote this file). Score = killed /",
-        "(mutants - equivalent). Survivors list their mutation and why they survive: the reasons are",
-        "reviewed entries of `mutation/equivalent.toml`; everything else comes from the run.",
+        "Written by `make mutation`: mutmut mutates the modules below and runs each mutant against the",
+        "fast tests that reach the mutated function (SQLite only, no dev server);",
+        "`scripts/mutation_report.py` reads the results. Score = detected / (mutants - equivalent), where",
+        "detected = killed + timeout (the tests never finished) + killed on PostgreSQL (run here, see",
+        "below). Every survivor is listed with its mutation and the reviewed reason it survives",
+        "(`mutation/equivalent.toml`); the counts, the scores and the list come from the run.",
         "",
-        "| module | what | mutants | killed | survived | timeout | no tests | equivalent | score |",
+        DIGEST_LINE.format(inputs_digest()),
+        "",
+        "| module | what | mutants | killed | timeout | survived | equivalent | killed on PostgreSQL | score |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in modules:
         c = m.counts
+        not_killed = m.total - c.get("killed", 0) - c.get("timeout", 0)
         lines.append(
-            f"| `{m.path}` | {m.label} | {m.total} | {c.get('killed', 0)} | {c.get('survived', 0)} "
-            f"| {c.get('timeout', 0)} | {c.get('no tests', 0)} | {m.equivalent} | {m.score:.1%} |"
+            f"| `{m.path}` | {m.label} | {m.total} | {c.get('killed', 0)} | {c.get('timeout', 0)} "
+            f"| {not_killed} | {m.equivalent} | {m.on_postgresql} | {m.score:.1%} |"
         )
     lines += [
         "",
-        f"All modules: {sum(m.total for m in modules)} mutants, {total['killed']} killed, "
-        f"{total['survived']} survived, {total['timeout']} timeout, {total['no tests']} no tests, "
-        f"{sum(m.equivalent for m in modules)} equivalent.",
+        f"All modules: {sum(m.total for m in modules)} mutants, {total('killed')} killed, "
+        f"{total('timeout')} timeout, {total('survived')} survived, {total('no tests')} reached by no test, "
+        f"{sum(m.equivalent for m in modules)} equivalent, {sum(m.on_postgresql for m in modules)} killed on "
+        "PostgreSQL.",
         "",
     ]
-    if kills:
+    if closed:
         lines += [
             "## Gaps closed by a test",
             "",
-            "Mutants that once survived, each run again against the test that now kills it alone.",
+            "Mutants that survived before these tests existed, each run again here against that test alone.",
             "",
         ]
-        for name, test in kills.items():
-            mark = "killed" if verified.get(name) else "NOT KILLED"
-            lines.append(f"- `{name}`: {mark} by `{test}`")
+        lines += [f"- `{name}`: {'killed' if ok else 'NOT KILLED'} by `{test}`" for name, test, ok in closed]
         lines.append("")
     lines += ["## Survivors", ""]
     for m in modules:
@@ -188,7 +294,9 @@ def write(modules: list[ModuleResult], kills: dict[str, str], verified: dict[str
             continue
         lines += [f"### `{m.path}`", ""]
         for s in m.survivors:
-            kind = "equivalent" if s.equivalent else s.status
+            kind = s.kind or s.status
+            if s.kind == "postgresql":
+                kind = "killed on PostgreSQL" if s.verified else "NOT killed on PostgreSQL"
             mutation = "; ".join(f"`{line}`" for line in s.mutation.splitlines()) or "(no diff)"
             lines.append(f"- `{s.name.rpartition('.')[2]}` ({kind}): {mutation}")
             lines.append(f"  - {s.reason or 'NO REASON'}")
@@ -197,25 +305,33 @@ def write(modules: list[ModuleResult], kills: dict[str, str], verified: dict[str
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--min-score", type=float, default=0.97)
     parser.add_argument("--out", type=Path, default=ROOT / "MUTATION.md")
+    parser.add_argument(
+        "--up-to-date",
+        action="store_true",
+        help="only say (exit 0 or 1) whether --out is the report of the current inputs",
+    )
     args = parser.parse_args()
     os.chdir(ROOT)
+    if args.up_to_date:
+        current = up_to_date(args.out)
+        print(f"{args.out.name} is {'the report of' if current else 'not the report of'} the current inputs")
+        return 0 if current else 1
 
     problems: list[str] = []
-    reviewed = load_reviewed()
-    kills = {name: e["killed_by"] for name, e in reviewed.items() if e.get("kind") == "killed"}
-    survivors_reviewed = {name: e for name, e in reviewed.items() if e.get("kind") != "killed"}
-    modules = results(survivors_reviewed, problems)
-    verified = verify_kills(kills, problems)
-    write(modules, kills, verified, args.out)
+    reviewed = load_reviewed(problems)
+    modules = results(reviewed, problems)
+    closed = closed_gaps(reviewed, problems)
+    write(modules, closed, args.out)
 
     for m in modules:
-        flag = "" if m.score >= args.min_score else f"  < {args.min_score:.0%}"
-        print(f"{m.score:7.1%}  {m.path} ({m.counts.get('killed', 0)} of {m.total - m.equivalent}){flag}")
-        if m.score < args.min_score:
-            problems.append(f"{m.path}: {m.score:.1%} of its non-equivalent mutants killed")
+        low = m.score < args.min_score
+        scored = m.total - m.equivalent
+        print(f"{m.score:7.1%}  {m.path} ({m.detected} of {scored} detected){'  < minimum' if low else ''}")
+        if low:
+            problems.append(f"{m.path}: {m.score:.1%} of its non-equivalent mutants detected")
     print(f"wrote {args.out.relative_to(ROOT)}")
     for problem in problems:
         print(f"\n{problem}", file=sys.stderr)

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit, config_from
@@ -339,6 +339,41 @@ def test_a_success_after_the_breaker_opened_elsewhere_leaves_it_open_and_its_cou
     assert h.breaker.record(admitted, None) is False
     state = h.state()
     assert (state.state, state.consecutive_failures) == ("open", 3)
+
+
+@pytest.mark.postgresql
+def test_a_success_racing_the_failure_that_opens_the_breaker_leaves_its_counts_alone() -> None:
+    # PostgreSQL only: under read committed, another worker's failure can open the breaker between
+    # this success's read of the state and its update (SQLite's single writer rules that out).
+    config = BreakerConfig(consecutive_failures=3, min_calls=100, cooldown_s=30.0)
+    with fresh_database(migrated=True) as url:
+        engines = [make_engine(url), make_engine(url)]
+        try:
+            here, elsewhere = (
+                CircuitBreaker(
+                    Database(make_session_factory(e)), config, clock=FakeClock(), rng=random.Random(0)
+                )
+                for e in engines
+            )
+            for _ in range(2):
+                here.record(here.acquire(SERVICE), "network")
+            admitted = here.acquire(SERVICE)
+            raced: list[str] = []
+
+            @event.listens_for(engines[0], "before_cursor_execute")
+            def failure_elsewhere(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+                if statement.startswith("UPDATE circuit_breakers SET consecutive_failures") and not raced:
+                    raced.append(statement)
+                    elsewhere.record(elsewhere.acquire(SERVICE), "timeout")  # the third: it opens
+
+            here.record(admitted, None)
+
+            state = here.state(SERVICE)
+            assert raced and state is not None
+            assert (state.state, state.consecutive_failures) == ("open", 3)
+        finally:
+            for engine in engines:
+                engine.dispose()
 
 
 def test_a_breaker_row_lost_with_a_rolled_back_transaction_is_made_again(make_harness: MakeHarness) -> None:

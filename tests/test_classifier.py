@@ -1366,6 +1366,12 @@ NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
         pytest.param(
             {"anthropic-ratelimit-tokens-reset": "2025-03-14T12:00:45Z"}, 45.0, id="anthropic-reset-Z"
         ),
+        # RFC 3339 lets the UTC designator be lower case too.
+        pytest.param(
+            {"anthropic-ratelimit-tokens-reset": "2025-03-14t12:00:45z"},
+            45.0,
+            id="anthropic-reset-lowercase-z",
+        ),
         pytest.param(
             {"anthropic-ratelimit-input-tokens-reset": "2025-03-14T12:01:00"},
             60.0,
@@ -1850,6 +1856,18 @@ def test_an_sdk_never_imported_has_no_rules(monkeypatch: pytest.MonkeyPatch) -> 
 
     assert not [t for t in mapped_types() if t.__module__.startswith("httpx2")]
     assert classify(httpx.ConnectError("refused")).code == "NETWORK_CONNECT_FAILED"
+
+
+def test_an_sdk_a_loader_ran_itself_counts_as_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lazy loaders and plugin systems run a module themselves (module_from_spec, exec_module): its
+    # spec never says whether an import is in progress.
+    ran = types.ModuleType("httpx2")
+    ran.__dict__.update({k: v for k, v in vars(httpx2).items() if not k.startswith("__")})
+    ran.__spec__ = importlib.machinery.ModuleSpec("httpx2", loader=None)
+    monkeypatch.setitem(sys.modules, "httpx2", ran)
+
+    assert httpx2.TimeoutException in mapped_types()
+    assert classify(httpx2.ReadTimeout("slow")).code == "LLM_TIMEOUT"
 
 
 def test_an_sdk_another_thread_is_still_importing_has_no_rules_yet(monkeypatch: pytest.MonkeyPatch) -> None:
