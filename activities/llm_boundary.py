@@ -268,6 +268,7 @@ def _count_usage() -> None:
             reports.append(dict(usage_data))
 
     track._crewrun_counted = True  # type: ignore[attr-defined]
+    track.__wrapped__ = original  # type: ignore[attr-defined]  # what it counts for (inspect.unwrap)
     BaseLLM._track_token_usage_internal = track  # type: ignore[method-assign]
 
 

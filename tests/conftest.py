@@ -79,6 +79,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "db_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.stack_db)
+        # The PostgreSQL half of the data-layer tests (make mutation runs the SQLite half only).
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        if any(name.endswith("db_url") and value == "postgresql" for name, value in params.items()):
+            item.add_marker(pytest.mark.postgresql)
     # The long ones first (by their measured durations), so the parallel test processes do not
     # end up waiting on one of them.
     items.sort(

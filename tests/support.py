@@ -335,3 +335,52 @@ def crewrun_up(settings: Settings, log: Path, *args: str, **env: str) -> subproc
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+class RecordingJournal:
+    """A call journal as the LLM and tool boundaries use it, in memory: ``tape`` maps a request's
+    fingerprint to the stored answer an earlier attempt paid for; ``log`` is what the boundary
+    asked and wrote, in order; ``fail_writes`` makes every write raise it (a full disk)."""
+
+    def __init__(self, tape: dict[str, str] | None = None, fail_writes: BaseException | None = None) -> None:
+        from backend.db.journal import TapeEntry
+
+        self._entry = TapeEntry
+        self.tape = dict(tape or {})
+        self.fail_writes = fail_writes
+        self.log: list[tuple[Any, ...]] = []
+
+    def served(self, kind: str, fingerprint: str, *, replayable: bool = True) -> Any:
+        self.log.append(("served?", kind, fingerprint, replayable))
+        stored = self.tape.get(fingerprint)
+        if stored is None or not replayable:
+            return None
+        return self._entry(1, 1, kind, "", fingerprint, stored, 0, 0)
+
+    def record_live(
+        self,
+        kind: str,
+        name: str,
+        service: str,
+        fingerprint: str,
+        answer: str | None,
+        started: float,
+        *,
+        usage: Any = None,
+        provider: str | None = None,
+    ) -> None:
+        self._write(("live", kind, name, service, fingerprint, answer, usage, provider), started)
+
+    def record_replayed(self, kind: str, name: str, service: str, served: Any, started: float) -> None:
+        self._write(("replayed", kind, name, service, served.fingerprint), started)
+
+    def record_failed(
+        self, kind: str, name: str, service: str, fingerprint: str, error_code: str, started: float
+    ) -> None:
+        self._write(("failed", kind, name, service, fingerprint, error_code), started)
+
+    def _write(self, entry: tuple[Any, ...], started: float) -> None:
+        assert isinstance(started, float) and started <= time.monotonic()  # when the call began
+        if self.fail_writes is not None:
+            raise self.fail_writes
+        self.log.append(entry)

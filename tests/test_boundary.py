@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import sqlalchemy.exc as sa
 from temporalio.exceptions import ApplicationError
 
 from activities.attempt_calls import AttemptAborted, CallFailed, CallInfo
@@ -624,3 +626,79 @@ def test_without_a_tool_policy_the_category_decides_whether_a_failure_pauses() -
 
     assert record.action is None
     assert record.pauses(["authentication"]) and not record.pauses(["quota_exhausted"])
+
+
+# --- what mutation testing found untested (make mutation) ------------------------------------
+
+
+def test_a_third_fallback_is_used_after_the_second_is_exhausted() -> None:
+    # The agent's chain: its own LLM, then two fallbacks. Each attempt's state rides in heartbeat
+    # details to the next; the activity names the next LLM as the boundary's fallback.
+    chain = ["gpt-4o", "claude-sonnet", "mistral-large"]
+    boundary = ErrorBoundary(rng=random.Random(0))
+    state = AttemptState()
+    used = []
+    for attempt in range(1, 4):
+        used.append(chain[state.llm_index])
+        fallback = chain[state.llm_index + 1] if state.llm_index + 1 < len(chain) else None
+        failure = boundary.failure(
+            CrewrunError("billing", code="LLM_QUOTA_EXHAUSTED"),
+            state=state,
+            table=resolve(),
+            context=context(attempt),
+            fallback=fallback,
+        )
+        state = AttemptState.from_details([state.to_details()])
+
+    assert used == ["gpt-4o", "claude-sonnet", "mistral-large"]
+    assert failure.final and failure.record.fallback_to is None
+    assert state.llm_index == 2
+
+
+def test_error_events_no_attempt_could_write_ride_to_the_next_attempt_five_at_most() -> None:
+    boundary = ErrorBoundary(rng=random.Random(0))
+    state = AttemptState()
+    records = [fail(boundary, timeout(), state, attempt=n).record for n in range(1, 8)]
+    for record in records:
+        state.keep_unrecorded(record)
+
+    details = json.loads(json.dumps(state.to_details()))
+    restored = AttemptState.from_details([details])
+
+    assert [r["attempt"] for r in details["unrecorded"]] == [3, 4, 5, 6, 7]
+    assert restored.unrecorded == [r.to_dict() for r in records[-5:]]
+    many = {"failures": {}, "unrecorded": [{"attempt": n} for n in range(9)]}
+    assert AttemptState.from_details([many]).unrecorded == [{"attempt": n} for n in range(4, 9)]
+
+
+def test_the_records_stack_is_the_traceback_as_python_prints_it() -> None:
+    exc = raised(RuntimeError("LLM call failed"), raised(ConnectionResetError("reset by peer")))
+
+    record = fail(ErrorBoundary(rng=random.Random(0)), exc, AttemptState()).record
+
+    assert record.stack == "".join(traceback.format_exception(exc))
+
+
+def test_a_failed_calls_record_is_about_what_the_call_raised_not_the_runners_wrapper() -> None:
+    call = CallInfo("tool", "web_search", "search-api")
+    wrapped = failed_call(tool_429(), call)
+
+    record = fail(ErrorBoundary(rng=random.Random(0)), wrapped, AttemptState()).record
+
+    assert record.cause_chain == [{"type": "httpx.HTTPStatusError", "message": "429"}]
+    assert record.stack == "".join(traceback.format_exception(wrapped.__cause__))
+
+
+def test_the_ui_message_names_the_class_of_an_error_from_a_nested_module_by_its_name_only() -> None:
+    failure = fail(ErrorBoundary(rng=random.Random(0)), raised(sa.TimeoutError("pool")), AttemptState())
+
+    assert failure.record.exception_type == "sqlalchemy.exc.TimeoutError"
+    assert failure.error.message.startswith("[DB_POOL_TIMEOUT] openai TimeoutError — task research,")
+
+
+def test_the_ui_message_of_an_error_without_text_has_no_detail() -> None:
+    failure = fail(ErrorBoundary(rng=random.Random(0)), raised(TimeoutError()), AttemptState())
+
+    assert failure.error.message == (
+        "[LLM_TIMEOUT] openai TimeoutError — task research, agent researcher, attempt 1/5: "
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -12,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit, config_from
@@ -20,6 +22,7 @@ from backend.db.database import Database
 from backend.db.engine import make_engine, make_session_factory
 from backend.db.models import BreakerCall, BreakerEvent, CircuitBreakerRow
 from backend.exceptions.execution_errors import CircuitOpenError
+from tests.commit_faults import CommitFaults
 from tests.postgres import fresh_database, migrated_sqlite
 
 SERVICE = "openai"
@@ -199,6 +202,43 @@ def test_a_success_between_failures_resets_the_consecutive_count(make_harness: M
     assert h.transitions() == [("closed", "open", "3 consecutive failures")]
 
 
+def test_a_success_after_a_single_failure_ends_the_run(make_harness: MakeHarness) -> None:
+    h = make_harness(consecutive_failures=2, min_calls=100)
+    h.calls(["network", None, "network"])
+
+    state = h.state(SERVICE)
+    assert (state.state, state.consecutive_failures) == ("closed", 1)
+
+
+def test_a_success_of_one_service_leaves_another_services_run_of_failures_alone(
+    make_harness: MakeHarness,
+) -> None:
+    h = make_harness(consecutive_failures=3, min_calls=100)
+    h.calls(["network", "network"], service="anthropic")
+    h.call(None, service="openai")
+
+    assert h.state("anthropic").consecutive_failures == 2
+    h.call("network", service="anthropic")
+    assert h.state("anthropic").state == "open"
+
+
+def test_record_is_true_only_for_the_outcome_that_opened_a_closed_breaker(make_harness: MakeHarness) -> None:
+    h = make_harness(consecutive_failures=2, min_calls=100, cooldown_s=30.0)
+    late = h.breaker.acquire(SERVICE)
+    assert h.breaker.record(h.breaker.acquire(SERVICE), None) is False
+    assert h.breaker.record(h.breaker.acquire(SERVICE), "network") is False
+    assert h.breaker.record(h.breaker.acquire(SERVICE), "network") is True  # a new incident
+    assert h.breaker.record(late, "network") is False  # admitted before it opened: same incident
+    h.clock.advance(30.0)
+    assert h.breaker.record(h.breaker.acquire(SERVICE), "network") is False  # a failed probe reopens it
+
+    by_rate = make_harness(consecutive_failures=100, min_calls=2, failure_rate=0.5)
+    assert by_rate.breaker.record(by_rate.breaker.acquire("rated"), None) is False
+    assert by_rate.breaker.record(by_rate.breaker.acquire("rated"), "timeout") is True
+    disabled = make_harness(enabled=False, consecutive_failures=1)
+    assert disabled.breaker.record(Permit("off", probe=True), "network") is False
+
+
 def test_a_non_counted_failure_neither_counts_nor_breaks_a_run_of_failures(make_harness: MakeHarness) -> None:
     h = make_harness(consecutive_failures=3, min_calls=100)
     h.calls(["network", "authentication", "network", "validation"])
@@ -299,6 +339,41 @@ def test_a_success_after_the_breaker_opened_elsewhere_leaves_it_open_and_its_cou
     assert h.breaker.record(admitted, None) is False
     state = h.state()
     assert (state.state, state.consecutive_failures) == ("open", 3)
+
+
+@pytest.mark.postgresql
+def test_a_success_racing_the_failure_that_opens_the_breaker_leaves_its_counts_alone() -> None:
+    # PostgreSQL only: under read committed, another worker's failure can open the breaker between
+    # this success's read of the state and its update (SQLite's single writer rules that out).
+    config = BreakerConfig(consecutive_failures=3, min_calls=100, cooldown_s=30.0)
+    with fresh_database(migrated=True) as url:
+        engines = [make_engine(url), make_engine(url)]
+        try:
+            here, elsewhere = (
+                CircuitBreaker(
+                    Database(make_session_factory(e)), config, clock=FakeClock(), rng=random.Random(0)
+                )
+                for e in engines
+            )
+            for _ in range(2):
+                here.record(here.acquire(SERVICE), "network")
+            admitted = here.acquire(SERVICE)
+            raced: list[str] = []
+
+            @event.listens_for(engines[0], "before_cursor_execute")
+            def failure_elsewhere(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+                if statement.startswith("UPDATE circuit_breakers SET consecutive_failures") and not raced:
+                    raced.append(statement)
+                    elsewhere.record(elsewhere.acquire(SERVICE), "timeout")  # the third: it opens
+
+            here.record(admitted, None)
+
+            state = here.state(SERVICE)
+            assert raced and state is not None
+            assert (state.state, state.consecutive_failures) == ("open", 3)
+        finally:
+            for engine in engines:
+                engine.dispose()
 
 
 def test_a_breaker_row_lost_with_a_rolled_back_transaction_is_made_again(make_harness: MakeHarness) -> None:
@@ -598,6 +673,39 @@ def test_events_record_the_full_transition_history_in_order(make_harness: MakeHa
     ]
     assert all(e.service == SERVICE for e in h.breaker.events(SERVICE))
     assert h.breaker.events("other") == []
+
+
+def test_every_state_change_is_logged_with_its_service_both_states_and_the_reason(
+    make_harness: MakeHarness, captured_logs: io.StringIO
+) -> None:
+    h = make_harness(consecutive_failures=2, min_calls=100, cooldown_s=30.0)
+    h.calls(["network", "timeout"])
+    h.clock.advance(30.0)
+    h.call(None)
+
+    lines = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
+    changes = [line for line in lines if line.get("event") == "breaker.state_changed"]
+    assert [(c["service"], c["from_state"], c["to_state"], c["reason"], c["level"]) for c in changes] == [
+        (SERVICE, "closed", "open", "2 consecutive failures", "warning"),
+        (SERVICE, "open", "half_open", "cooldown over: probing", "warning"),
+        (SERVICE, "half_open", "closed", "probe succeeded", "warning"),
+    ]
+
+
+def test_the_breakers_transactions_are_named_for_logs_and_fault_injection(make_harness: MakeHarness) -> None:
+    h = make_harness()
+    faults = CommitFaults(Database(h.sessions))
+    operations: dict[str, Callable[[], object]] = {
+        "breaker.acquire": lambda: h.breaker.acquire(SERVICE),
+        "breaker.record": lambda: h.breaker.record(Permit(SERVICE), None),
+        "breaker.reset": lambda: h.breaker.reset(SERVICE),
+    }
+    for name, operation in operations.items():
+        faults.arm(name, ConnectionResetError(name))
+        with pytest.raises(ConnectionResetError, match=name):
+            operation()
+
+    assert faults.fired == list(operations)
 
 
 def test_reset_closes_an_open_breaker_and_clears_its_counters(make_harness: MakeHarness) -> None:

@@ -71,6 +71,11 @@ def test_the_places_that_use_a_trait_read_it_from_the_table() -> None:
     assert declared is not None and set(declared) == set(NON_RETRYABLE)
 
 
+def test_a_known_category_by_its_value_has_its_row_of_the_table() -> None:
+    assert {c.value: traits(c.value) for c in Category} == {c.value: row for c, row in TRAITS.items()}
+    assert traits("validation").tool_tells_llm and traits("network").policy.maximum_attempts == 8
+
+
 def test_an_unknown_category_is_never_retried() -> None:
     assert traits("martian") == CategoryTraits(NEVER)
     assert traits("martian").policy == NEVER and not traits("martian").retryable

@@ -7,12 +7,14 @@ covers it."""
 from __future__ import annotations
 
 import errno
+import importlib.machinery
 import inspect
 import json
 import socket
 import ssl
 import subprocess
 import sys
+import types
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -1216,9 +1218,18 @@ def test_crewrun_error_unknown_code_is_a_key_error() -> None:
         pytest.param(
             400, None, "filtered by the content management policy", "LLM_CONTENT_REFUSED", id="msg-azure"
         ),
+        pytest.param(
+            400,
+            None,
+            "Your request was rejected as a result of our safety system.",
+            "LLM_CONTENT_REFUSED",
+            id="msg-safety-system",
+        ),
         pytest.param(None, "invalid_api_key", "", "LLM_AUTH_FAILED", id="pc-invalid_api_key"),
+        pytest.param(None, "authentication_error", "", "LLM_AUTH_FAILED", id="pc-authentication_error"),
         pytest.param(None, "permission_error", "", "LLM_PERMISSION_DENIED", id="pc-permission"),
         pytest.param(None, "model_not_found", "", "CONFIG_MODEL_UNKNOWN", id="pc-model_not_found"),
+        pytest.param(None, "not_found_error", "", "CONFIG_MODEL_UNKNOWN", id="pc-not_found_error"),
         pytest.param(None, "rate_limit_error", "", "LLM_RATE_LIMITED", id="pc-rate_limit_error"),
         pytest.param(None, "overloaded_error", "", "LLM_PROVIDER_OVERLOADED", id="pc-overloaded"),
         pytest.param(408, None, "", "LLM_TIMEOUT", id="408"),
@@ -1354,6 +1365,12 @@ NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
         ),
         pytest.param(
             {"anthropic-ratelimit-tokens-reset": "2025-03-14T12:00:45Z"}, 45.0, id="anthropic-reset-Z"
+        ),
+        # RFC 3339 lets the UTC designator be lower case too.
+        pytest.param(
+            {"anthropic-ratelimit-tokens-reset": "2025-03-14t12:00:45z"},
+            45.0,
+            id="anthropic-reset-lowercase-z",
         ),
         pytest.param(
             {"anthropic-ratelimit-input-tokens-reset": "2025-03-14T12:01:00"},
@@ -1748,6 +1765,120 @@ def test_crewrun_error_retry_after_is_capped_like_a_header() -> None:
     assert (
         classify(CrewrunError("x", code="LLM_RATE_LIMITED", retry_after_s=float("nan"))).retry_after_s is None
     )
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        pytest.param("database is locked", "DB_LOCKED", id="sqlite-locked"),
+        pytest.param("deadlock detected", "DB_LOCKED", id="postgresql-deadlock"),
+        pytest.param(
+            "could not serialize access due to concurrent update", "DB_LOCKED", id="postgresql-serialization"
+        ),
+        pytest.param("canceling statement due to lock timeout", "DB_LOCKED", id="postgresql-lock-timeout"),
+        pytest.param(
+            "could not write block 7 of temporary file: disk full", "RESOURCE_DISK_FULL", id="disk-full"
+        ),
+        pytest.param("connection refused", "DB_UNAVAILABLE", id="unavailable"),
+    ],
+)
+def test_a_database_drivers_error_is_read_from_its_message(message: str, code: str) -> None:
+    assert classify(sa.OperationalError("UPDATE executions", {}, Exception(message))).code == code
+
+
+def test_a_stream_error_event_without_a_code_is_read_from_its_message() -> None:
+    event = openai.APIError(
+        "You exceeded your current quota, please check your plan", openai_request(), body=None
+    )
+
+    assert classify(event).code == "LLM_QUOTA_EXHAUSTED"
+
+
+def test_an_error_event_of_a_stream_that_cannot_be_read_again_is_decided_by_its_body() -> None:
+    # Anthropic reports trouble mid-stream as an error event of a 200 response: the body the SDK
+    # parsed names it; the response's own text is a stream already consumed.
+    body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    streamed = httpx2.Response(200, request=anthropic_request(), stream=httpx2.ByteStream(b"event: error"))
+    err = anthropic.APIStatusError("Overloaded", response=streamed, body=body)
+
+    found = classify(err)
+
+    assert (found.code, found.status_code, found.provider_code) == (
+        "LLM_PROVIDER_OVERLOADED",
+        200,
+        "overloaded_error",
+    )
+
+
+class VendorAPIError(Exception):
+    """Another SDK's error: its status and its code as attributes, a response whose body is no JSON
+    (a proxy's HTML page)."""
+
+    def __init__(self, message: str, *, status_code: Any, code: Any, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.response = SimpleNamespace(headers=headers, text="<html>Too Many Requests</html>")
+
+
+def test_a_foreign_sdks_error_keeps_the_status_code_and_retry_after_it_carries() -> None:
+    err = VendorAPIError(
+        "slow down", status_code=429, code="rate_limit_exceeded", headers={"retry-after": "2"}
+    )
+
+    found = classify(err)
+
+    # No rule knows the class: internal, but its record says what the service answered.
+    assert (found.code, found.status_code, found.provider_code, found.retry_after_s) == (
+        "INTERNAL_ERROR",
+        429,
+        "rate_limit_exceeded",
+        2.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status_code", "code"),
+    [
+        pytest.param("429", "rate_limit_exceeded", id="status-as-text"),
+        pytest.param(None, 7, id="grpc-numeric-code"),
+    ],
+)
+def test_only_a_number_is_an_http_status_and_only_text_a_provider_code(status_code: Any, code: Any) -> None:
+    found = classify(VendorAPIError("denied", status_code=status_code, code=code, headers={}))
+
+    assert found.status_code is None
+    assert found.provider_code == (code if isinstance(code, str) else None)
+
+
+def test_an_sdk_never_imported_has_no_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "httpx2")
+
+    assert not [t for t in mapped_types() if t.__module__.startswith("httpx2")]
+    assert classify(httpx.ConnectError("refused")).code == "NETWORK_CONNECT_FAILED"
+
+
+def test_an_sdk_a_loader_ran_itself_counts_as_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lazy loaders and plugin systems run a module themselves (module_from_spec, exec_module): its
+    # spec never says whether an import is in progress.
+    ran = types.ModuleType("httpx2")
+    ran.__dict__.update({k: v for k, v in vars(httpx2).items() if not k.startswith("__")})
+    ran.__spec__ = importlib.machinery.ModuleSpec("httpx2", loader=None)
+    monkeypatch.setitem(sys.modules, "httpx2", ran)
+
+    assert httpx2.TimeoutException in mapped_types()
+    assert classify(httpx2.ReadTimeout("slow")).code == "LLM_TIMEOUT"
+
+
+def test_an_sdk_another_thread_is_still_importing_has_no_rules_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    # sys.modules holds a module from the start of its import: its classes are not defined yet.
+    half_built = types.ModuleType("httpx2")
+    half_built.__spec__ = importlib.machinery.ModuleSpec("httpx2", loader=None)
+    half_built.__spec__._initializing = True  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "httpx2", half_built)
+
+    assert not [t for t in mapped_types() if t.__module__.startswith("httpx2")]
+    assert classify(httpx.ReadTimeout("slow")).code == "LLM_TIMEOUT"
 
 
 def test_an_sdk_loaded_after_the_table_was_built_gets_its_rules() -> None:

@@ -215,6 +215,34 @@ def test_longest_secret_is_replaced_first_leaving_no_partial() -> None:
     assert redact("x abcdefgh-longer-variant y abcdefgh") == f"x {MARK} y {MARK}"
 
 
+@pytest.mark.parametrize("remember", ["env", "added"])
+def test_a_secret_inside_a_longer_one_leaves_no_part_of_the_longer(remember: str) -> None:
+    # Sorted by name, "sekret-2024" would come first and cut "my-sekret-2024-full" in three.
+    if remember == "env":
+        set_env_secrets({"SHORT_TOKEN": "sekret-2024", "LONG_TOKEN": "my-sekret-2024-full"})
+    else:
+        add_secrets(["sekret-2024", "my-sekret-2024-full"])
+
+    assert redact("a my-sekret-2024-full b sekret-2024") == f"a {MARK} b {MARK}"
+
+
+def test_an_env_value_of_eight_characters_is_a_secret_and_of_seven_is_not() -> None:
+    set_env_secrets({"EIGHT_TOKEN": "12345678", "SEVEN_TOKEN": "1234567"})
+
+    assert redaction._env_secrets == ("12345678",)
+
+
+def test_every_kind_of_secret_in_one_text_is_redacted() -> None:
+    text = (
+        "GET https://bot:hunter2hunter2@api.internal/v1?api_key=abcd1234efgh "
+        "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9 token sk-proj-0123456789abcdef"
+    )
+
+    assert redact(text) == (
+        f"GET https://bot:{MARK}@api.internal/v1?api_key={MARK} Authorization: Bearer {MARK} token {MARK}"
+    )
+
+
 # ---------------------------------------------------------------- bounds
 
 
@@ -261,6 +289,11 @@ def test_bound_without_room_for_a_kept_character_cuts_plainly(keep: str) -> None
     assert bound(HUNDRED, 23, keep=keep) == (
         "0" + "... [99 chars cut] ..." if keep == "head" else "... [99 chars cut] ..." + "9"
     )
+
+
+def test_bound_keeps_the_head_by_default() -> None:
+    assert bound(HUNDRED, 22) == HUNDRED[:22]  # no room for the note either
+    assert bound(HUNDRED, 40) == HUNDRED[:18] + "... [82 chars cut] ..."
 
 
 @pytest.mark.parametrize("keep", ["head", "tail"])
@@ -390,6 +423,12 @@ def test_redact_data_leaves_scalars_alone() -> None:
     assert redact_data(42) == 42
     assert redact_data(2.5) == 2.5
     assert redact_data(b"sk-abcdefghijklmnop") == b"sk-abcdefghijklmnop"  # bytes are not text
+
+
+def test_redact_data_bounds_strings_inside_lists_by_the_same_limit() -> None:
+    assert redact_data({"calls": ["w" * 50, ("t" * 50,)]}, limit=30) == {
+        "calls": ["w" * 8 + "... [42 chars cut] ...", ["t" * 8 + "... [42 chars cut] ..."]]
+    }
 
 
 def test_redact_data_default_limit_is_the_message_limit() -> None:

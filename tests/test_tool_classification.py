@@ -15,7 +15,7 @@ import requests
 
 from backend.exceptions.classifier import TOOL_CODES, classify
 from backend.exceptions.codes import REGISTRY
-from backend.exceptions.execution_errors import CircuitOpenError
+from backend.exceptions.execution_errors import CircuitOpenError, LLMOutputError
 
 URL = "http://search.internal/tools/web_search"
 
@@ -61,7 +61,13 @@ def test_a_tool_services_status_decides_its_code_whatever_the_client(
 ) -> None:
     found = classify(build(status), tool=True)
 
-    assert (found.code, found.category, found.status_code) == (code, category, status)
+    # urllib's status is its ``code`` attribute: a number, never taken for a provider's code.
+    assert (found.code, found.category, found.status_code, found.provider_code) == (
+        code,
+        category,
+        status,
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -100,6 +106,19 @@ def test_crewruns_own_errors_keep_their_code_in_a_tool_call() -> None:
     found = classify(refused, tool=True)
 
     assert (found.code, found.retry_after_s) == ("CIRCUIT_OPEN", 4.0)
+
+
+def test_crewruns_own_error_raised_inside_a_tool_is_not_renamed_as_the_tools() -> None:
+    # A tool that asks an LLM through crewrun's boundary and gets no answer: the LLM's failure.
+    empty = LLMOutputError("the LLM returned an empty answer")
+
+    assert classify(empty, tool=True).code == "LLM_OUTPUT_INVALID"
+
+
+def test_a_urllib_errors_reason_is_read_like_a_message() -> None:
+    quota = urllib.error.HTTPError(URL, 429, "You exceeded your current quota", email.message.Message(), None)
+
+    assert classify(quota, tool=True).code == "TOOL_QUOTA_EXHAUSTED"
 
 
 def test_every_tool_code_is_registered_in_the_same_category_as_the_code_it_replaces() -> None:

@@ -133,7 +133,7 @@ def _parse_retry_after(value: str, now: datetime) -> float | None:
 
 def _parse_timestamp(value: str, now: datetime) -> float | None:
     try:
-        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        when = datetime.fromisoformat(value.strip().upper())  # RFC 3339: "Z" or "z", "T" or "t"
     except ValueError:
         return None
     if when.tzinfo is None:
