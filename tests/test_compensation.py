@@ -9,9 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 
 from backend.db import dead_letters
+from backend.db import webhooks as webhook_outbox
 from backend.db.dead_letters import Compensation, DeadLetterNotOpen
+from backend.db.models import TaskRun, WebhookEvent
 from backend.db.store import Store
 from backend.exceptions.records import ErrorRecord
 from backend.status import ExecutionStatus as E
@@ -52,7 +55,13 @@ def record(attempt: int, code: str, occurred_at: str) -> ErrorRecord:
     )
 
 
-def failing_execution(store: Store, *, crew: bool = True, start: bool = True) -> str:
+def failing_execution(
+    store: Store,
+    *,
+    crew: bool = True,
+    start: bool = True,
+    webhooks: list[webhook_outbox.Subscription] | None = None,
+) -> str:
     """Task one completed, task two failed twice and is still retrying, task three never ran."""
     crew_id = store.create_crew("research", SPEC).id if crew else None
     execution, _ = store.create_execution(
@@ -62,6 +71,7 @@ def failing_execution(store: Store, *, crew: bool = True, start: bool = True) ->
         inputs={"topic": "otters"},
         idempotency_key=None,
         request_hash=None,
+        webhooks=webhooks,
     )
     if start:
         store.transition_execution(execution.id, E.RUNNING)
@@ -180,6 +190,56 @@ def test_compensation_writes_the_final_status_record_and_dead_letter_with_the_ch
         "error",
         {"dead_letter_id": done.dead_letter_id},
     )
+
+
+def test_compensation_tells_the_executions_webhooks_once_how_it_ended_and_what_it_used(
+    store: Store,
+) -> None:
+    hook = webhook_outbox.Subscription(url="http://receiver.test/hook", events=("execution_finished",))
+    deaf = webhook_outbox.Subscription(url="http://receiver.test/tasks", events=("task_completed",))
+    execution_id = failing_execution(store, webhooks=[hook, deaf])
+    with store.db.transaction("arrange") as s:  # what the call journal would have added up
+        for task, tokens_in, tokens_out, cost in [("one", 120, 30, 0.0015), ("two", 80, 0, 0.0004)]:
+            s.execute(
+                update(TaskRun)
+                .where(TaskRun.execution_id == execution_id, TaskRun.name == task)
+                .values(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost)
+            )
+        s.execute(  # task one's structured output
+            update(TaskRun)
+            .where(TaskRun.execution_id == execution_id, TaskRun.name == "one")
+            .values(output_data={"json_dict": {"species": "sea otter"}})
+        )
+    error = {
+        "code": "LLM_TIMEOUT",
+        "category": "timeout",
+        "severity": "medium",
+        "task": "two",
+        "message": "the model did not answer in 60 s",
+        "stack": "not for receivers",
+    }
+
+    done = compensate(store, execution_id, error=error, reason="x" * 600)
+    again = compensate(store, execution_id, error=error, reason="x" * 600)
+
+    assert again.dead_letter_id == done.dead_letter_id
+    with store.db.transaction("read") as s:
+        events = list(s.scalars(select(WebhookEvent).where(WebhookEvent.execution_id == execution_id)))
+    finished = [e for e in events if e.type == "execution_finished"]
+    assert [(e.event_key, e.execution_id) for e in finished] == [
+        ("execution_finished:failed:run-1", execution_id)
+    ]  # one event, for the subscription that asked for it
+    assert finished[0].payload == {
+        "status": "failed",
+        "message": "x" * 500,
+        "error": {k: error[k] for k in ("code", "category", "severity", "task", "message")},
+        "dead_letter_id": done.dead_letter_id,
+        "result": {"raw": "otters hold hands", "json_dict": {"species": "sea otter"}},
+        "token_usage": {"prompt_tokens": 200, "completion_tokens": 30, "total_tokens": 230},
+        "cost_usd": 0.0019,
+    }
+    others = {e.type for e in events if e.subscription_id != finished[0].subscription_id}
+    assert others == {"task_completed"}  # the tasks-only subscription heard of task one only
 
 
 def test_a_second_compensation_of_the_same_run_finds_the_first_and_writes_nothing(store: Store) -> None:

@@ -270,8 +270,8 @@ async def test_a_tool_services_outage_opens_its_breaker_only_and_parked_executio
         if (opened := await breaker("reference-api")) and opened["state"] != "closed" and await parked():
             break
         await asyncio.sleep(pause)
-    calls_while_open = len(sim.tool_calls("lookup"))
     assert (await breaker("127.0.0.1") or {}).get("state") == "closed"  # the LLM's own is unaffected
+    calls_while_open = len(sim.tool_calls("lookup"))
     sim.script.heal()
     bodies = [await wait_terminal(crew_api, i, timeout_s=60) for i in ids]
 
@@ -280,9 +280,10 @@ async def test_a_tool_services_outage_opens_its_breaker_only_and_parked_executio
     codes = {e["code"] for i in ids for e in await errors_of(crew_api, i)}
     assert codes == {"CIRCUIT_OPEN", "TOOL_SERVICE_ERROR"}
     # While it was open the executions waited instead of calling: after the heal, one probe and
-    # then one call per execution.
-    after = sim.tool_calls("lookup")[calls_while_open:]
-    assert [c["status"] for c in after] == [200] * 3
+    # then one call per execution. With a 1 s cooldown a half-open probe may still meet the outage
+    # in the instant between counting and healing, so at most one 503 may precede them.
+    after = [c["status"] for c in sim.tool_calls("lookup")[calls_while_open:]]
+    assert after in ([200] * 3, [503] + [200] * 3), after
     assert all(b["tasks"][1]["attempts"] == 1 for b in bodies)  # the reporter never saw it
 
 
