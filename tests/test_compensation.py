@@ -238,6 +238,17 @@ def test_compensation_tells_the_executions_webhooks_once_how_it_ended_and_what_i
         "token_usage": {"prompt_tokens": 200, "completion_tokens": 30, "total_tokens": 230},
         "cost_usd": 0.0019,
     }
+    letter = store.get_dead_letter(done.dead_letter_id)  # the checkpoint keeps the structured output
+    assert letter is not None and letter.completed_tasks == [
+        {
+            "name": "one",
+            "agent": "a",
+            "output": "otters hold hands",
+            "model": "gpt-4o",
+            "attempts": 1,
+            "output_data": {"json_dict": {"species": "sea otter"}},
+        }
+    ]
     others = {e.type for e in events if e.subscription_id != finished[0].subscription_id}
     assert others == {"task_completed"}  # the tasks-only subscription heard of task one only
 
