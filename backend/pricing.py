@@ -55,6 +55,12 @@ class Usage:
 class PriceTable:
     def __init__(self, overrides: Mapping[str, PriceOverride] | None = None) -> None:
         self._overrides = dict(overrides or {})
+        # The table is imported here, where a worker is built (0.3 s of CPU, once per process), not
+        # by the first priced call: it imports httpx2, and openai's SDK looks httpx2 up in
+        # sys.modules on every request. While one attempt's thread was half-way through that
+        # import, concurrent attempts failed with "partially initialized module 'httpx2' has no
+        # attribute 'Timeout'".
+        import genai_prices  # noqa: F401
 
     def cost(self, model: str, usage: Usage, provider: str | None = None) -> float | None:
         """USD, or None when no price is known for the model."""
@@ -87,8 +93,6 @@ def _bare(model: str) -> str:
 def _table_cost(
     model: str, provider: str | None, input_tokens: int, output_tokens: int, cached: int
 ) -> float | None:
-    # Imported with the first priced call (0.3 s of CPU, once per process; it imports httpx2, which
-    # the classifier picks up once the import has finished).
     from genai_prices import Usage as TableUsage
     from genai_prices import calc_price
 

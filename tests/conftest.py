@@ -44,6 +44,8 @@ LONG_FIRST = [
         "test_resource_exhaustion",
         "test_scenarios",
         "test_alerts",
+        "test_webhooks",
+        "test_python_crews_e2e",
         "test_compensation_outage",
         "test_api_fuzz",
         "test_pause_cli_e2e",

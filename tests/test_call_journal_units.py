@@ -4,6 +4,8 @@ from (on SQLite and PostgreSQL), matching, answers as JSON, bounds, redaction, p
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from typing import Any
@@ -333,6 +335,18 @@ def test_prices_come_from_the_maintained_table_with_deployment_overrides() -> No
     assert table.cost("openai/gpt-4o-mini", Usage(1000, 500)) == pytest.approx(0.00045)  # CrewAI's prefix
     assert table.cost("private-model", Usage(1000, 500)) == pytest.approx(1000 * 1e-6 + 500 * 4e-6)
     assert table.cost("no-such-model", Usage(10, 10), "openai") is None
+
+
+def test_the_price_table_is_loaded_when_it_is_built_not_by_the_first_priced_call() -> None:
+    # A worker builds its table at start. Loaded lazily, the table's import of httpx2 ran in one
+    # attempt's thread while openai's SDK, in others, found the half-built module in sys.modules.
+    code = (
+        "import sys; from backend.pricing import PriceTable; before = 'httpx2' in sys.modules; "
+        "PriceTable(); print(before, 'httpx2' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert done.stdout.split() == ["False", "True"]
 
 
 def test_cached_input_tokens_are_read_from_a_providers_report() -> None:
