@@ -41,6 +41,37 @@ def test_a_block_with_any_port_taken_is_skipped_and_none_left_is_an_error(
             ports.free_port()
 
 
+def test_a_block_another_process_reserved_is_passed_over_while_others_are_free(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    base = ports.free_port()
+    while not all(ports.port_is_free("127.0.0.1", base + ports.BLOCK + i) for i in range(ports.BLOCK)):
+        base = ports.free_port()  # a free block with a free block after it
+    monkeypatch.setattr(ports, "ephemeral_range_start", lambda: base + 2 * ports.BLOCK)
+    monkeypatch.setattr(ports, "WINDOW", 2 * ports.BLOCK)
+    monkeypatch.setattr(ports, "RESERVATIONS", tmp_path)
+    assert ports.reserve(base, directory=tmp_path)  # what another process choosing now would do
+
+    assert ports.free_port() == base + ports.BLOCK
+    assert sorted(p.name.split(".")[0] for p in tmp_path.iterdir()) == [str(base), str(base + ports.BLOCK)]
+
+
+def test_a_reservation_holds_for_one_to_two_leases_and_old_ones_are_removed(tmp_path: Path) -> None:
+    lease = ports.LEASE_S
+    assert ports.reserve(7000, now=0.0, directory=tmp_path)
+    assert not ports.reserve(7000, now=lease - 1, directory=tmp_path)  # the same period
+    assert not ports.reserve(7000, now=lease + 1, directory=tmp_path)  # the next one: still held
+    assert ports.reserve(7004, now=lease + 1, directory=tmp_path)  # another block is free to take
+    assert ports.reserve(7000, now=2 * lease + 1, directory=tmp_path)  # expired: taken again
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["7000.2", "7004.1"]
+
+
+def test_without_a_place_to_keep_reservations_every_block_counts_as_reserved_by_us(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    assert ports.reserve(7000, directory=not_a_directory)
+
+
 def test_the_ephemeral_range_is_read_from_proc_or_defaults_to_linux(tmp_path: Path) -> None:
     good = tmp_path / "range"
     good.write_text("40000\t60999\n")
