@@ -154,6 +154,7 @@ async def places_a_secret_could_reach(
             f"/api/v1/executions/{e}",
             f"/api/v1/executions/{e}/errors",
             f"/api/v1/executions/{e}/logs",
+            f"/api/v1/executions/{e}/steps",
         ):
             responses.append((await api.get(path)).text)
     for path in ("/api/v1/executions", "/api/v1/alerts", "/api/v1/dead-letters", "/api/v1/errors"):
