@@ -36,7 +36,7 @@ from backend.db import journal
 from backend.db.engine import upgrade_database
 from backend.db.store import Store
 from backend.exceptions.records import ErrorRecord
-from backend.pricing import PriceTable, Usage
+from backend.pricing import Usage
 from backend.settings import Settings, ToolSetting
 from backend.stack import Stack
 from bench.analytics import PG_ADMIN_URL
@@ -411,7 +411,6 @@ def measure_overhead(work: Path, r: JournalResult) -> JournalResult:
     """REPS repetitions of (sqlite record, postgresql record, sqlite replay, postgresql replay):
     each record run is a new execution's first attempt of ``r.calls`` calls, the replay run after
     it that execution's retry."""
-    PriceTable.load()  # as a worker does at start: not inside the first priced call
     tools = lookup_tool_schema()
     requests = [llm_request(i) for i in range(r.calls)]
     r.request_bytes = len(json.dumps(requests[0]))
