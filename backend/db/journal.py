@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from backend.db import webhooks
@@ -129,24 +129,44 @@ def record(s: Session, entry: JournalEntry, *, webhook_events: bool = True) -> N
         # milliseconds may lose the last one (it is paid for again), a worker crash loses nothing.
         # Not waiting for the WAL flush takes most of a call's overhead off (BENCHMARKS.md).
         s.execute(text("SET LOCAL synchronous_commit TO OFF"))
-    s.add(entry)
+    # Core statements built once, not session.add and ORM updates: a call's record is on the path
+    # of every LLM and tool call, and the ORM's flush and statement building were most of its
+    # Python time (BENCHMARKS.md section 7). Nothing reads the row back in this transaction.
+    s.execute(
+        _ENTRIES.insert(),
+        {c.key: value for c in _ENTRIES.columns if (value := getattr(entry, c.key)) is not None},
+    )
     if webhook_events:
         key = f"{entry.task}:{entry.revision}:{entry.attempt}:{entry.seq}"
         webhooks.emit(s, entry.execution_id, "step", key, step_event(entry))
     _count_totals(s, entry)
 
 
+_ENTRIES = cast(Table, JournalEntry.__table__)
+_TASKS = cast(Table, TaskRun.__table__)
+_ADD_USAGE = (
+    _TASKS.update()
+    .where(_TASKS.c.execution_id == bindparam("of_execution"), _TASKS.c.name == bindparam("of_task"))
+    .values(
+        tokens_in=_TASKS.c.tokens_in + bindparam("add_in"),
+        tokens_out=_TASKS.c.tokens_out + bindparam("add_out"),
+        cost_usd=_TASKS.c.cost_usd + bindparam("add_cost"),
+    )
+)
+
+
 def _count_totals(s: Session, entry: JournalEntry) -> None:
     task = select(TaskRun.id).where(TaskRun.execution_id == entry.execution_id, TaskRun.name == entry.task)
     if entry.outcome == "ok":
         s.execute(
-            update(TaskRun)
-            .where(TaskRun.id == task.scalar_subquery())
-            .values(
-                tokens_in=TaskRun.tokens_in + entry.tokens_in,
-                tokens_out=TaskRun.tokens_out + entry.tokens_out,
-                cost_usd=TaskRun.cost_usd + (entry.cost_usd or 0.0),
-            )
+            _ADD_USAGE,
+            {
+                "of_execution": entry.execution_id,
+                "of_task": entry.task,
+                "add_in": entry.tokens_in,
+                "add_out": entry.tokens_out,
+                "add_cost": entry.cost_usd or 0.0,
+            },
         )
     elif entry.outcome == "replayed" and entry.source_id is not None:
         first_reuse = s.execute(
