@@ -74,7 +74,7 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy backend workflows activities worker.py
+	$(VENV)/bin/mypy backend workflows activities worker.py bench scripts
 
 clean:
 	rm -rf $(VENV) .crewrun .pytest_cache

@@ -34,6 +34,7 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mutmut.mutation.diff_apply import get_diff_for_mutant
 from mutmut.stats import status_by_exit_code
@@ -123,7 +124,7 @@ def load_reviewed(problems: list[str]) -> dict[str, dict[str, str]]:
     return reviewed
 
 
-def mutmut_config() -> dict[str, object]:
+def mutmut_config() -> dict[str, Any]:
     return dict(tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["mutmut"])
 
 

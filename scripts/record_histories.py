@@ -31,7 +31,7 @@ from backend.db.store import Store  # noqa: E402
 from backend.executions import start_workflow  # noqa: E402
 from backend.settings import SEARCH_ATTRIBUTES, Settings  # noqa: E402
 from backend.simulator.script import FaultRule  # noqa: E402
-from backend.specs import CrewSpec  # noqa: E402
+from backend.specs import CrewSpec, RetryOverride  # noqa: E402
 from backend.worker_factory import build_worker  # noqa: E402
 from tests.support import SimulatorServer, research_spec, tool_path  # noqa: E402
 from workflows.contracts import FeedbackRequest, ResumeRequest  # noqa: E402
@@ -46,7 +46,8 @@ async def main(suffix: str) -> None:
     upgrade_database(url)
     store = Store.from_url(url)
     fast = {
-        c: {"initial_interval_s": 0.05, "maximum_interval_s": 0.2} for c in ("external_service", "rate_limit")
+        c: RetryOverride(initial_interval_s=0.05, maximum_interval_s=0.2)
+        for c in ("external_service", "rate_limit")
     }
     settings = Settings(data_dir=tmp, database_url=url, task_queue=f"rec-{uuid.uuid4().hex[:6]}", retry=fast)
     env = await WorkflowEnvironment.start_local(
