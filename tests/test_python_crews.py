@@ -313,7 +313,7 @@ async def test_a_human_input_task_waits_for_a_person_rejected_over_the_api_appro
     )
     rejected = await crew_api.post(
         f"/api/v1/executions/{execution_id}/feedback",
-        json={"task": "task_1", "approve": False, "feedback": "mention the spring tides"},
+        json={"task": "task_1", "approve": False, "feedback": "mention the spring tides", "revision": 0},
     )
     assert rejected.status_code == 202, rejected.text
     for pause in poll_intervals():  # the second run's output, waiting in turn
@@ -321,6 +321,15 @@ async def test_a_human_input_task_waits_for_a_person_rejected_over_the_api_appro
         if again["status"] == "awaiting_feedback" and again["tasks"][0]["revision"] == 1:
             break
         await asyncio.sleep(pause)
+    # A second reviewer who read the first output approves it: refused, the revised one still waits.
+    late = {"task": "task_1", "approve": True, "revision": 0}
+    assert_problem(
+        await crew_api.post(f"/api/v1/executions/{execution_id}/feedback", json=late),
+        409,
+        "FEEDBACK_REVISION_STALE",
+    )
+    still = (await crew_api.get(f"/api/v1/executions/{execution_id}")).json()
+    assert (still["status"], still["tasks"][0]["revision"]) == ("awaiting_feedback", 1)
     prompts = [c["prompt"] for c in sim.llm_calls("writer")]
     assert len(prompts) == 2 and "mention the spring tides" not in prompts[0]
     assert "User feedback: mention the spring tides" in prompts[1]

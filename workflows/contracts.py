@@ -147,6 +147,10 @@ class FeedbackRequest:
     task: str
     approve: bool
     feedback: str = ""
+    # The revision of the output the person judged (the task's rejections before it); given, a
+    # decision reaching the workflow while it waits on another revision is refused, not applied
+    # to an output nobody read.
+    revision: int | None = None
 
 
 @dataclass

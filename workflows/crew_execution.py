@@ -107,6 +107,7 @@ class CrewExecutionWorkflow:
         self._task_names: set[str] = set()
         self._running_pending = False  # the first task attempt still has to mark the execution running
         self._awaiting_task: str | None = None  # a human_input task whose output waits for a person
+        self._awaiting_revision = 0  # ... and the revision of that output
         # Concurrent async tasks take turns to pause or wait for feedback: one question at a time.
         self._intervention = asyncio.Lock()
 
@@ -145,10 +146,15 @@ class CrewExecutionWorkflow:
 
     @workflow.signal(name="feedback")
     def feedback(self, request: FeedbackRequest) -> None:
-        if self._awaiting_task is not None and request.task == self._awaiting_task:
+        stale = request.revision is not None and request.revision != self._awaiting_revision
+        if self._awaiting_task is not None and request.task == self._awaiting_task and not stale:
             self._decision = _Decision("feedback", feedback=request)
         else:
-            workflow.logger.warning("feedback signal ignored: not awaiting feedback on %s", request.task)
+            workflow.logger.warning(
+                "feedback signal ignored: not awaiting feedback on %s revision %s",
+                request.task,
+                request.revision,
+            )
 
     @workflow.update(name="submit_feedback")
     def feedback_update(self, request: FeedbackRequest) -> str:
@@ -165,6 +171,12 @@ class CrewExecutionWorkflow:
             raise ApplicationError(
                 f"awaiting feedback on task {self._awaiting_task!r}, not {request.task!r}",
                 type="EXECUTION_NOT_AWAITING_FEEDBACK",
+            )
+        if request.revision is not None and request.revision != self._awaiting_revision:
+            raise ApplicationError(
+                f"task {request.task!r} awaits feedback on revision {self._awaiting_revision}, "
+                f"not {request.revision}",
+                type="FEEDBACK_REVISION_STALE",
             )
 
     @workflow.update(name="resume_execution")
@@ -341,7 +353,7 @@ class CrewExecutionWorkflow:
         """Wait for a person's decision on a task's output (the timeout leads to the dead
         letter path); record it. Returns True when approved."""
         progress.status = TaskStatus.AWAITING_FEEDBACK
-        self._awaiting_task = task.name
+        self._awaiting_task, self._awaiting_revision = task.name, revision
         self._decision = None
         timeout_s = inp.tuning.pause_timeout_s
         workflow.set_current_details(

@@ -32,6 +32,7 @@ _PROBLEMS: tuple[ProblemCode, ...] = (
     _p('CREW_NOT_FOUND',            404, 'No crew has this id or name.', 'List crews with GET /api/v1/crews (Python crews appear once a worker carrying them has started).'),
     _p('TOOL_UNKNOWN',              422, "The crew spec names a tool no worker's registry has.", 'Use the names of GET /api/v1/tools, or register the tool on the workers (CREWRUN_TOOLS with a ref).'),
     _p('EXECUTION_NOT_AWAITING_FEEDBACK', 409, "The execution is not waiting for feedback on this task's output.", 'Read the execution: its status says what it waits for.'),
+    _p('FEEDBACK_REVISION_STALE',   409, "The task's output was revised since the revision this decision is about.", 'Read the execution again and judge the output it shows now.'),
     _p('EXECUTION_NOT_FOUND',       404, 'No execution has this id.', 'List executions with GET /api/v1/executions.'),
     _p('EXECUTION_TERMINAL',        409, 'The execution has already finished; it cannot be changed.', 'Start a new execution (or replay its dead letter).'),
     _p('IDEMPOTENCY_KEY_REUSED',    409, 'This Idempotency-Key was already used with a different request body.', 'Use a new key for a different request.'),

@@ -130,6 +130,9 @@ class FeedbackBody(BaseModel):
     task: str = Field(max_length=200)
     approve: bool
     feedback: str = Field(default="", max_length=20_000)
+    # The task's `revision` as read with the output: a decision on an output since revised is
+    # refused (409 FEEDBACK_REVISION_STALE) instead of applied to one the person has not read.
+    revision: int | None = Field(default=None, ge=0)
 
     _storable = field_validator("task", "feedback")(check_storable)
 

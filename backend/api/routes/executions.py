@@ -281,7 +281,9 @@ async def give_feedback(
             f"the crew has no task {body.task!r}",
             errors=[{"loc": ["task"], "msg": "unknown task", "type": "unknown"}],
         )
-    request = FeedbackRequest(task=body.task, approve=body.approve, feedback=body.feedback)
+    request = FeedbackRequest(
+        task=body.task, approve=body.approve, feedback=body.feedback, revision=body.revision
+    )
     await send_update(execution, client, "submit_feedback", request, ExecutionStatus.AWAITING_FEEDBACK)
     refreshed = await asyncio.to_thread(store.get_execution, execution.id)
     return ExecutionPublic.of(refreshed or execution, settings)

@@ -114,7 +114,7 @@ function feedbackForms(execution, context, level) {
   const id = shortId(execution.id);
   const send = (button, approve, feedback) =>
     act(button, async () => {
-      const body = { task: task.name, approve };
+      const body = { task: task.name, approve, revision: task.revision }; // refused if revised since
       if (feedback) body.feedback = feedback;
       await post(`/api/v1/executions/${encodeURIComponent(execution.id)}/feedback`, body);
       decided.add(key);
