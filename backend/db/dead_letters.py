@@ -126,9 +126,8 @@ def compensate(
     )
     line = LogLine(f"execution.{status}", reason[:500], "error", {"dead_letter_id": dead_letter_id})
     executions.add_log(s, execution_id, line)
-    summary = {k: (error or {}).get(k) for k in ("code", "category", "severity", "task", "message")}
-    finished = {"status": status, "message": reason[:500], "error": summary, "dead_letter_id": dead_letter_id}
-    finished |= executions.outcome_summary(s, execution_id)
+    finished = executions.status_event(s, execution_id, status, reason[:500], error)
+    finished["dead_letter_id"] = dead_letter_id
     webhooks.emit(s, execution_id, "execution_finished", f"{status}:{run_id}", finished)
     return Compensation(dead_letter_id, created=True)
 

@@ -235,9 +235,7 @@ def transition(
     if changed and log is not None:
         s.add(log.row(execution_id, now))
     if changed and status in STATUS_EVENTS:
-        data = {"status": status, "message": log.message if log else "", "error": _error_summary(error)}
-        if status in TERMINAL_EXECUTION:
-            data |= outcome_summary(s, execution_id)
+        data = status_event(s, execution_id, status, log.message if log else "", error)
         webhooks.emit(s, execution_id, STATUS_EVENTS[status], f"{status}:{now.isoformat()}", data)
     return Transition(current, changed)
 
@@ -273,10 +271,18 @@ def outcome_summary(s: Session, execution_id: str) -> dict[str, Any]:
     }
 
 
-def _error_summary(error: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not error:
-        return None
-    return {k: error.get(k) for k in ("code", "category", "severity", "task", "message")}
+def status_event(
+    s: Session, execution_id: str, status: str, message: str, error: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What a webhook event of a status change says: the status, why, the error's summary, and for
+    an ended execution its outcome (the compensation adds its dead letter)."""
+    summary = (
+        {k: error.get(k) for k in ("code", "category", "severity", "task", "message")} if error else None
+    )
+    data = {"status": status, "message": message, "error": summary}
+    if status in TERMINAL_EXECUTION:
+        data |= outcome_summary(s, execution_id)
+    return data
 
 
 def count(s: Session, status: str) -> int:

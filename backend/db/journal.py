@@ -119,6 +119,20 @@ def _chain(by_attempt: dict[int, list[JournalEntry]], attempt: int, start: int) 
     return found
 
 
+# A live call's record, as Core statements built once (see record).
+_ENTRIES = cast(Table, JournalEntry.__table__)
+_TASKS = cast(Table, TaskRun.__table__)
+_ADD_USAGE = (
+    _TASKS.update()
+    .where(_TASKS.c.execution_id == bindparam("of_execution"), _TASKS.c.name == bindparam("of_task"))
+    .values(
+        tokens_in=_TASKS.c.tokens_in + bindparam("add_in"),
+        tokens_out=_TASKS.c.tokens_out + bindparam("add_out"),
+        cost_usd=_TASKS.c.cost_usd + bindparam("add_cost"),
+    )
+)
+
+
 def record(s: Session, entry: JournalEntry, *, webhook_events: bool = True) -> None:
     """One call, with the task's totals: a live call adds its tokens and cost; a replayed one marks
     its source reused, and what was counted as wasted when the source's attempt failed is not.
@@ -142,21 +156,7 @@ def record(s: Session, entry: JournalEntry, *, webhook_events: bool = True) -> N
     _count_totals(s, entry)
 
 
-_ENTRIES = cast(Table, JournalEntry.__table__)
-_TASKS = cast(Table, TaskRun.__table__)
-_ADD_USAGE = (
-    _TASKS.update()
-    .where(_TASKS.c.execution_id == bindparam("of_execution"), _TASKS.c.name == bindparam("of_task"))
-    .values(
-        tokens_in=_TASKS.c.tokens_in + bindparam("add_in"),
-        tokens_out=_TASKS.c.tokens_out + bindparam("add_out"),
-        cost_usd=_TASKS.c.cost_usd + bindparam("add_cost"),
-    )
-)
-
-
 def _count_totals(s: Session, entry: JournalEntry) -> None:
-    task = select(TaskRun.id).where(TaskRun.execution_id == entry.execution_id, TaskRun.name == entry.task)
     if entry.outcome == "ok":
         s.execute(
             _ADD_USAGE,
@@ -178,7 +178,7 @@ def _count_totals(s: Session, entry: JournalEntry) -> None:
         if first_reuse.rowcount and source is not None and _attempt_failed(s, source):  # type: ignore[attr-defined]
             s.execute(
                 update(TaskRun)
-                .where(TaskRun.id == task.scalar_subquery())
+                .where(TaskRun.execution_id == entry.execution_id, TaskRun.name == entry.task)
                 .values(wasted_cost_usd=TaskRun.wasted_cost_usd - (source.cost_usd or 0.0))
             )
 

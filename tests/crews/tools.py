@@ -15,6 +15,13 @@ def sim_url() -> str:
     return os.environ["CREWRUN_TEST_SIM_URL"]
 
 
+def call_service(tool: str, arguments: dict[str, object]) -> str:
+    """POST the arguments to the simulator's tool service; an error status raises, as a tool should."""
+    response = httpx.post(f"{sim_url()}/tools/{tool}", json=arguments, timeout=10)
+    response.raise_for_status()
+    return str(response.json()["result"])
+
+
 class LookupInput(BaseModel):
     query: str = Field(description="What to look up")
 
@@ -25,9 +32,7 @@ class LookupTool(BaseTool):
     args_schema: type[BaseModel] = LookupInput
 
     def _run(self, query: str) -> str:
-        response = httpx.post(f"{sim_url()}/tools/lookup", json={"query": query}, timeout=10)
-        response.raise_for_status()
-        return str(response.json()["result"])
+        return call_service("lookup", {"query": query})
 
 
 class CountInput(BaseModel):
@@ -40,9 +45,7 @@ class CountTool(BaseTool):
     args_schema: type[BaseModel] = CountInput
 
     def _run(self, n: int) -> str:
-        response = httpx.post(f"{sim_url()}/tools/count", json={"n": n}, timeout=10)
-        response.raise_for_status()
-        return str(response.json()["result"])
+        return call_service("count", {"n": n})
 
 
 tool_policy(LookupTool, service="reference-api", timeout_s=15)
